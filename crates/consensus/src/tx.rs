@@ -1,0 +1,301 @@
+//! Transaction rules. Transactions are Bitcoin's; the spendable output types are P2WPKH (BIP143
+//! sighash, ECDSA) and P2TR key path (BIP341 sighash, Schnorr). Other outputs are refused when
+//! created, so no coin is ever locked in a script this chain cannot verify.
+
+use crate::SECP;
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::{Message, XOnlyPublicKey};
+use bitcoin::sighash::{Prevouts, SighashCache};
+use bitcoin::{Amount, CompressedPublicKey, OutPoint, ScriptBuf, Transaction, TxOut};
+use primitives::Coin;
+use std::collections::{HashMap, HashSet};
+use thiserror::Error;
+
+/// Bitcoin's cap on any amount: 21 million coins.
+pub const MAX_MONEY: Amount = Amount::from_sat(21_000_000 * 100_000_000);
+
+/// Bitcoin's bounds on a coinbase `script_sig`.
+pub const COINBASE_SCRIPT_SIG_BYTES_MIN: usize = 2;
+pub const COINBASE_SCRIPT_SIG_BYTES_MAX: usize = 100;
+
+/// Lock times below this are block heights, at or above it Unix times (Bitcoin's threshold).
+const LOCK_TIME_THRESHOLD: u32 = 500_000_000;
+
+/// Read access to unspent coins; consensus never touches storage itself.
+pub trait CoinView {
+    fn coin(&self, outpoint: &OutPoint) -> Option<Coin>;
+}
+
+impl CoinView for HashMap<OutPoint, Coin> {
+    fn coin(&self, outpoint: &OutPoint) -> Option<Coin> {
+        self.get(outpoint).cloned()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TxError {
+    #[error("transaction has no inputs")]
+    NoInputs,
+    #[error("transaction has no outputs")]
+    NoOutputs,
+    #[error("transaction is {bytes} bytes, over the {max}-byte limit")]
+    Oversize { bytes: usize, max: usize },
+    #[error("output {index} pays {value}, over the money supply cap")]
+    OutputTooLarge { index: usize, value: Amount },
+    #[error("outputs sum above the money supply cap")]
+    OutputsOverflow,
+    #[error("output {index} has a script type this chain cannot spend (P2WPKH, P2TR and OP_RETURN are allowed)")]
+    UnsupportedOutputScript { index: usize },
+    #[error("OP_RETURN output {index} carries value; it would be destroyed")]
+    OpReturnWithValue { index: usize },
+    #[error("input {index} spends the null outpoint but the transaction is not a coinbase")]
+    NullPrevout { index: usize },
+    #[error("outpoint {0} is spent twice by one transaction")]
+    DuplicateInput(OutPoint),
+    #[error("coinbase script_sig is {len} bytes; it must be {COINBASE_SCRIPT_SIG_BYTES_MIN} to {COINBASE_SCRIPT_SIG_BYTES_MAX}")]
+    CoinbaseScriptSigLength { len: usize },
+    #[error("coinbase does not start with the block height {expected} (BIP34)")]
+    CoinbaseHeightMismatch { expected: u32 },
+    #[error("a coinbase transaction outside the first position of a block")]
+    UnexpectedCoinbase,
+    #[error("input spends {0}, which is not an unspent output")]
+    MissingInput(OutPoint),
+    #[error("input spends coinbase output {outpoint} after {confirmations} blocks; {required} are required")]
+    ImmatureCoinbase {
+        outpoint: OutPoint,
+        confirmations: u32,
+        required: u32,
+    },
+    #[error("inputs total {inputs}, less than outputs' {outputs}")]
+    InsufficientInputs { inputs: Amount, outputs: Amount },
+    #[error("transaction is not final: lock time {lock_time} not reached")]
+    NonFinal { lock_time: u32 },
+    #[error("input {index}: script_sig must be empty for a witness spend")]
+    NonEmptyScriptSig { index: usize },
+    #[error("input {index}: witness is malformed ({reason})")]
+    MalformedWitness { index: usize, reason: &'static str },
+    #[error("input {index}: witness public key does not hash to the spent output's key hash")]
+    PubkeyHashMismatch { index: usize },
+    #[error("input {index}: signature does not verify")]
+    BadSignature { index: usize },
+}
+
+/// Rules that need nothing but the transaction itself.
+pub fn check_transaction(tx: &Transaction, tx_bytes_max: usize) -> Result<(), TxError> {
+    if tx.input.is_empty() {
+        return Err(TxError::NoInputs);
+    }
+    if tx.output.is_empty() {
+        return Err(TxError::NoOutputs);
+    }
+    let bytes = tx.total_size();
+    if bytes > tx_bytes_max {
+        return Err(TxError::Oversize {
+            bytes,
+            max: tx_bytes_max,
+        });
+    }
+    let mut total = Amount::ZERO;
+    for (index, out) in tx.output.iter().enumerate() {
+        if out.value > MAX_MONEY {
+            return Err(TxError::OutputTooLarge {
+                index,
+                value: out.value,
+            });
+        }
+        total = total
+            .checked_add(out.value)
+            .filter(|t| *t <= MAX_MONEY)
+            .ok_or(TxError::OutputsOverflow)?;
+        check_output_script(index, out)?;
+    }
+    if tx.is_coinbase() {
+        let len = tx.input[0].script_sig.len();
+        if !(COINBASE_SCRIPT_SIG_BYTES_MIN..=COINBASE_SCRIPT_SIG_BYTES_MAX).contains(&len) {
+            return Err(TxError::CoinbaseScriptSigLength { len });
+        }
+        return Ok(());
+    }
+    let mut seen = HashSet::with_capacity(tx.input.len());
+    for (index, input) in tx.input.iter().enumerate() {
+        if input.previous_output.is_null() {
+            return Err(TxError::NullPrevout { index });
+        }
+        if !seen.insert(input.previous_output) {
+            return Err(TxError::DuplicateInput(input.previous_output));
+        }
+    }
+    Ok(())
+}
+
+fn check_output_script(index: usize, out: &TxOut) -> Result<(), TxError> {
+    let script = &out.script_pubkey;
+    if script.is_op_return() {
+        if out.value != Amount::ZERO {
+            return Err(TxError::OpReturnWithValue { index });
+        }
+        return Ok(());
+    }
+    if script.is_p2wpkh() || script.is_p2tr() {
+        return Ok(());
+    }
+    Err(TxError::UnsupportedOutputScript { index })
+}
+
+/// BIP34: the coinbase `script_sig` starts with the block height as a minimal script number.
+pub fn check_coinbase_height(coinbase: &Transaction, height: u32) -> Result<(), TxError> {
+    let expected = primitives::block::coinbase_script_sig(height, &[]);
+    // `expected` is the height push followed by an empty push (one 0x00 byte); compare the prefix.
+    let prefix = &expected.as_bytes()[..expected.len() - 1];
+    if coinbase.input[0].script_sig.as_bytes().starts_with(prefix) {
+        Ok(())
+    } else {
+        Err(TxError::CoinbaseHeightMismatch { expected: height })
+    }
+}
+
+/// Where and when a transaction is being spent, for maturity and lock-time rules.
+#[derive(Debug, Clone, Copy)]
+pub struct SpendContext {
+    /// Height of the block that includes the transaction (tip + 1 for the mempool).
+    pub height: u32,
+    /// Median time past of that block's parent (BIP113).
+    pub median_time_past: u32,
+    pub coinbase_maturity_blocks: u32,
+}
+
+/// Rules against the unspent outputs: inputs exist and are mature, amounts add up, lock time
+/// reached, every signature verifies. Returns the fee and the coins spent, in input order.
+pub fn check_tx_inputs(
+    tx: &Transaction,
+    view: &impl CoinView,
+    ctx: &SpendContext,
+) -> Result<(Amount, Vec<Coin>), TxError> {
+    if tx.is_coinbase() {
+        return Err(TxError::UnexpectedCoinbase);
+    }
+    check_final(tx, ctx)?;
+    let mut spent = Vec::with_capacity(tx.input.len());
+    let mut inputs = Amount::ZERO;
+    for input in &tx.input {
+        let outpoint = input.previous_output;
+        let coin = view.coin(&outpoint).ok_or(TxError::MissingInput(outpoint))?;
+        if coin.is_coinbase {
+            let confirmations = ctx.height.saturating_sub(coin.height);
+            if confirmations < ctx.coinbase_maturity_blocks {
+                return Err(TxError::ImmatureCoinbase {
+                    outpoint,
+                    confirmations,
+                    required: ctx.coinbase_maturity_blocks,
+                });
+            }
+        }
+        // Coins in the set were created by valid transactions, so each is at most MAX_MONEY and
+        // a few thousand of them cannot overflow u64 satoshis; still, never wrap.
+        inputs = inputs.checked_add(coin.output.value).unwrap_or(Amount::MAX);
+        spent.push(coin);
+    }
+    let outputs: Amount = tx.output.iter().map(|o| o.value).sum();
+    if inputs < outputs {
+        return Err(TxError::InsufficientInputs { inputs, outputs });
+    }
+    verify_signatures(tx, &spent)?;
+    Ok((inputs - outputs, spent))
+}
+
+fn check_final(tx: &Transaction, ctx: &SpendContext) -> Result<(), TxError> {
+    let lock_time = tx.lock_time.to_consensus_u32();
+    if lock_time == 0 || tx.input.iter().all(|i| i.sequence.is_final()) {
+        return Ok(());
+    }
+    let reached = if lock_time < LOCK_TIME_THRESHOLD {
+        lock_time < ctx.height
+    } else {
+        lock_time < ctx.median_time_past
+    };
+    if reached {
+        Ok(())
+    } else {
+        Err(TxError::NonFinal { lock_time })
+    }
+}
+
+/// Verifies every input's witness against the output it spends.
+fn verify_signatures(tx: &Transaction, spent: &[Coin]) -> Result<(), TxError> {
+    let prevouts: Vec<TxOut> = spent.iter().map(|c| c.output.clone()).collect();
+    let mut cache = SighashCache::new(tx);
+    for (index, prev) in prevouts.iter().enumerate() {
+        let input = &tx.input[index];
+        if !input.script_sig.is_empty() {
+            return Err(TxError::NonEmptyScriptSig { index });
+        }
+        if prev.script_pubkey.is_p2wpkh() {
+            verify_p2wpkh(tx, index, prev, &mut cache)?;
+        } else if prev.script_pubkey.is_p2tr() {
+            verify_p2tr_key_path(tx, index, &prevouts, &mut cache)?;
+        } else {
+            // Unreachable for coins created under these rules; refuse rather than accept.
+            return Err(TxError::MalformedWitness {
+                index,
+                reason: "spent output is not P2WPKH or P2TR",
+            });
+        }
+    }
+    Ok(())
+}
+
+fn verify_p2wpkh(
+    tx: &Transaction,
+    index: usize,
+    prev: &TxOut,
+    cache: &mut SighashCache<&Transaction>,
+) -> Result<(), TxError> {
+    let malformed = |reason| TxError::MalformedWitness { index, reason };
+    let witness = &tx.input[index].witness;
+    if witness.len() != 2 {
+        return Err(malformed("P2WPKH needs exactly [signature, public key]"));
+    }
+    let sig = bitcoin::ecdsa::Signature::from_slice(&witness[0])
+        .map_err(|_| malformed("signature is not strict DER with a sighash type"))?;
+    let key = CompressedPublicKey::from_slice(&witness[1])
+        .map_err(|_| malformed("public key is not a compressed secp256k1 key"))?;
+    if ScriptBuf::new_p2wpkh(&key.wpubkey_hash()) != prev.script_pubkey {
+        return Err(TxError::PubkeyHashMismatch { index });
+    }
+    let sighash = cache
+        .p2wpkh_signature_hash(index, &prev.script_pubkey, prev.value, sig.sighash_type)
+        .map_err(|_| malformed("sighash could not be computed"))?;
+    // libsecp256k1 verifies only low-S signatures, so malleated high-S twins fail here.
+    SECP.verify_ecdsa(
+        &Message::from_digest(sighash.to_byte_array()),
+        &sig.signature,
+        &key.0,
+    )
+    .map_err(|_| TxError::BadSignature { index })
+}
+
+fn verify_p2tr_key_path(
+    tx: &Transaction,
+    index: usize,
+    prevouts: &[TxOut],
+    cache: &mut SighashCache<&Transaction>,
+) -> Result<(), TxError> {
+    let malformed = |reason| TxError::MalformedWitness { index, reason };
+    let witness = &tx.input[index].witness;
+    if witness.len() != 1 {
+        return Err(malformed("only P2TR key-path spends (one signature, no annex) are supported"));
+    }
+    let sig = bitcoin::taproot::Signature::from_slice(&witness[0])
+        .map_err(|_| malformed("not a BIP340 signature with a valid sighash type"))?;
+    let output_key = XOnlyPublicKey::from_slice(&prevouts[index].script_pubkey.as_bytes()[2..34])
+        .map_err(|_| malformed("spent output's key is not on the curve"))?;
+    let sighash = cache
+        .taproot_key_spend_signature_hash(index, &Prevouts::All(prevouts), sig.sighash_type)
+        .map_err(|_| malformed("sighash could not be computed"))?;
+    SECP.verify_schnorr(
+        &sig.signature,
+        &Message::from_digest(sighash.to_byte_array()),
+        &output_key,
+    )
+    .map_err(|_| TxError::BadSignature { index })
+}

@@ -1,0 +1,5 @@
+//! The node: chain state over the store, and the mempool. Networking and RPC build on these.
+
+pub mod chain;
+
+pub use chain::{BlockOutcome, ChainError, ChainState};
