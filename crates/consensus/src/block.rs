@@ -152,7 +152,10 @@ pub struct BlockContext {
 
 /// Rules that bind the block to its position: certificate height and parent, no reuse of the
 /// certificate, timestamp window.
-pub fn check_block_context(checked: &CheckedBlock<'_>, ctx: &BlockContext) -> Result<(), BlockError> {
+pub fn check_block_context(
+    checked: &CheckedBlock<'_>,
+    ctx: &BlockContext,
+) -> Result<(), BlockError> {
     let header = &checked.block.header;
     if header.prev_block_hash != ctx.parent_hash {
         return Err(BlockError::ParentMismatch {
@@ -225,8 +228,8 @@ pub fn connect_block(
                 return Err(BlockError::DoubleSpend(input.previous_output));
             }
         }
-        let (fee, coins) =
-            check_tx_inputs(tx, &overlay, &spend_ctx).map_err(|error| BlockError::Tx { index, error })?;
+        let (fee, coins) = check_tx_inputs(tx, &overlay, &spend_ctx)
+            .map_err(|error| BlockError::Tx { index, error })?;
         fees = fees.checked_add(fee).unwrap_or(Amount::MAX);
         for (input, coin) in tx.input.iter().zip(coins) {
             let outpoint = input.previous_output;

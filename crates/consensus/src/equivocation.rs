@@ -16,12 +16,17 @@ pub struct Equivocation {
 
 /// Returns the evidence if `a` and `b` are both valid block-signing certificates of this chain
 /// for the same (height, attempt) with different contents.
-pub fn is_equivocation(a: &Certificate, b: &Certificate, params: &ChainParams) -> Option<Equivocation> {
+pub fn is_equivocation(
+    a: &Certificate,
+    b: &Certificate,
+    params: &ChainParams,
+) -> Option<Equivocation> {
     let same_slot = a.body.height == b.body.height && a.body.attempt == b.body.attempt;
     if !same_slot || a.body == b.body {
         return None;
     }
-    if verify_block_certificate(a, params).is_err() || verify_block_certificate(b, params).is_err() {
+    if verify_block_certificate(a, params).is_err() || verify_block_certificate(b, params).is_err()
+    {
         return None;
     }
     Some(Equivocation {

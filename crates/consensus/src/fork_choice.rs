@@ -50,7 +50,11 @@ mod tests {
             (tip(10, 0, 4), tip(10, 0, 4), false),
         ];
         for (candidate, current, expected) in cases {
-            assert_eq!(prefer_branch(&candidate, &current), expected, "{candidate:?} vs {current:?}");
+            assert_eq!(
+                prefer_branch(&candidate, &current),
+                expected,
+                "{candidate:?} vs {current:?}"
+            );
         }
     }
 }

@@ -6,6 +6,8 @@ pub mod block;
 pub mod certificate;
 pub mod equivocation;
 pub mod fork_choice;
+pub mod lottery;
+pub mod score;
 pub mod subsidy;
 pub mod time;
 pub mod tx;
@@ -19,10 +21,13 @@ pub use equivocation::{is_equivocation, Equivocation};
 pub use fork_choice::{prefer_branch, BranchTip};
 pub use subsidy::block_subsidy;
 pub use time::{median_time_past, MAX_FUTURE_BLOCK_SECS, MEDIAN_TIME_SPAN};
-pub use tx::{check_coinbase_height, check_transaction, check_tx_inputs, CoinView, SpendContext, TxError};
+pub use tx::{
+    check_coinbase_height, check_transaction, check_tx_inputs, CoinView, SpendContext, TxError,
+};
 
 use bitcoin::secp256k1::{Secp256k1, VerifyOnly};
 use std::sync::LazyLock;
 
 /// One verification context for the process: creating one per check would dominate small checks.
-pub(crate) static SECP: LazyLock<Secp256k1<VerifyOnly>> = LazyLock::new(Secp256k1::verification_only);
+pub(crate) static SECP: LazyLock<Secp256k1<VerifyOnly>> =
+    LazyLock::new(Secp256k1::verification_only);

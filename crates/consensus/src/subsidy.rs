@@ -29,7 +29,11 @@ mod tests {
             (u32::MAX, 0),
         ];
         for (height, sats) in cases {
-            assert_eq!(block_subsidy(height, &s), Amount::from_sat(sats), "height {height}");
+            assert_eq!(
+                block_subsidy(height, &s),
+                Amount::from_sat(sats),
+                "height {height}"
+            );
         }
     }
 

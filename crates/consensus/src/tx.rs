@@ -179,7 +179,9 @@ pub fn check_tx_inputs(
     let mut inputs = Amount::ZERO;
     for input in &tx.input {
         let outpoint = input.previous_output;
-        let coin = view.coin(&outpoint).ok_or(TxError::MissingInput(outpoint))?;
+        let coin = view
+            .coin(&outpoint)
+            .ok_or(TxError::MissingInput(outpoint))?;
         if coin.is_coinbase {
             let confirmations = ctx.height.saturating_sub(coin.height);
             if confirmations < ctx.coinbase_maturity_blocks {
@@ -283,7 +285,9 @@ fn verify_p2tr_key_path(
     let malformed = |reason| TxError::MalformedWitness { index, reason };
     let witness = &tx.input[index].witness;
     if witness.len() != 1 {
-        return Err(malformed("only P2TR key-path spends (one signature, no annex) are supported"));
+        return Err(malformed(
+            "only P2TR key-path spends (one signature, no annex) are supported",
+        ));
     }
     let sig = bitcoin::taproot::Signature::from_slice(&witness[0])
         .map_err(|_| malformed("not a BIP340 signature with a valid sighash type"))?;

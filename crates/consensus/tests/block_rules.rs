@@ -2,7 +2,7 @@
 //! error variant, while the unbroken baseline block is accepted.
 
 use bitcoin::hashes::Hash;
-use bitcoin::{Amount, BlockHash, OutPoint, ScriptBuf, TxOut, TxMerkleNode};
+use bitcoin::{Amount, BlockHash, OutPoint, ScriptBuf, TxMerkleNode, TxOut};
 use consensus::{
     check_block, check_block_context, connect_block, BlockContext, BlockError, CertificateError,
     TxError,
@@ -114,7 +114,10 @@ fn block_spending_an_output_created_earlier_in_the_same_block_is_valid() {
     let f = fixture();
     let first = f.payment(Amount::ZERO);
     let second = f.chain.spend(
-        &[(OutPoint::new(first.compute_txid(), 0), first.output[0].clone())],
+        &[(
+            OutPoint::new(first.compute_txid(), 0),
+            first.output[0].clone(),
+        )],
         vec![TxOut {
             value: Amount::ONE_BTC,
             script_pubkey: p2wpkh(&f.chain.secp, &key(3)),
@@ -140,7 +143,9 @@ fn each_broken_rule_is_rejected_with_its_own_error() {
         let mut body = f.chain.certificate_body(2, parent, 0, miner_pk);
         edit(&mut body);
         let cert = f.chain.sign_certificate(body);
-        let cb = f.chain.coinbase(cert.body.height, f.chain.subsidy(), &key(1));
+        let cb = f
+            .chain
+            .coinbase(cert.body.height, f.chain.subsidy(), &key(1));
         f.chain.assemble(cert, block_time(2), vec![cb], &key(1))
     };
 
@@ -149,7 +154,8 @@ fn each_broken_rule_is_rejected_with_its_own_error() {
     cases.push((
         "no transactions",
         f.chain.assemble(
-            f.chain.sign_certificate(f.chain.certificate_body(2, parent, 0, miner_pk)),
+            f.chain
+                .sign_certificate(f.chain.certificate_body(2, parent, 0, miner_pk)),
             block_time(2),
             vec![],
             &key(1),
@@ -159,7 +165,8 @@ fn each_broken_rule_is_rejected_with_its_own_error() {
     cases.push((
         "first transaction not coinbase",
         f.chain.assemble(
-            f.chain.sign_certificate(f.chain.certificate_body(2, parent, 0, miner_pk)),
+            f.chain
+                .sign_certificate(f.chain.certificate_body(2, parent, 0, miner_pk)),
             block_time(2),
             vec![f.payment(Amount::ZERO)],
             &key(1),
@@ -191,7 +198,10 @@ fn each_broken_rule_is_rejected_with_its_own_error() {
         }],
         &key(1),
     );
-    let mut mutated = f.block2(vec![f.payment(Amount::ZERO), second_payment.clone()], Amount::ZERO);
+    let mut mutated = f.block2(
+        vec![f.payment(Amount::ZERO), second_payment.clone()],
+        Amount::ZERO,
+    );
     mutated.txdata.push(second_payment);
     cases.push(("CVE-2012-2459 mutation", mutated, BlockError::MerkleMutated));
     cases.push((
@@ -227,9 +237,9 @@ fn each_broken_rule_is_rejected_with_its_own_error() {
     ));
     let other_parent = BlockHash::from_byte_array([5; 32]);
     let mut unbound = good();
-    unbound.header.certificate = f
-        .chain
-        .sign_certificate(f.chain.certificate_body(2, other_parent, 0, miner_pk));
+    unbound.header.certificate =
+        f.chain
+            .sign_certificate(f.chain.certificate_body(2, other_parent, 0, miner_pk));
     cases.push((
         "certificate bound to another parent",
         resign(&f, unbound),
@@ -298,7 +308,7 @@ fn each_broken_rule_is_rejected_with_its_own_error() {
     let input = coinbase_output(&f.block1);
     let spend_again = |to: u32| {
         f.chain.spend(
-            &[input.clone()],
+            std::slice::from_ref(&input),
             vec![TxOut {
                 value: Amount::ONE_BTC,
                 script_pubkey: p2wpkh(secp, &key(to)),
@@ -410,7 +420,7 @@ fn op_return_outputs_never_enter_the_coin_set() {
     let f = fixture();
     let input = coinbase_output(&f.block1);
     let tx = f.chain.spend(
-        &[input.clone()],
+        std::slice::from_ref(&input),
         vec![
             TxOut {
                 value: Amount::ZERO,

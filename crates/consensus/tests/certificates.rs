@@ -32,10 +32,24 @@ fn certificate_from_the_coordinator_verifies_and_forgeries_do_not() {
 fn two_different_certificates_for_one_slot_are_equivocation() {
     let chain = TestChain::new();
     let parent = BlockHash::all_zeros();
-    let a = chain.sign_certificate(chain.certificate_body(5, parent, 0, key(1).public_key(&chain.secp)));
-    let b = chain.sign_certificate(chain.certificate_body(5, parent, 0, key(2).public_key(&chain.secp)));
-    let next_attempt =
-        chain.sign_certificate(chain.certificate_body(5, parent, 1, key(2).public_key(&chain.secp)));
+    let a = chain.sign_certificate(chain.certificate_body(
+        5,
+        parent,
+        0,
+        key(1).public_key(&chain.secp),
+    ));
+    let b = chain.sign_certificate(chain.certificate_body(
+        5,
+        parent,
+        0,
+        key(2).public_key(&chain.secp),
+    ));
+    let next_attempt = chain.sign_certificate(chain.certificate_body(
+        5,
+        parent,
+        1,
+        key(2).public_key(&chain.secp),
+    ));
 
     let evidence = is_equivocation(&a, &b, &chain.params).expect("conflicting certificates");
     assert_eq!((evidence.height, evidence.attempt), (5, 0));

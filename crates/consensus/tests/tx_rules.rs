@@ -53,7 +53,11 @@ fn pay(chain: &TestChain, value: u64) -> TxOut {
 #[test]
 fn context_free_rules_each_reject_their_violation() {
     let (chain, prev, _) = funded();
-    let good = chain.spend(&[prev.clone()], vec![pay(&chain, 90_000)], &key(1));
+    let good = chain.spend(
+        std::slice::from_ref(&prev),
+        vec![pay(&chain, 90_000)],
+        &key(1),
+    );
     assert_eq!(check_transaction(&good, TX_BYTES_MAX), Ok(()));
     let edit = |f: &dyn Fn(&mut Transaction)| {
         let mut tx = good.clone();
@@ -63,7 +67,11 @@ fn context_free_rules_each_reject_their_violation() {
     let null = OutPoint::null();
     let cases: Vec<(&str, Transaction, TxError)> = vec![
         ("no inputs", edit(&|t| t.input.clear()), TxError::NoInputs),
-        ("no outputs", edit(&|t| t.output.clear()), TxError::NoOutputs),
+        (
+            "no outputs",
+            edit(&|t| t.output.clear()),
+            TxError::NoOutputs,
+        ),
         (
             "output above the money cap",
             edit(&|t| t.output[0].value = MAX_MONEY + Amount::ONE_SAT),
@@ -117,7 +125,11 @@ fn context_free_rules_each_reject_their_violation() {
         ),
     ];
     for (name, tx, expected) in cases {
-        assert_eq!(check_transaction(&tx, TX_BYTES_MAX), Err(expected), "case: {name}");
+        assert_eq!(
+            check_transaction(&tx, TX_BYTES_MAX),
+            Err(expected),
+            "case: {name}"
+        );
     }
     let bytes = good.total_size();
     assert_eq!(
@@ -132,15 +144,27 @@ fn context_free_rules_each_reject_their_violation() {
 #[test]
 fn input_rules_each_reject_their_violation() {
     let (chain, prev, coins) = funded();
-    let good = chain.spend(&[prev.clone()], vec![pay(&chain, 90_000)], &key(1));
+    let good = chain.spend(
+        std::slice::from_ref(&prev),
+        vec![pay(&chain, 90_000)],
+        &key(1),
+    );
     assert_eq!(
         check_tx_inputs(&good, &coins, &ctx()).map(|(fee, _)| fee),
         Ok(Amount::from_sat(10_000))
     );
-    let overspend = chain.spend(&[prev.clone()], vec![pay(&chain, 100_001)], &key(1));
+    let overspend = chain.spend(
+        std::slice::from_ref(&prev),
+        vec![pay(&chain, 100_001)],
+        &key(1),
+    );
     let mut tampered = good.clone();
     tampered.output[0].value = Amount::from_sat(95_000);
-    let wrong_key = chain.spend(&[prev.clone()], vec![pay(&chain, 90_000)], &key(3));
+    let wrong_key = chain.spend(
+        std::slice::from_ref(&prev),
+        vec![pay(&chain, 90_000)],
+        &key(3),
+    );
     let mut with_script_sig = good.clone();
     with_script_sig.input[0].script_sig = ScriptBuf::from_bytes(vec![0x51]);
     let mut short_witness = good.clone();
@@ -185,7 +209,11 @@ fn input_rules_each_reject_their_violation() {
             locked,
             TxError::NonFinal { lock_time: 10 },
         ),
-        ("coinbase outside a block", coinbase, TxError::UnexpectedCoinbase),
+        (
+            "coinbase outside a block",
+            coinbase,
+            TxError::UnexpectedCoinbase,
+        ),
     ];
     for (name, tx, expected) in cases {
         assert_eq!(
@@ -204,7 +232,7 @@ trait TapLock {
 impl TapLock for Transaction {
     fn tap_lock(self, height: u32) -> Transaction {
         let (chain, prev, _) = funded();
-        let mut tx = chain.spend(&[prev.clone()], self.output.clone(), &key(1));
+        let mut tx = chain.spend(std::slice::from_ref(&prev), self.output.clone(), &key(1));
         tx.lock_time = LockTime::from_height(height).unwrap();
         tx.input[0].sequence = Sequence::ENABLE_LOCKTIME_NO_RBF;
         // Re-sign with the final lock time and sequence.
@@ -233,7 +261,11 @@ impl TapLock for Transaction {
 fn lock_time_below_the_spending_height_is_final() {
     let (chain, prev, coins) = funded();
     let tx = chain
-        .spend(&[prev.clone()], vec![pay(&chain, 90_000)], &key(1))
+        .spend(
+            std::slice::from_ref(&prev),
+            vec![pay(&chain, 90_000)],
+            &key(1),
+        )
         .tap_lock(9);
     assert!(check_tx_inputs(&tx, &coins, &ctx()).is_ok());
 }
@@ -264,7 +296,11 @@ fn p2tr_key_path_spend_verifies_and_a_wrong_signature_fails() {
         ..Default::default()
     });
     let sighash = SighashCache::new(&tx)
-        .taproot_key_spend_signature_hash(0, &Prevouts::All(&[prev.clone()]), TapSighashType::Default)
+        .taproot_key_spend_signature_hash(
+            0,
+            &Prevouts::All(std::slice::from_ref(&prev)),
+            TapSighashType::Default,
+        )
         .unwrap();
     let tweaked = keypair.tap_tweak(secp, None);
     let msg = Message::from_digest(sighash.to_byte_array());

@@ -103,9 +103,13 @@ impl ChainState {
             certificate_used_by: None,
             coinbase_maturity_blocks: self.params.coinbase_maturity_blocks,
         };
-        let connected =
-            connect_block(&checked, &ctx, &HashMap::<OutPoint, Coin>::new(), &self.params)
-                .map_err(invalid)?;
+        let connected = connect_block(
+            &checked,
+            &ctx,
+            &HashMap::<OutPoint, Coin>::new(),
+            &self.params,
+        )
+        .map_err(invalid)?;
         self.store.put_block(&genesis)?;
         self.store
             .connect_block(&hash, &genesis, &connected.undo, &connected.created)?;
@@ -197,7 +201,11 @@ impl ChainState {
 
     /// Validates and stores `block`, connecting it (and reorganising) if it makes a better chain.
     /// `now_secs` is the local clock, for the future-time rule.
-    pub fn process_block(&mut self, block: Block, now_secs: u64) -> Result<BlockOutcome, ChainError> {
+    pub fn process_block(
+        &mut self,
+        block: Block,
+        now_secs: u64,
+    ) -> Result<BlockOutcome, ChainError> {
         let hash = block.block_hash();
         if let Some(entry) = self.store.index_entry(&hash)? {
             match entry.status {
@@ -382,7 +390,11 @@ impl ChainState {
         let evidence = EquivocationEvidence::new(found.first, found.second)
             .expect("is_equivocation returns two block-signing certificates for one slot");
         if self.store.put_equivocation(&evidence)? == EvidenceOutcome::Recorded {
-            warn!(height = slot.0, attempt = slot.1, "coordinator equivocation detected");
+            warn!(
+                height = slot.0,
+                attempt = slot.1,
+                "coordinator equivocation detected"
+            );
         }
         Ok(())
     }

@@ -39,8 +39,7 @@ fn branch(chain: &TestChain, len: u32, miner: u32, attempt: u32) -> Vec<Block> {
         } else {
             Amount::ZERO
         };
-        let block =
-            chain.block_with_attempt(parent, height, attempt, &key(miner), txs, fees);
+        let block = chain.block_with_attempt(parent, height, attempt, &key(miner), txs, fees);
         parent = block.block_hash();
         blocks.push(block);
     }
@@ -52,7 +51,14 @@ fn extend(chain: &TestChain, on: &[Block], count: u32, miner: u32, attempt: u32)
     let start = on.last().unwrap().height() + 1;
     (start..start + count)
         .map(|height| {
-            let b = chain.block_with_attempt(parent, height, attempt, &key(miner), vec![], Amount::ZERO);
+            let b = chain.block_with_attempt(
+                parent,
+                height,
+                attempt,
+                &key(miner),
+                vec![],
+                Amount::ZERO,
+            );
             parent = b.block_hash();
             b
         })
@@ -131,10 +137,16 @@ fn at_equal_height_lower_attempt_at_the_fork_wins_then_first_seen() {
     feed(&mut node, &fallback);
     assert_eq!(node.tip().unwrap().0, fallback[0].block_hash());
     // Same height, lower attempt: the first draw's block replaces the fallback.
-    assert!(matches!(feed(&mut node, &first_draw)[0], BlockOutcome::NewTip { .. }));
+    assert!(matches!(
+        feed(&mut node, &first_draw)[0],
+        BlockOutcome::NewTip { .. }
+    ));
     assert_eq!(node.tip().unwrap().0, first_draw[0].block_hash());
     // A higher attempt never displaces it.
-    assert_eq!(feed(&mut node, &other_fallback)[0], BlockOutcome::SideBranch);
+    assert_eq!(
+        feed(&mut node, &other_fallback)[0],
+        BlockOutcome::SideBranch
+    );
 
     // Equal attempts: the first seen stays.
     let dir = tempfile::tempdir().unwrap();
@@ -180,11 +192,14 @@ fn a_longer_branch_with_an_invalid_block_leaves_the_chain_as_it_was() {
 
     let y = branch(&chain, 1, 2, 1);
     let bad = chain.block_with_attempt(y[0].block_hash(), 2, 1, &key(2), vec![], Amount::ONE_SAT);
-    let bad_child = extend(&chain, &[bad.clone()], 1, 2, 1);
+    let bad_child = extend(&chain, std::slice::from_ref(&bad), 1, 2, 1);
     feed(&mut node, &y);
     // Side branch blocks are stored without full validation; the overpaying one is found
     // when the longer branch is tried, and the old chain is put back.
-    assert_eq!(node.process_block(bad, NOW).unwrap(), BlockOutcome::SideBranch);
+    assert_eq!(
+        node.process_block(bad, NOW).unwrap(),
+        BlockOutcome::SideBranch
+    );
     let err = node.process_block(bad_child[0].clone(), NOW).unwrap_err();
     assert!(matches!(err, ChainError::Invalid { .. }), "{err}");
     assert_eq!(node.tip().unwrap(), (x[1].block_hash(), 2));

@@ -164,7 +164,8 @@ pub(crate) mod tests {
         let key = SecretKey::from_slice(&[9; 32]).unwrap();
         let cert = sample_unsigned(seed, &key).sign(&secp, &key);
         let txdata: Vec<_> = (0..txs).map(|i| coinbase(i as u32, seed)).collect();
-        let merkle_root = merkle_root(&txdata.iter().map(|t| t.compute_txid()).collect::<Vec<_>>()).root;
+        let merkle_root =
+            merkle_root(&txdata.iter().map(|t| t.compute_txid()).collect::<Vec<_>>()).root;
         let header = BlockHeader {
             version: HEADER_VERSION,
             prev_block_hash: BlockHash::from_byte_array([1; 32]),
@@ -190,7 +191,9 @@ pub(crate) mod tests {
         let bytes = sample_block(2, 2).encode();
         assert_eq!(
             Block::decode(&[bytes.as_slice(), &[0]].concat()),
-            Err(BlockDecodeError::Header(DecodeError::TrailingBytes { count: 1 }))
+            Err(BlockDecodeError::Header(DecodeError::TrailingBytes {
+                count: 1
+            }))
         );
         assert!(matches!(
             Block::decode(&bytes[..bytes.len() - 1]),

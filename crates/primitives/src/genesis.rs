@@ -14,7 +14,9 @@ use bitcoin::absolute::LockTime;
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{Secp256k1, SecretKey, Signing};
 use bitcoin::transaction::Version;
-use bitcoin::{Amount, BlockHash, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness};
+use bitcoin::{
+    Amount, BlockHash, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness,
+};
 
 /// What the caller chooses about a new chain's genesis block.
 pub struct GenesisSpec<'a> {

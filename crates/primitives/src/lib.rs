@@ -19,8 +19,8 @@ pub use bitcoin;
 pub use bitcoin::secp256k1;
 
 pub use block::{Block, BlockDecodeError};
-pub use coin::{BlockUndo, Coin};
 pub use certificate::{Certificate, CertificateKind, UnsignedCertificate};
+pub use coin::{BlockUndo, Coin};
 pub use encoding::DecodeError;
 pub use hash::{sha256, sha256d, tagged_hash, Hash256};
 pub use header::BlockHeader;

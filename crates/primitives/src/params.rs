@@ -84,7 +84,9 @@ pub enum ParamsError {
     Toml(String),
     #[error("chain parameters name no coordinator key")]
     NoCoordinatorKeys,
-    #[error("chain parameters name {0} coordinator keys; at most {COORDINATOR_KEYS_MAX} are allowed")]
+    #[error(
+        "chain parameters name {0} coordinator keys; at most {COORDINATOR_KEYS_MAX} are allowed"
+    )]
     TooManyCoordinatorKeys(usize),
     #[error("block_bytes_max {0} is outside {BLOCK_BYTES_MIN}..={BLOCK_BYTES_DECODE_MAX}")]
     BlockBytesOutOfRange(u32),
@@ -123,8 +125,8 @@ impl TryFrom<ParamsFile> for ChainParams {
         if file.cycle_secs == 0 {
             return Err(ParamsError::ZeroCycle);
         }
-        let bytes = hex::decode(&file.genesis_block)
-            .map_err(|e| ParamsError::GenesisHex(e.to_string()))?;
+        let bytes =
+            hex::decode(&file.genesis_block).map_err(|e| ParamsError::GenesisHex(e.to_string()))?;
         let genesis =
             Block::decode(&bytes).map_err(|e| ParamsError::GenesisDecode(e.to_string()))?;
         check_genesis(&genesis, file.chain_id, &file.coordinator_keys)?;
@@ -177,7 +179,11 @@ fn check_genesis(
     let msg = Message::from_digest(cert.signing_hash().0);
     let signed_by_coordinator = coordinator_keys.contains(&cert.coordinator)
         && secp
-            .verify_ecdsa(&msg, &genesis.header.certificate.signature, &cert.coordinator)
+            .verify_ecdsa(
+                &msg,
+                &genesis.header.certificate.signature,
+                &cert.coordinator,
+            )
             .is_ok();
     if !signed_by_coordinator {
         return Err(ParamsError::GenesisSignature);
@@ -247,13 +253,19 @@ mod tests {
     fn invalid_parameters_are_rejected_with_reason() {
         type Mutation = fn(&mut ChainParams);
         let cases: [(Mutation, ParamsError); 5] = [
-            (|p| p.coordinator_keys.clear(), ParamsError::NoCoordinatorKeys),
+            (
+                |p| p.coordinator_keys.clear(),
+                ParamsError::NoCoordinatorKeys,
+            ),
             (
                 |p| p.coordinator_keys = vec![p.coordinator_keys[0]; 17],
                 ParamsError::TooManyCoordinatorKeys(17),
             ),
             (|p| p.cycle_secs = 0, ParamsError::ZeroCycle),
-            (|p| p.block_bytes_max = 10, ParamsError::BlockBytesOutOfRange(10)),
+            (
+                |p| p.block_bytes_max = 10,
+                ParamsError::BlockBytesOutOfRange(10),
+            ),
             (|p| p.chain_id = 43, ParamsError::GenesisNotGenesis(43)),
         ];
         for (mutate, expected) in cases {
@@ -273,6 +285,9 @@ mod tests {
         let secp = Secp256k1::new();
         p.coordinator_keys = vec![SecretKey::from_slice(&[8; 32]).unwrap().public_key(&secp)];
         let err = ChainParams::from_toml(&p.to_toml()).unwrap_err();
-        assert_eq!(err, ParamsError::Toml(ParamsError::GenesisSignature.to_string()));
+        assert_eq!(
+            err,
+            ParamsError::Toml(ParamsError::GenesisSignature.to_string())
+        );
     }
 }

@@ -244,9 +244,8 @@ impl TestChain {
                         )
                         .expect("input index in range");
                     let msg = Message::from_digest(sighash.to_byte_array());
-                    let sig = bitcoin::ecdsa::Signature::sighash_all(
-                        self.secp.sign_ecdsa(&msg, owner),
-                    );
+                    let sig =
+                        bitcoin::ecdsa::Signature::sighash_all(self.secp.sign_ecdsa(&msg, owner));
                     Witness::p2wpkh(&sig, &pubkey)
                 })
                 .collect()

@@ -1,1 +1,62 @@
-fn main() {}
+//! `trainchain`: one binary, one subcommand per role. This file only parses arguments and
+//! dispatches; each subcommand's glue lives in `cmd/<name>.rs` and the logic in the libraries.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "trainchain",
+    version,
+    about = "A blockchain whose proof of work is proof of useful training",
+    long_about = "A blockchain whose proof of work is proof of useful training: a coordinator \
+                  runs training cycles, scores miners' model updates on a held-out set, and signs \
+                  a block-signing certificate for the winner of a weighted, auditable lottery."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new chain: chain parameters (TOML) with a genesis block and a coordinator key.
+    Init(cmd::init::Args),
+    /// Keys, addresses, balances and payments.
+    #[command(subcommand)]
+    Wallet(cmd::wallet::Command),
+}
+
+fn main() -> ExitCode {
+    cmd::logging::init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(args) => cmd::init::run(args),
+        Command::Wallet(command) => cmd::wallet::run(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", describe(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, skipping a cause whose text the previous message already shows
+/// (library errors often print their source inside their own message).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&message);
+        }
+    }
+    text
+}

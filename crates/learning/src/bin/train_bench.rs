@@ -1,0 +1,199 @@
+//! Training throughput on MNIST-shaped synthetic data, plus the cost of a held-out
+//! evaluation relative to a training task.
+//!
+//! `cargo run --release -p learning --bin train-bench -- [--threads N] [--repeats R] [--secs S]`
+//!
+//! Every configuration is measured once per repeat, configurations interleaved, so
+//! machine noise hits them alike; the table shows the median over repeats. GFLOP/s counts
+//! the nominal training work, three times the forward pass (forward, weight gradient,
+//! input gradient), a multiply-add being two FLOPs.
+
+use std::time::Instant;
+
+use learning::{
+    evaluate, train, Budget, Dataset, Model, ModelSpec, Normalisation, Samples, SplitFractions,
+    TrainConfig,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+struct Options {
+    threads: usize,
+    repeats: usize,
+    secs: f64,
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut options = Options {
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        repeats: 5,
+        secs: 0.5,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        let bad = || format!("bad value {value:?} for {flag}");
+        match flag.as_str() {
+            "--threads" => options.threads = value.parse().map_err(|_| bad())?,
+            "--repeats" => options.repeats = value.parse().map_err(|_| bad())?,
+            "--secs" => options.secs = value.parse().map_err(|_| bad())?,
+            _ => {
+                return Err(format!(
+                    "unknown flag {flag}; use --threads, --repeats, --secs"
+                ))
+            }
+        }
+    }
+    Ok(options)
+}
+
+/// MNIST-shaped samples: 784 pixels in [0, 1), random labels 0..10.
+fn synthetic_mnist(count: usize) -> Samples {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let features = (0..count * 784).map(|_| rng.gen::<f32>()).collect();
+    let labels = (0..count).map(|_| rng.gen_range(0..10)).collect();
+    Samples::new(features, labels, 784).expect("consistent synthetic samples")
+}
+
+struct Case {
+    name: &'static str,
+    spec: ModelSpec,
+    batch: usize,
+    steps: u64,
+    samples_per_sec: Vec<f64>,
+}
+
+fn run(case: &Case, shard: &Samples, threads: usize, steps: u64) -> learning::Result<f64> {
+    let mut model = Model::new(case.spec.clone(), 1)?;
+    let segments: Vec<String> = model.segments().into_iter().map(|s| s.name).collect();
+    let config = TrainConfig {
+        lr: 0.01,
+        momentum: 0.0,
+        batch: case.batch,
+        budget: Budget::Steps(steps),
+        seed: 1,
+        threads,
+    };
+    let report = train(&mut model, &segments, shard, &config)?;
+    Ok(report.samples as f64 / report.train_secs)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let options = parse_options()?;
+    let shard = synthetic_mnist(8192);
+    let mlp = ModelSpec::Mlp {
+        input: 784,
+        hidden: vec![256, 128],
+        classes: 10,
+    };
+    let cnn = ModelSpec::Cnn {
+        height: 28,
+        width: 28,
+        channels: [16, 32],
+        kernel: 3,
+        classes: 10,
+    };
+    let mut cases: Vec<Case> = [
+        ("MLP 784-256-128-10", &mlp, 64),
+        ("MLP 784-256-128-10", &mlp, 256),
+        ("CNN conv16-conv32-linear", &cnn, 64),
+        ("CNN conv16-conv32-linear", &cnn, 256),
+    ]
+    .into_iter()
+    .map(|(name, spec, batch)| Case {
+        name,
+        spec: spec.clone(),
+        batch,
+        steps: 0,
+        samples_per_sec: Vec::new(),
+    })
+    .collect();
+
+    // Calibrate: a short warm-up run sets the steps that fill `secs`.
+    for case in &mut cases {
+        let rate = run(case, &shard, options.threads, 5)?;
+        case.steps = ((options.secs * rate / case.batch as f64) as u64).max(5);
+    }
+    for _ in 0..options.repeats {
+        for case in &mut cases {
+            let rate = run(case, &shard, options.threads, case.steps)?;
+            case.samples_per_sec.push(rate);
+        }
+    }
+
+    println!(
+        "threads {}, {} repeats, median samples/s (plain SGD, synthetic 28x28, 10 classes)",
+        options.threads, options.repeats
+    );
+    println!(
+        "{:<26} {:>5} {:>12} {:>9} {:>9} {:>9}",
+        "model", "batch", "samples/s", "GFLOP/s", "min", "max"
+    );
+    for case in &mut cases {
+        let min = case
+            .samples_per_sec
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        let max = case.samples_per_sec.iter().copied().fold(0.0, f64::max);
+        let rate = median(&mut case.samples_per_sec);
+        let gflops = rate * case.spec.train_flops_per_sample() as f64 / 1e9;
+        println!(
+            "{:<26} {:>5} {:>12.0} {:>9.1} {:>9.0} {:>9.0}",
+            case.name, case.batch, rate, gflops, min, max
+        );
+    }
+
+    evaluation_cost(options.threads)?;
+    Ok(())
+}
+
+/// How long one held-out evaluation takes next to one training task, on the shipped
+/// digits with the devnet-sized MLP.
+fn evaluation_cost(threads: usize) -> learning::Result<()> {
+    let digits = Dataset::digits()?;
+    let mut split = digits.split(SplitFractions::default(), 1)?;
+    let norm = Normalisation::fit(&split.train)?;
+    norm.apply(&mut split.train)?;
+    norm.apply(&mut split.held_out)?;
+    let spec = ModelSpec::Mlp {
+        input: 64,
+        hidden: vec![64],
+        classes: 10,
+    };
+    let mut model = Model::new(spec, 1)?;
+    let config = TrainConfig {
+        lr: 0.02,
+        momentum: 0.9,
+        batch: 32,
+        budget: Budget::Steps(200),
+        seed: 1,
+        threads,
+    };
+    let mut train_secs = Vec::new();
+    let mut eval_secs = Vec::new();
+    for _ in 0..5 {
+        train_secs.push(train(&mut model, &["layer0"], &split.train, &config)?.train_secs);
+        let started = Instant::now();
+        evaluate(&model, &split.held_out)?;
+        eval_secs.push(started.elapsed().as_secs_f64());
+    }
+    let (train_med, eval_med) = (median(&mut train_secs), median(&mut eval_secs));
+    println!(
+        "digits MLP 64-64-10: held-out evaluation ({} samples) {:.3} ms; training task (200 steps x 32) {:.3} ms; ratio {:.3}",
+        split.held_out.len(),
+        eval_med * 1e3,
+        train_med * 1e3,
+        eval_med / train_med
+    );
+    Ok(())
+}

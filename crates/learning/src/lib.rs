@@ -1,0 +1,52 @@
+//! The useful work of trainchain: real models trained on real data shards, scored,
+//! merged and exported. Built on candle (CPU by default, CUDA behind the `cuda`
+//! feature). This crate knows nothing about blocks or networks; the coordinator and the
+//! miner call it.
+//!
+//! A cycle, from the coordinator's side:
+//! 1. [`Dataset::load`] a [`DatasetSource`], [`Dataset::split`] it with a fixed seed,
+//!    [`Normalisation::fit`] on the training split and [`Normalisation::apply`] to all
+//!    three sets;
+//! 2. [`make_shards`] of the training set, each sent as [`Samples::to_safetensors`];
+//! 3. miners [`train`] the [`Segment`]s they are given and upload [`encode_update`];
+//! 4. the coordinator [`decode_update`]s against the [`ExpectedSegment`], scores with
+//!    [`loss_with_segment`] on the held-out set, and [`aggregate`]s the accepted ones;
+//! 5. [`write_export`] the global model with its [`ModelCard`].
+//!
+//! Training is bitwise reproducible: same weights, shard, segments and [`TrainConfig`]
+//! (any thread count) give the same [`model_hash`].
+
+mod aggregate;
+mod autograd;
+mod dataset;
+mod error;
+mod eval;
+mod export;
+mod fused_mlp;
+mod model;
+mod normalisation;
+mod samples;
+mod shard;
+mod train;
+mod update;
+
+pub use aggregate::{aggregate, AcceptedUpdate, Aggregation};
+pub use dataset::{
+    parse_csv, parse_idx_images, parse_idx_labels, Dataset, DatasetSource, ImageShape, Split,
+    SplitFractions, CLASSES_MAX, DATASET_FILE_BYTES_MAX,
+};
+pub use error::{LearningError, Result};
+pub use eval::{evaluate, loss_with_segment, Eval, EVAL_BATCH};
+pub use export::{
+    model_from_safetensors, model_hash, model_hash_hex, model_to_safetensors, write_export,
+    ExportPaths, ModelCard, Preprocessing, MODEL_CARD_FORMAT,
+};
+pub use model::{segment_of, Model, ModelSpec, NamedTensor, Segment, PARAMS_MAX};
+pub use normalisation::{Normalisation, STD_FLOOR};
+pub use samples::{Samples, Shard, SHARD_BYTES_MAX};
+pub use shard::{make_shards, shard_assignment};
+pub use train::{train, BatchOrder, Budget, TrainConfig, TrainReport, THREADS_MAX};
+pub use update::{
+    decode_update, encode_update, ExpectedSegment, SegmentUpdate, UpdateError,
+    UPDATE_HEADER_BYTES_MAX,
+};

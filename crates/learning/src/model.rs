@@ -1,0 +1,586 @@
+//! Model specs, models built from them with named parameters, segments, and the candle
+//! forward pass.
+//!
+//! Layouts follow PyTorch so an exported model loads there unchanged: a linear layer's
+//! weight is `[out, in]` and computes `y = x W^T + b`; a convolution weight is
+//! `[out_channels, in_channels, k, k]` on NCHW inputs.
+
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LearningError, Result};
+
+/// Largest parameter count a spec may ask for: 2^28 f32 values is 1 GiB of weights, far
+/// beyond the small models a training cycle moves around, and it bounds the allocation a
+/// spec received from outside can trigger.
+pub const PARAMS_MAX: usize = 1 << 28;
+
+/// A serialisable description of a model; [`Model::new`] builds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ModelSpec {
+    /// Fully connected layers with ReLU between them: `input -> hidden... -> classes`.
+    /// Layer `i` has parameters `layer{i}.weight` `[out, in]` and `layer{i}.bias` `[out]`.
+    Mlp {
+        /// Features per sample.
+        input: usize,
+        /// Widths of the hidden layers, first to last.
+        hidden: Vec<usize>,
+        /// Output classes.
+        classes: usize,
+    },
+    /// `conv0 -> relu -> maxpool 2 -> conv1 -> relu -> maxpool 2 -> flatten -> linear`,
+    /// convolutions with odd `kernel`, stride 1, padding `kernel / 2` ("same").
+    /// Parameters `conv0.*`, `conv1.*`, `linear.*` (`.weight`, `.bias`). The input is the
+    /// row-major `height x width` image with one channel.
+    Cnn {
+        /// Image rows (divisible by 4).
+        height: usize,
+        /// Image columns (divisible by 4).
+        width: usize,
+        /// Output channels of the two convolutions.
+        channels: [usize; 2],
+        /// Square kernel size (odd).
+        kernel: usize,
+        /// Output classes.
+        classes: usize,
+    },
+}
+
+/// One named parameter: its shape and row-major values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    /// Name such as `layer0.weight`.
+    pub name: String,
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Row-major values (`shape.iter().product()` of them).
+    pub values: Vec<f32>,
+}
+
+/// A group of parameters trained together by one miner (one layer by default).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Segment name: the parameter-name prefix before the dot, e.g. `layer1`.
+    pub name: String,
+    /// Its parameters, in model order.
+    pub param_names: Vec<String>,
+    /// Total scalar parameters, so a task can be sized to a miner's hardware.
+    pub param_count: usize,
+}
+
+impl ModelSpec {
+    /// Names and shapes of every parameter in model order, after validating the spec.
+    pub fn param_shapes(&self) -> Result<Vec<(String, Vec<usize>)>> {
+        let invalid = |why: String| Err(LearningError::InvalidSpec(why));
+        let shapes = match self {
+            Self::Mlp {
+                input,
+                hidden,
+                classes,
+            } => {
+                let widths: Vec<usize> = std::iter::once(*input)
+                    .chain(hidden.iter().copied())
+                    .chain(std::iter::once(*classes))
+                    .collect();
+                if widths.contains(&0) {
+                    return invalid(format!("zero width in {widths:?}"));
+                }
+                widths
+                    .windows(2)
+                    .enumerate()
+                    .flat_map(|(i, w)| {
+                        [
+                            (format!("layer{i}.weight"), vec![w[1], w[0]]),
+                            (format!("layer{i}.bias"), vec![w[1]]),
+                        ]
+                    })
+                    .collect()
+            }
+            Self::Cnn {
+                height,
+                width,
+                channels,
+                kernel,
+                classes,
+            } => {
+                if *height == 0 || *width == 0 || height % 4 != 0 || width % 4 != 0 {
+                    return invalid(format!(
+                        "image {height}x{width} must be non-empty and divisible by 4"
+                    ));
+                }
+                if kernel % 2 == 0 || channels.contains(&0) || *classes == 0 {
+                    return invalid(format!(
+                        "kernel {kernel} must be odd, channels {channels:?} and classes {classes} non-zero"
+                    ));
+                }
+                let flat = channels[1] * (height / 4) * (width / 4);
+                vec![
+                    (
+                        "conv0.weight".into(),
+                        vec![channels[0], 1, *kernel, *kernel],
+                    ),
+                    ("conv0.bias".into(), vec![channels[0]]),
+                    (
+                        "conv1.weight".into(),
+                        vec![channels[1], channels[0], *kernel, *kernel],
+                    ),
+                    ("conv1.bias".into(), vec![channels[1]]),
+                    ("linear.weight".into(), vec![*classes, flat]),
+                    ("linear.bias".into(), vec![*classes]),
+                ]
+            }
+        };
+        let total = shapes
+            .iter()
+            .try_fold(0usize, |acc, (_, s)| {
+                s.iter()
+                    .try_fold(1usize, |p, d| p.checked_mul(*d))
+                    .and_then(|n| acc.checked_add(n))
+            })
+            .filter(|&n| n <= PARAMS_MAX);
+        if total.is_none() {
+            return invalid(format!("more than PARAMS_MAX ({PARAMS_MAX}) parameters"));
+        }
+        Ok(shapes)
+    }
+
+    /// Features per input sample.
+    pub fn input_features(&self) -> usize {
+        match self {
+            Self::Mlp { input, .. } => *input,
+            Self::Cnn { height, width, .. } => height * width,
+        }
+    }
+
+    /// Output classes.
+    pub fn classes(&self) -> usize {
+        match self {
+            Self::Mlp { classes, .. } | Self::Cnn { classes, .. } => *classes,
+        }
+    }
+
+    /// Floating-point operations of one forward pass of one sample, counting a
+    /// multiply-add as two (biases, activations and pooling are not counted).
+    pub fn forward_flops_per_sample(&self) -> u64 {
+        self.layer_forward_flops().iter().sum()
+    }
+
+    /// Floating-point operations of one training step per sample, as this crate runs
+    /// it: the forward pass, the weight gradient of every layer and the input gradient of
+    /// every layer but the first (nothing needs the gradient of the data), i.e.
+    /// `3 * forward - first layer`. Counts the full model trained; used to size tasks and
+    /// to report GFLOP/s.
+    pub fn train_flops_per_sample(&self) -> u64 {
+        let layers = self.layer_forward_flops();
+        3 * layers.iter().sum::<u64>() - layers.first().copied().unwrap_or(0)
+    }
+
+    /// Forward FLOPs of each weight layer, first to last.
+    fn layer_forward_flops(&self) -> Vec<u64> {
+        match self {
+            Self::Mlp {
+                input,
+                hidden,
+                classes,
+            } => {
+                let widths: Vec<usize> = std::iter::once(*input)
+                    .chain(hidden.iter().copied())
+                    .chain(std::iter::once(*classes))
+                    .collect();
+                widths
+                    .windows(2)
+                    .map(|w| 2 * (w[0] * w[1]) as u64)
+                    .collect()
+            }
+            Self::Cnn {
+                height,
+                width,
+                channels,
+                kernel,
+                classes,
+            } => {
+                let k2 = (kernel * kernel) as u64;
+                let conv0 = (height * width * channels[0]) as u64 * k2;
+                let conv1 = ((height / 2) * (width / 2) * channels[1] * channels[0]) as u64 * k2;
+                let linear = (channels[1] * (height / 4) * (width / 4) * classes) as u64;
+                vec![2 * conv0, 2 * conv1, 2 * linear]
+            }
+        }
+    }
+}
+
+/// A model: its spec and its named parameters in model order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    spec: ModelSpec,
+    params: Vec<NamedTensor>,
+}
+
+impl Model {
+    /// Builds the model with PyTorch's default initialisation (weights and biases uniform
+    /// in `±1/sqrt(fan_in)`), drawn from a ChaCha8 stream seeded with `seed` in parameter
+    /// order, so the same spec and seed give the same weights on every machine.
+    pub fn new(spec: ModelSpec, seed: u64) -> Result<Self> {
+        let shapes = spec.param_shapes()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut params = Vec::with_capacity(shapes.len());
+        let mut fan_in = 1;
+        for (name, shape) in shapes {
+            if name.ends_with(".weight") {
+                fan_in = shape[1..].iter().product::<usize>();
+            }
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            let count = shape.iter().product();
+            let values = (0..count).map(|_| rng.gen_range(-bound..bound)).collect();
+            params.push(NamedTensor {
+                name,
+                shape,
+                values,
+            });
+        }
+        Ok(Self { spec, params })
+    }
+
+    /// Rebuilds a model from a spec and parameters (e.g. read back from an export),
+    /// checking that names and shapes are exactly those of the spec.
+    pub fn from_params(spec: ModelSpec, params: Vec<NamedTensor>) -> Result<Self> {
+        let shapes = spec.param_shapes()?;
+        if shapes.len() != params.len() {
+            return Err(LearningError::InvalidSpec(format!(
+                "{} parameters given, spec has {}",
+                params.len(),
+                shapes.len()
+            )));
+        }
+        let mut ordered = Vec::with_capacity(params.len());
+        for (name, shape) in shapes {
+            let param = params
+                .iter()
+                .find(|p| p.name == name)
+                .ok_or_else(|| LearningError::InvalidSpec(format!("missing parameter {name}")))?;
+            if param.shape != shape || param.values.len() != shape.iter().product::<usize>() {
+                return Err(LearningError::InvalidSpec(format!(
+                    "{name} has shape {:?}, spec says {shape:?}",
+                    param.shape
+                )));
+            }
+            ordered.push(param.clone());
+        }
+        Ok(Self {
+            spec,
+            params: ordered,
+        })
+    }
+
+    /// The spec it was built from.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// Parameters in model order.
+    pub fn params(&self) -> &[NamedTensor] {
+        &self.params
+    }
+
+    /// Mutable parameters in model order (names and shapes are fixed by the spec; only
+    /// values should change).
+    pub(crate) fn params_mut(&mut self) -> &mut [NamedTensor] {
+        &mut self.params
+    }
+
+    /// The parameter called `name`.
+    pub fn param(&self, name: &str) -> Result<&NamedTensor> {
+        self.params
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| LearningError::UnknownParameter(name.to_owned()))
+    }
+
+    /// Replaces the values of parameter `name` (same shape required).
+    pub fn set_param(&mut self, name: &str, values: &[f32]) -> Result<()> {
+        let param = self
+            .params
+            .iter_mut()
+            .find(|p| p.name == name)
+            .ok_or_else(|| LearningError::UnknownParameter(name.to_owned()))?;
+        if param.values.len() != values.len() {
+            return Err(LearningError::InvalidSpec(format!(
+                "{name} has {} values, {} given",
+                param.values.len(),
+                values.len()
+            )));
+        }
+        param.values.copy_from_slice(values);
+        Ok(())
+    }
+
+    /// Total scalar parameters.
+    pub fn param_count(&self) -> usize {
+        self.params.iter().map(|p| p.values.len()).sum()
+    }
+
+    /// Parameters grouped by layer (name prefix before the first dot), in model order.
+    pub fn segments(&self) -> Vec<Segment> {
+        let mut segments: Vec<Segment> = Vec::new();
+        for param in &self.params {
+            let name = segment_of(&param.name);
+            match segments.last_mut() {
+                Some(last) if last.name == name => {
+                    last.param_names.push(param.name.clone());
+                    last.param_count += param.values.len();
+                }
+                _ => segments.push(Segment {
+                    name: name.to_owned(),
+                    param_names: vec![param.name.clone()],
+                    param_count: param.values.len(),
+                }),
+            }
+        }
+        segments
+    }
+
+    /// The segment called `name`.
+    pub fn segment(&self, name: &str) -> Result<Segment> {
+        self.segments()
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| LearningError::UnknownSegment(name.to_owned()))
+    }
+
+    /// Parameters as candle tensors on `device`, in model order.
+    pub(crate) fn tensors(&self, device: &Device) -> Result<Vec<Tensor>> {
+        self.params
+            .iter()
+            .map(|p| Ok(Tensor::from_slice(&p.values, p.shape.as_slice(), device)?))
+            .collect()
+    }
+
+    /// Logits `[n, classes]` for `inputs` `[n, input_features]`, computed with candle.
+    pub fn logits(&self, inputs: &Tensor) -> Result<Tensor> {
+        let params = self.tensors(inputs.device())?;
+        forward(&self.spec, &params, inputs)
+    }
+
+    /// Logits for row-major samples, as plain values `[n * classes]`.
+    pub fn logits_of(&self, features: &[f32]) -> Result<Vec<f32>> {
+        let d = self.spec.input_features();
+        if !features.len().is_multiple_of(d) {
+            return Err(LearningError::SamplesDoNotFitModel(format!(
+                "{} values is not a whole number of {d}-feature samples",
+                features.len()
+            )));
+        }
+        let inputs = Tensor::from_slice(features, (features.len() / d, d), &Device::Cpu)?;
+        Ok(self.logits(&inputs)?.flatten_all()?.to_vec1()?)
+    }
+}
+
+/// Segment of a parameter name: the prefix before the first dot.
+pub fn segment_of(param_name: &str) -> &str {
+    param_name.split('.').next().unwrap_or(param_name)
+}
+
+/// The forward pass over parameter tensors in model order (constants or candle `Var`s,
+/// so the same code serves evaluation and autograd training).
+pub(crate) fn forward(spec: &ModelSpec, params: &[Tensor], inputs: &Tensor) -> Result<Tensor> {
+    let inputs = inputs.to_dtype(DType::F32)?;
+    match spec {
+        ModelSpec::Mlp { .. } => {
+            let layers = params.len() / 2;
+            let mut x = inputs;
+            for (i, pair) in params.chunks_exact(2).enumerate() {
+                x = x.matmul(&pair[0].t()?)?.broadcast_add(&pair[1])?;
+                if i + 1 < layers {
+                    x = x.relu()?;
+                }
+            }
+            Ok(x)
+        }
+        ModelSpec::Cnn {
+            height,
+            width,
+            kernel,
+            ..
+        } => {
+            // Computed channels-last (NHWC) so that each convolution is one matrix
+            // product over unfolded patches, whose backward pass is two more: far
+            // faster on CPU than candle's direct convolution backward. The result is the
+            // NCHW convolution of the spec; only the flatten goes back to C,H,W order.
+            let n = inputs.dim(0)?;
+            let x = inputs.reshape((n, *height, *width, 1))?;
+            let x = conv_relu_pool_nhwc(&x, &params[0], &params[1], *kernel)?;
+            let x = conv_relu_pool_nhwc(&x, &params[2], &params[3], *kernel)?;
+            let x = x.permute((0, 3, 1, 2))?.flatten_from(1)?;
+            Ok(x.matmul(&params[4].t()?)?.broadcast_add(&params[5])?)
+        }
+    }
+}
+
+/// `maxpool2(relu(conv(x, weight) + bias))` on channels-last `x` `[n, h, w, c_in]` with
+/// a PyTorch-layout `weight` `[c_out, c_in, k, k]`, stride 1, padding `k / 2`; returns
+/// `[n, h / 2, w / 2, c_out]`.
+fn conv_relu_pool_nhwc(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    kernel: usize,
+) -> Result<Tensor> {
+    let (n, h, w, c_in) = x.dims4()?;
+    let c_out = weight.dim(0)?;
+    let pad = kernel / 2;
+    let padded = x.pad_with_zeros(1, pad, pad)?.pad_with_zeros(2, pad, pad)?;
+    // Patches [n, h, w, k*k*c_in], ordered (kh, kw, c_in).
+    let shifted = (0..kernel * kernel)
+        .map(|i| padded.narrow(1, i / kernel, h)?.narrow(2, i % kernel, w))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let patches = Tensor::cat(&shifted, 3)?.reshape((n * h * w, kernel * kernel * c_in))?;
+    // Weight as [(kh, kw, c_in), c_out] to match the patch order.
+    let weight = weight
+        .permute((2, 3, 1, 0))?
+        .reshape((kernel * kernel * c_in, c_out))?;
+    let y = patches
+        .matmul(&weight)?
+        .broadcast_add(bias)?
+        .relu()?
+        .reshape((n, h / 2, 2, w / 2, 2, c_out))?;
+    Ok(y.max(4)?.max(2)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mlp_has_named_layers_grouped_into_segments() {
+        let model = Model::new(
+            ModelSpec::Mlp {
+                input: 64,
+                hidden: vec![32, 16],
+                classes: 10,
+            },
+            1,
+        )
+        .unwrap();
+        let segments = model.segments();
+        let names: Vec<&str> = segments.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["layer0", "layer1", "layer2"]);
+        assert_eq!(segments[0].param_names, ["layer0.weight", "layer0.bias"]);
+        assert_eq!(segments[0].param_count, 64 * 32 + 32);
+        assert_eq!(
+            model.param_count(),
+            64 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
+        );
+        assert_eq!(model.param("layer1.weight").unwrap().shape, vec![16, 32]);
+        let forward = 2 * (64 * 32 + 32 * 16 + 16 * 10);
+        assert_eq!(model.spec().forward_flops_per_sample(), forward);
+        assert_eq!(
+            model.spec().train_flops_per_sample(),
+            3 * forward - 2 * 64 * 32
+        );
+        assert_eq!(model, Model::new(model.spec().clone(), 1).unwrap());
+        assert_ne!(model, Model::new(model.spec().clone(), 2).unwrap());
+    }
+
+    #[test]
+    fn cnn_builds_and_maps_images_to_class_logits() {
+        let spec = ModelSpec::Cnn {
+            height: 8,
+            width: 8,
+            channels: [4, 8],
+            kernel: 3,
+            classes: 10,
+        };
+        let model = Model::new(spec, 3).unwrap();
+        let names: Vec<String> = model.segments().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["conv0", "conv1", "linear"]);
+        assert_eq!(
+            model.param("linear.weight").unwrap().shape,
+            vec![10, 8 * 2 * 2]
+        );
+        let logits = model.logits_of(&[0.5; 3 * 64]).unwrap();
+        assert_eq!(logits.len(), 30);
+        assert!(logits.iter().all(|v| v.is_finite()));
+    }
+
+    /// The unfolded channels-last convolution equals candle's NCHW `conv2d` path.
+    #[test]
+    fn cnn_forward_matches_candle_conv2d() {
+        let spec = ModelSpec::Cnn {
+            height: 8,
+            width: 12,
+            channels: [3, 5],
+            kernel: 3,
+            classes: 4,
+        };
+        let model = Model::new(spec, 7).unwrap();
+        let p = model.tensors(&Device::Cpu).unwrap();
+        let inputs: Vec<f32> = (0..2 * 96)
+            .map(|i| ((i * 31 % 17) as f32) / 8.0 - 1.0)
+            .collect();
+        let x = Tensor::from_slice(&inputs, (2, 1, 8, 12), &Device::Cpu).unwrap();
+        let conv = |x: &Tensor, w: &Tensor, b: &Tensor| {
+            x.conv2d(w, 1, 1, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, b.dim(0).unwrap(), 1, 1)).unwrap())
+                .unwrap()
+                .relu()
+                .unwrap()
+                .max_pool2d(2)
+                .unwrap()
+        };
+        let x = conv(&conv(&x, &p[0], &p[1]), &p[2], &p[3])
+            .flatten_from(1)
+            .unwrap();
+        let reference: Vec<f32> = x
+            .matmul(&p[4].t().unwrap())
+            .unwrap()
+            .broadcast_add(&p[5])
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let ours = model.logits_of(&inputs).unwrap();
+        for (a, b) in ours.iter().zip(&reference) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn spec_serialises_and_invalid_specs_are_refused() {
+        let spec = ModelSpec::Mlp {
+            input: 4,
+            hidden: vec![3],
+            classes: 2,
+        };
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(json, r#"{"kind":"mlp","input":4,"hidden":[3],"classes":2}"#);
+        assert_eq!(serde_json::from_str::<ModelSpec>(&json).unwrap(), spec);
+        let zero = ModelSpec::Mlp {
+            input: 4,
+            hidden: vec![0],
+            classes: 2,
+        };
+        assert!(Model::new(zero, 0).is_err());
+        let huge = ModelSpec::Mlp {
+            input: 1 << 20,
+            hidden: vec![1 << 20],
+            classes: 2,
+        };
+        assert!(matches!(
+            Model::new(huge, 0),
+            Err(LearningError::InvalidSpec(_))
+        ));
+        let even = ModelSpec::Cnn {
+            height: 8,
+            width: 8,
+            channels: [2, 2],
+            kernel: 2,
+            classes: 2,
+        };
+        assert!(Model::new(even, 0).is_err());
+    }
+}
