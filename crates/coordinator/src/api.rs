@@ -1,0 +1,471 @@
+//! Wire types of the coordinator's HTTP API, shared by the server, the typed client and the
+//! miner, and the signed messages with their exact byte layouts.
+//!
+//! Every signed message is an ECDSA (secp256k1, RFC 6979, low-S, 64-byte compact) signature
+//! over a tagged SHA-256 hash ([`primitives::tagged_hash`]) with one tag per message kind, so a
+//! signature made for one purpose can never be replayed as another.
+
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::{ecdsa, Message, PublicKey, Secp256k1, SecretKey, Signing, Verification};
+use bitcoin::BlockHash;
+use primitives::{tagged_hash, Certificate, Hash256};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Tag of a miner's registration signature.
+pub const REGISTRATION_TAG: &str = "trainchain/coordinator/registration";
+/// Tag of a miner's submission signature.
+pub const SUBMISSION_TAG: &str = "trainchain/coordinator/submission";
+/// Tag of the coordinator's receipt signature.
+pub const RECEIPT_TAG: &str = "trainchain/coordinator/receipt";
+/// Tag of the coordinator's cycle announcement signature.
+pub const ANNOUNCEMENT_TAG: &str = "trainchain/coordinator/announcement";
+/// Tag of the per-cycle shard seed derived from the commitment.
+pub const SHARD_SEED_TAG: &str = "trainchain/coordinator/shard-seed";
+
+/// HTTP header carrying the submitting miner's public key (hex, 33 bytes compressed).
+pub const MINER_HEADER: &str = "x-trainchain-miner";
+/// HTTP header carrying the miner's submission signature (hex, 64 bytes compact).
+pub const SIGNATURE_HEADER: &str = "x-trainchain-signature";
+
+/// A 64-byte compact ECDSA signature, hex on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CompactSignature(pub [u8; 64]);
+
+impl CompactSignature {
+    pub fn sign<C: Signing>(secp: &Secp256k1<C>, key: &SecretKey, digest: &Hash256) -> Self {
+        let sig = secp.sign_ecdsa(&Message::from_digest(digest.0), key);
+        CompactSignature(sig.serialize_compact())
+    }
+
+    /// True if this is a valid low-S signature of `digest` by `key`.
+    pub fn verify<C: Verification>(
+        &self,
+        secp: &Secp256k1<C>,
+        key: &PublicKey,
+        digest: &Hash256,
+    ) -> bool {
+        match ecdsa::Signature::from_compact(&self.0) {
+            Ok(sig) => secp
+                .verify_ecdsa(&Message::from_digest(digest.0), &sig, key)
+                .is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+impl fmt::Display for CompactSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for CompactSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CompactSignature({self})")
+    }
+}
+
+impl FromStr for CompactSignature {
+    type Err = hex::FromHexError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = [0u8; 64];
+        hex::decode_to_slice(s, &mut out)?;
+        Ok(CompactSignature(out))
+    }
+}
+
+impl Serialize for CompactSignature {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for CompactSignature {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A certificate on the wire: hex of its fixed 328-byte encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateHex(pub Certificate);
+
+impl Serialize for CertificateHex {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.0.encode()))
+    }
+}
+
+impl<'de> Deserialize<'de> for CertificateHex {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let bytes = hex::decode(text).map_err(serde::de::Error::custom)?;
+        Certificate::decode(&bytes)
+            .map(CertificateHex)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a miner declares about its machine; the coordinator sizes its segment to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hardware {
+    pub threads: u32,
+    pub memory_bytes: u64,
+}
+
+/// `POST /v1/register` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// The cycle registered for (binds the signature to it: no replay into later cycles).
+    pub cycle: u64,
+    pub miner: PublicKey,
+    /// Where the block subsidy goes if this miner wins (an address of the chain's network).
+    pub payout_address: String,
+    pub hardware: Hardware,
+    /// Signature by `miner` over [`RegisterRequest::signing_hash`].
+    pub signature: CompactSignature,
+}
+
+impl RegisterRequest {
+    /// `H_registration(cycle u64 LE || miner 33 || len(payout_address) u32 LE || payout_address
+    /// UTF-8 || threads u32 LE || memory_bytes u64 LE)`.
+    pub fn signing_hash(
+        cycle: u64,
+        miner: &PublicKey,
+        payout_address: &str,
+        hardware: Hardware,
+    ) -> Hash256 {
+        let address_len = u32::try_from(payout_address.len()).unwrap_or(u32::MAX);
+        tagged_hash(
+            REGISTRATION_TAG,
+            &[
+                &cycle.to_le_bytes(),
+                &miner.serialize(),
+                &address_len.to_le_bytes(),
+                payout_address.as_bytes(),
+                &hardware.threads.to_le_bytes(),
+                &hardware.memory_bytes.to_le_bytes(),
+            ],
+        )
+    }
+
+    /// A registration signed with the miner's key.
+    pub fn new_signed<C: Signing>(
+        secp: &Secp256k1<C>,
+        key: &SecretKey,
+        cycle: u64,
+        payout_address: String,
+        hardware: Hardware,
+    ) -> Self {
+        let miner = key.public_key(secp);
+        let digest = Self::signing_hash(cycle, &miner, &payout_address, hardware);
+        RegisterRequest {
+            cycle,
+            miner,
+            payout_address,
+            hardware,
+            signature: CompactSignature::sign(secp, key, &digest),
+        }
+    }
+
+    pub fn verify<C: Verification>(&self, secp: &Secp256k1<C>) -> bool {
+        let digest =
+            Self::signing_hash(self.cycle, &self.miner, &self.payout_address, self.hardware);
+        self.signature.verify(secp, &self.miner, &digest)
+    }
+}
+
+/// `H_submission(cycle u64 LE || miner 33 || SHA-256(update bytes) 32)`: what a miner signs
+/// when it uploads an update.
+pub fn submission_signing_hash(cycle: u64, miner: &PublicKey, update_hash: &Hash256) -> Hash256 {
+    tagged_hash(
+        SUBMISSION_TAG,
+        &[&cycle.to_le_bytes(), &miner.serialize(), &update_hash.0],
+    )
+}
+
+/// The coordinator's signed acknowledgement that it stored a submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub cycle: u64,
+    pub miner: PublicKey,
+    /// SHA-256 of the uploaded safetensors bytes.
+    pub update_hash: Hash256,
+    pub received_at_ms: u64,
+    pub coordinator: PublicKey,
+    pub signature: CompactSignature,
+}
+
+impl Receipt {
+    /// `H_receipt(cycle u64 LE || miner 33 || update_hash 32 || received_at_ms u64 LE ||
+    /// coordinator 33)`.
+    pub fn signing_hash(&self) -> Hash256 {
+        tagged_hash(
+            RECEIPT_TAG,
+            &[
+                &self.cycle.to_le_bytes(),
+                &self.miner.serialize(),
+                &self.update_hash.0,
+                &self.received_at_ms.to_le_bytes(),
+                &self.coordinator.serialize(),
+            ],
+        )
+    }
+
+    pub fn verify<C: Verification>(&self, secp: &Secp256k1<C>) -> bool {
+        self.signature
+            .verify(secp, &self.coordinator, &self.signing_hash())
+    }
+}
+
+/// A cycle's public opening: what it builds on, what it trains, when it ends, and the
+/// commitment to the secret that seeds its lottery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announcement {
+    pub cycle: u64,
+    pub chain_id: u32,
+    /// The chain tip the cycle builds on; the winner's block has it as parent.
+    pub parent: BlockHash,
+    /// Height of the block the winner may produce (parent height + 1).
+    pub height: u32,
+    /// Hash of the global model miners train (`learning::model_hash`).
+    pub model_hash: Hash256,
+    pub opened_at_ms: u64,
+    pub registration_deadline_ms: u64,
+    pub submission_deadline_ms: u64,
+    /// How long a drawn winner has to get its block to the coordinator's node.
+    pub block_window_ms: u64,
+    /// `consensus::lottery::commitment(secret)`.
+    pub commitment: Hash256,
+    pub coordinator: PublicKey,
+}
+
+impl Announcement {
+    /// `H_announcement(cycle u64 LE || chain_id u32 LE || parent 32 (internal byte order) ||
+    /// height u32 LE || model_hash 32 || opened_at_ms u64 LE || registration_deadline_ms u64 LE
+    /// || submission_deadline_ms u64 LE || block_window_ms u64 LE || commitment 32 ||
+    /// coordinator 33)`.
+    pub fn signing_hash(&self) -> Hash256 {
+        tagged_hash(
+            ANNOUNCEMENT_TAG,
+            &[
+                &self.cycle.to_le_bytes(),
+                &self.chain_id.to_le_bytes(),
+                self.parent.as_byte_array(),
+                &self.height.to_le_bytes(),
+                &self.model_hash.0,
+                &self.opened_at_ms.to_le_bytes(),
+                &self.registration_deadline_ms.to_le_bytes(),
+                &self.submission_deadline_ms.to_le_bytes(),
+                &self.block_window_ms.to_le_bytes(),
+                &self.commitment.0,
+                &self.coordinator.serialize(),
+            ],
+        )
+    }
+
+    /// The deterministic seed of the cycle's shard assignment: the first 8 bytes (LE) of
+    /// `H_shard-seed(commitment 32 || cycle u64 LE)`. Fixed at announcement, before anyone
+    /// registers, so the coordinator cannot pick shards per miner afterwards.
+    pub fn shard_seed(&self) -> u64 {
+        let h = tagged_hash(
+            SHARD_SEED_TAG,
+            &[&self.commitment.0, &self.cycle.to_le_bytes()],
+        );
+        u64::from_le_bytes(h.0[..8].try_into().expect("8 bytes"))
+    }
+}
+
+/// An announcement with the coordinator's signature over [`Announcement::signing_hash`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedAnnouncement {
+    pub announcement: Announcement,
+    pub signature: CompactSignature,
+}
+
+impl SignedAnnouncement {
+    pub fn verify<C: Verification>(&self, secp: &Secp256k1<C>) -> bool {
+        self.signature.verify(
+            secp,
+            &self.announcement.coordinator,
+            &self.announcement.signing_hash(),
+        )
+    }
+}
+
+/// Where a cycle is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseName {
+    Registration,
+    Training,
+    Evaluation,
+    BlockWindow,
+    Closed,
+}
+
+/// `GET /v1/cycle`: the current cycle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CycleStatus {
+    pub announcement: SignedAnnouncement,
+    pub phase: PhaseName,
+    /// Current attempt while in the block window.
+    pub attempt: Option<u32>,
+    pub registered: u64,
+    pub submitted: u64,
+    /// Coordinator clock, so miners can correct for skew.
+    pub now_ms: u64,
+}
+
+/// `POST /v1/register` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub cycle: u64,
+    pub miner: PublicKey,
+    pub registration_deadline_ms: u64,
+    pub submission_deadline_ms: u64,
+}
+
+/// Hyper-parameters the coordinator suggests for the cycle's training.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TrainHints {
+    pub lr: f32,
+    pub momentum: f32,
+    pub batch: usize,
+}
+
+/// `GET /v1/cycles/{cycle}/task/{miner}`: a registered miner's work for the cycle. The
+/// weights and the shard are separate binary downloads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    pub cycle: u64,
+    pub miner: PublicKey,
+    pub model: learning::ModelSpec,
+    pub model_hash: Hash256,
+    /// The segment to train (all other parameters are frozen), and the exact tensors an
+    /// update must contain.
+    pub segment: learning::ExpectedSegment,
+    pub segment_params: u64,
+    pub shard_index: u32,
+    pub shard_count: u32,
+    pub shard_samples: u64,
+    pub feature_count: usize,
+    pub class_count: usize,
+    pub submission_deadline_ms: u64,
+    pub hints: TrainHints,
+    /// Largest update accepted for this segment, in bytes.
+    pub update_bytes_max: usize,
+}
+
+/// `GET /v1/cycles/{cycle}/certificates/{miner}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinerCertificates {
+    pub cycle: u64,
+    pub miner: PublicKey,
+    pub contribution: Option<CertificateHex>,
+    /// Block-signing certificates issued to this miner in the cycle (one per attempt it won).
+    pub block_signing: Vec<CertificateHex>,
+}
+
+/// A receipted submission with what the coordinator measured, as published after evaluation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScoredSubmission {
+    pub miner: PublicKey,
+    pub payout_address: String,
+    pub segment: String,
+    pub update_hash: Hash256,
+    pub received_at_ms: u64,
+    pub params_trained: u64,
+    /// Held-out loss reduction in 10^-6 nat (`primitives::certificate::LOSS_UNITS_PER_NAT`).
+    pub loss_reduction: i64,
+    pub score: u64,
+}
+
+impl ScoredSubmission {
+    pub fn contribution(&self) -> consensus::lottery::Contribution {
+        consensus::lottery::Contribution {
+            miner: self.miner,
+            params_trained: self.params_trained,
+            loss_reduction: self.loss_reduction,
+            score: self.score,
+            update_hash: self.update_hash,
+        }
+    }
+
+    pub fn entry(&self) -> consensus::lottery::Entry {
+        consensus::lottery::Entry {
+            miner: self.miner,
+            score: self.score,
+        }
+    }
+}
+
+/// How a cycle ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CycleOutcome {
+    /// The block of the `attempt`-th draw reached the coordinator's node.
+    Produced {
+        height: u32,
+        hash: BlockHash,
+        attempt: u32,
+        miner: PublicKey,
+    },
+    /// No submission scored above zero: no block-signing certificate.
+    NoEligibleEntries,
+    /// Every drawn winner stayed silent through its block window.
+    WinnersSilent { attempts: u32 },
+    /// Another block took the height (the chain moved under the cycle).
+    Superseded { height: u32, hash: BlockHash },
+}
+
+/// `GET /v1/cycles/{cycle}/record`: everything needed to recompute the cycle's lottery.
+/// Submissions, the secret, root, seed and draw appear only after the submission deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CycleRecord {
+    pub announcement: SignedAnnouncement,
+    pub phase: PhaseName,
+    pub registered: u64,
+    /// Receipted submissions not yet revealed (count only, before the deadline).
+    pub submitted: u64,
+    pub revealed_secret: Option<Hash256>,
+    /// Held-out loss of the cycle's global model, in 10^-6 nat.
+    pub global_loss_units: Option<i64>,
+    /// Every receipted submission with its measured numbers, sorted by miner key.
+    pub submissions: Vec<ScoredSubmission>,
+    pub contributions_root: Option<Hash256>,
+    pub lottery_seed: Option<Hash256>,
+    /// The draw order (attempt k = element k), the first `cycle::DRAW_ATTEMPTS_MAX` draws.
+    pub draw_order: Vec<PublicKey>,
+    /// Block-signing certificates issued so far, attempt 0 first.
+    pub block_certificates: Vec<CertificateHex>,
+    pub outcome: Option<CycleOutcome>,
+    /// Hash of the global model after this cycle's aggregation.
+    pub next_model_hash: Option<Hash256>,
+}
+
+/// `GET /v1/cycles` query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CycleRange {
+    pub from: u64,
+    pub limit: u64,
+}
+
+/// Every error answer of the API: a stable machine-readable `error` code and a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+    pub message: String,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub cycle: u64,
+    pub phase: PhaseName,
+}

@@ -1,0 +1,238 @@
+//! The coordinator's view of the chain: the tip a cycle builds on, and whether the winner's
+//! block arrived. [`RpcChain`] reads a node's Bitcoin-Core-style JSON-RPC; [`MemoryChain`] is
+//! an in-process chain for tests and single-process setups.
+
+use bitcoin::BlockHash;
+use primitives::{BlockHeader, Certificate};
+use serde_json::{json, Value};
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Bitcoin Core's "Block height out of range" error code (`getblockhash`).
+const RPC_INVALID_PARAMETER: i64 = -8;
+/// Bitcoin Core's "Block not found" error code.
+const RPC_INVALID_ADDRESS_OR_KEY: i64 = -5;
+/// One RPC call may take this long; the driver polls again on the next tick anyway.
+const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("node RPC unreachable: {0}")]
+    Transport(String),
+    #[error("node RPC error {code} in {method}: {message}")]
+    Rpc {
+        method: &'static str,
+        code: i64,
+        message: String,
+    },
+    #[error("node RPC answered {method} with something unexpected: {detail}")]
+    Unexpected {
+        method: &'static str,
+        detail: String,
+    },
+}
+
+/// What the coordinator needs from a node.
+pub trait ChainSource: Send + Sync + 'static {
+    /// Hash and height of the best chain's tip.
+    fn tip(&self) -> impl Future<Output = Result<(BlockHash, u32), ChainError>> + Send;
+    /// The best chain's block at `height` with the certificate in its header, if any.
+    fn block_at(
+        &self,
+        height: u32,
+    ) -> impl Future<Output = Result<Option<(BlockHash, Certificate)>, ChainError>> + Send;
+}
+
+/// Basic-auth credentials of a node's RPC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcAuth {
+    pub user: String,
+    pub password: String,
+}
+
+/// JSON-RPC client for a trainchain node (`getblockcount`, `getblockhash`, `getcertificate`,
+/// falling back to `getblockheader <hash> false` for the raw header).
+pub struct RpcChain {
+    url: String,
+    auth: Option<RpcAuth>,
+    http: reqwest::Client,
+    next_id: AtomicU64,
+}
+
+impl RpcChain {
+    pub fn new(url: String, auth: Option<RpcAuth>) -> Result<Self, ChainError> {
+        let http = reqwest::Client::builder()
+            .timeout(RPC_TIMEOUT)
+            .build()
+            .map_err(|e| ChainError::Transport(e.to_string()))?;
+        Ok(RpcChain {
+            url,
+            auth,
+            http,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    async fn call(&self, method: &'static str, params: Value) -> Result<Value, ChainError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let mut request = self.http.post(&self.url).json(&body);
+        if let Some(auth) = &self.auth {
+            request = request.basic_auth(&auth.user, Some(&auth.password));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ChainError::Transport(e.to_string()))?;
+        // Bitcoin Core answers errors with HTTP 500 and a JSON body: read the body either way.
+        let value: Value = response
+            .json()
+            .await
+            .map_err(|e| ChainError::Transport(e.to_string()))?;
+        if let Some(error) = value.get("error").filter(|e| !e.is_null()) {
+            return Err(ChainError::Rpc {
+                method,
+                code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
+                message: error
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+            });
+        }
+        Ok(value.get("result").cloned().unwrap_or(Value::Null))
+    }
+
+    async fn block_hash(&self, height: u32) -> Result<Option<BlockHash>, ChainError> {
+        match self.call("getblockhash", json!([height])).await {
+            Ok(v) => parse_hash("getblockhash", &v).map(Some),
+            Err(ChainError::Rpc { code, .. }) if code == RPC_INVALID_PARAMETER => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn certificate(&self, hash: &BlockHash) -> Result<Option<Certificate>, ChainError> {
+        match self.call("getcertificate", json!([hash.to_string()])).await {
+            Ok(v) => {
+                let hex = v.as_str().or_else(|| v.get("hex").and_then(Value::as_str));
+                if let Some(hex) = hex {
+                    return decode_certificate("getcertificate", hex).map(Some);
+                }
+            }
+            Err(ChainError::Rpc { code, .. }) if code == RPC_INVALID_ADDRESS_OR_KEY => {
+                return Ok(None)
+            }
+            Err(ChainError::Rpc { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        // The decoded form has no raw bytes: take the certificate from the raw header.
+        let v = self
+            .call("getblockheader", json!([hash.to_string(), false]))
+            .await?;
+        let hex = v.as_str().ok_or_else(|| ChainError::Unexpected {
+            method: "getblockheader",
+            detail: format!("expected a hex string, got {v}"),
+        })?;
+        let bytes = hex::decode(hex).map_err(|e| ChainError::Unexpected {
+            method: "getblockheader",
+            detail: e.to_string(),
+        })?;
+        let header = BlockHeader::decode(&bytes).map_err(|e| ChainError::Unexpected {
+            method: "getblockheader",
+            detail: e.to_string(),
+        })?;
+        Ok(Some(header.certificate))
+    }
+}
+
+fn parse_hash(method: &'static str, v: &Value) -> Result<BlockHash, ChainError> {
+    v.as_str()
+        .and_then(|s| BlockHash::from_str(s).ok())
+        .ok_or_else(|| ChainError::Unexpected {
+            method,
+            detail: format!("expected a block hash, got {v}"),
+        })
+}
+
+fn decode_certificate(method: &'static str, hex: &str) -> Result<Certificate, ChainError> {
+    let bytes = hex::decode(hex).map_err(|e| ChainError::Unexpected {
+        method,
+        detail: e.to_string(),
+    })?;
+    Certificate::decode(&bytes).map_err(|e| ChainError::Unexpected {
+        method,
+        detail: e.to_string(),
+    })
+}
+
+impl ChainSource for RpcChain {
+    async fn tip(&self) -> Result<(BlockHash, u32), ChainError> {
+        let count = self.call("getblockcount", json!([])).await?;
+        let height = count
+            .as_u64()
+            .and_then(|h| u32::try_from(h).ok())
+            .ok_or_else(|| ChainError::Unexpected {
+                method: "getblockcount",
+                detail: format!("expected a height, got {count}"),
+            })?;
+        // Hash at that height rather than getbestblockhash: the pair stays consistent even
+        // if a block arrives between the two calls.
+        let hash = self
+            .block_hash(height)
+            .await?
+            .ok_or_else(|| ChainError::Unexpected {
+                method: "getblockhash",
+                detail: format!("no block at the tip height {height}"),
+            })?;
+        Ok((hash, height))
+    }
+
+    async fn block_at(&self, height: u32) -> Result<Option<(BlockHash, Certificate)>, ChainError> {
+        let Some(hash) = self.block_hash(height).await? else {
+            return Ok(None);
+        };
+        Ok(self.certificate(&hash).await?.map(|cert| (hash, cert)))
+    }
+}
+
+/// A chain held in memory: genesis plus blocks pushed by the caller (the test plays node).
+pub struct MemoryChain {
+    blocks: Mutex<Vec<(BlockHash, Option<Certificate>)>>,
+}
+
+impl MemoryChain {
+    pub fn new(genesis: BlockHash) -> Self {
+        MemoryChain {
+            blocks: Mutex::new(vec![(genesis, None)]),
+        }
+    }
+
+    /// Appends a block carrying `certificate` and returns its height.
+    pub fn push(&self, hash: BlockHash, certificate: Certificate) -> u32 {
+        let mut blocks = self.blocks.lock().expect("memory chain lock");
+        blocks.push((hash, Some(certificate)));
+        (blocks.len() - 1) as u32
+    }
+
+    pub fn height(&self) -> u32 {
+        (self.blocks.lock().expect("memory chain lock").len() - 1) as u32
+    }
+}
+
+impl ChainSource for MemoryChain {
+    async fn tip(&self) -> Result<(BlockHash, u32), ChainError> {
+        let blocks = self.blocks.lock().expect("memory chain lock");
+        let (hash, _) = blocks.last().expect("genesis is always there");
+        Ok((*hash, (blocks.len() - 1) as u32))
+    }
+
+    async fn block_at(&self, height: u32) -> Result<Option<(BlockHash, Certificate)>, ChainError> {
+        let blocks = self.blocks.lock().expect("memory chain lock");
+        Ok(blocks
+            .get(height as usize)
+            .and_then(|(hash, cert)| cert.clone().map(|c| (*hash, c))))
+    }
+}

@@ -1,0 +1,223 @@
+//! A typed async client of the coordinator's HTTP API (used by miners, the devnet and audit).
+
+use crate::api::{
+    submission_signing_hash, ApiError, CompactSignature, CycleRecord, CycleStatus, Health,
+    MinerCertificates, Receipt, RegisterRequest, RegisterResponse, TaskInfo, MINER_HEADER,
+    SIGNATURE_HEADER,
+};
+use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey, Signing};
+use learning::ModelCard;
+use primitives::sha256;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// Generous per-request timeout: the largest downloads (weights, shards) are tens of MB on
+/// loopback or a LAN.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("coordinator unreachable: {0}")]
+    Transport(String),
+    /// The coordinator answered with an error status and a JSON error body.
+    #[error("coordinator refused ({status}): {} ({})", .error.message, .error.error)]
+    Api { status: u16, error: ApiError },
+    #[error("coordinator answer does not parse: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// The API's error code, if the coordinator answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { error, .. } => Some(&error.error),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct CoordinatorClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl CoordinatorClient {
+    /// A client for the API at `base_url` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        Ok(CoordinatorClient {
+            base: base_url.trim_end_matches('/').to_owned(),
+            http,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn check(response: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let text = response
+            .text()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let error = serde_json::from_str(&text).unwrap_or(ApiError {
+            error: "http".into(),
+            message: text,
+        });
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            error,
+        })
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let response = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let response = Self::check(response).await?;
+        response
+            .json()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        let response = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let response = Self::check(response).await?;
+        Ok(response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?
+            .to_vec())
+    }
+
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.get_json("/health").await
+    }
+
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let bytes = self.get_bytes("/metrics").await?;
+        String::from_utf8(bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    pub async fn status(&self) -> Result<CycleStatus, ClientError> {
+        self.get_json("/v1/cycle").await
+    }
+
+    pub async fn register(
+        &self,
+        request: &RegisterRequest,
+    ) -> Result<RegisterResponse, ClientError> {
+        let response = self
+            .http
+            .post(self.url("/v1/register"))
+            .json(request)
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        Self::check(response)
+            .await?
+            .json()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    pub async fn task(&self, cycle: u64, miner: &PublicKey) -> Result<TaskInfo, ClientError> {
+        self.get_json(&format!("/v1/cycles/{cycle}/task/{miner}"))
+            .await
+    }
+
+    /// The miner's shard as safetensors (`learning::Samples::from_safetensors`).
+    pub async fn shard(&self, cycle: u64, miner: &PublicKey) -> Result<Vec<u8>, ClientError> {
+        self.get_bytes(&format!("/v1/cycles/{cycle}/shard/{miner}"))
+            .await
+    }
+
+    /// The global weights of `cycle` as safetensors (`learning::model_from_safetensors`).
+    pub async fn weights(&self, cycle: u64) -> Result<Vec<u8>, ClientError> {
+        self.get_bytes(&format!("/v1/cycles/{cycle}/weights")).await
+    }
+
+    /// Signs and uploads an update; the answer is the coordinator's signed receipt.
+    pub async fn submit<C: Signing>(
+        &self,
+        secp: &Secp256k1<C>,
+        key: &SecretKey,
+        cycle: u64,
+        update: Vec<u8>,
+    ) -> Result<Receipt, ClientError> {
+        let miner = key.public_key(secp);
+        let digest = submission_signing_hash(cycle, &miner, &sha256(&update));
+        let signature = CompactSignature::sign(secp, key, &digest);
+        self.submit_signed(cycle, &miner, &signature, update).await
+    }
+
+    /// Uploads an update with a signature made elsewhere.
+    pub async fn submit_signed(
+        &self,
+        cycle: u64,
+        miner: &PublicKey,
+        signature: &CompactSignature,
+        update: Vec<u8>,
+    ) -> Result<Receipt, ClientError> {
+        let response = self
+            .http
+            .post(self.url(&format!("/v1/cycles/{cycle}/submit")))
+            .header(MINER_HEADER, miner.to_string())
+            .header(SIGNATURE_HEADER, signature.to_string())
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(update)
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        Self::check(response)
+            .await?
+            .json()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    pub async fn certificates(
+        &self,
+        cycle: u64,
+        miner: &PublicKey,
+    ) -> Result<MinerCertificates, ClientError> {
+        self.get_json(&format!("/v1/cycles/{cycle}/certificates/{miner}"))
+            .await
+    }
+
+    pub async fn record(&self, cycle: u64) -> Result<CycleRecord, ClientError> {
+        self.get_json(&format!("/v1/cycles/{cycle}/record")).await
+    }
+
+    /// Records of cycles `from..`, at most `limit` (capped by the server).
+    pub async fn records(&self, from: u64, limit: u64) -> Result<Vec<CycleRecord>, ClientError> {
+        self.get_json(&format!("/v1/cycles?from={from}&limit={limit}"))
+            .await
+    }
+
+    /// The newest global model as safetensors.
+    pub async fn model(&self) -> Result<Vec<u8>, ClientError> {
+        self.get_bytes("/v1/model").await
+    }
+
+    pub async fn model_card(&self) -> Result<ModelCard, ClientError> {
+        self.get_json("/v1/model/card").await
+    }
+}

@@ -1,0 +1,1453 @@
+//! The training cycle as a pure state machine:
+//! `tick(state, env, now, entropy, event) -> (state, actions)`.
+//!
+//! ```text
+//! open ──> Registration ──(registration deadline: segments + shards assigned)──> Training
+//!   Training ──(submission deadline: secret revealed)──> Evaluation ──(Evaluated)──>
+//!   lottery + certificates ──> BlockWindow{attempt 0} ──(our block at the height)──> Closed
+//!   BlockWindow{k} ──(window over, draws left)──> BlockWindow{k+1}   (new certificate)
+//!   BlockWindow{k} ──(window over, no draw left)──> Closed(WinnersSilent)
+//!   BlockWindow ──(another block took the height)──> Closed(Superseded)
+//! ```
+//!
+//! No clock, no randomness, no I/O: the caller passes the time and 32 fresh random bytes on
+//! every call, and does what the returned [`Action`]s ask (evaluate the submissions, persist,
+//! answer HTTP requests). Signing is a pure function of the key and the message, so the machine
+//! signs receipts, announcements and certificates itself.
+//!
+//! Invariants:
+//! - time transitions are applied before the event, so an event is always judged against the
+//!   phase `now` falls in (a submission after the deadline is late even if no tick ran since);
+//! - submissions are never revealed before the submission deadline: the state keeps only their
+//!   hashes, and [`CycleState::record`] lists them (and the secret) only from Evaluation on;
+//! - one registration and one submission per miner per cycle; a receipted submission is never
+//!   dropped (the caller persists the state before answering with the receipt).
+
+use crate::api::{
+    Announcement, CertificateHex, CompactSignature, CycleOutcome, CycleRecord, Hardware, PhaseName,
+    Receipt, RegisterRequest, RegisterResponse, ScoredSubmission, SignedAnnouncement,
+};
+use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
+use bitcoin::{Address, BlockHash, Network};
+use consensus::lottery::{self, Contribution, Entry};
+use primitives::{tagged_hash, Certificate, CertificateKind, Hash256, UnsignedCertificate};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+/// Tag deriving certificate nonces from the caller's entropy.
+const NONCE_TAG: &str = "trainchain/coordinator/certificate-nonce";
+
+/// A miner declaring more threads than this is misconfigured (same bound the trainer uses).
+pub const HARDWARE_THREADS_MAX: u32 = learning::THREADS_MAX as u32;
+
+/// Parameters one thread trains comfortably within a cycle. A thread does roughly 1 GFLOP/s
+/// of SGD on small dense layers; 4 M parameters x 6 FLOPs x a few hundred samples fits a
+/// minutes-long window. Only the *ordering* of segments matters for the tiny models used here.
+pub const PARAMS_PER_THREAD: u64 = 4_000_000;
+
+/// Bytes of memory one trained parameter needs: weight, gradient, momentum and the uploaded
+/// copy, 4 bytes each.
+pub const BYTES_PER_TRAINED_PARAM: u64 = 16;
+
+/// Most draws (attempt 0 and its fallbacks) made per cycle. Each attempt waits a whole block
+/// window; 32 silent winners in a row means the network is down rather than unlucky, and the
+/// next cycle (on the same tip) is the better fallback. It also bounds the draw, which costs
+/// O(entries) per attempt.
+pub const DRAW_ATTEMPTS_MAX: u32 = 32;
+
+/// Lengths of a cycle's phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CycleTiming {
+    pub registration_ms: u64,
+    /// From the registration deadline to the submission deadline.
+    pub training_ms: u64,
+    /// How long each drawn winner has to get its block to the coordinator's node.
+    pub block_window_ms: u64,
+}
+
+impl CycleTiming {
+    /// A cycle of `cycle_secs` (registration + training): one fifth registration, the rest
+    /// training, and a block window of half a cycle (at least 2 s: a block needs a template,
+    /// a signature and one gossip hop).
+    pub fn from_cycle_secs(cycle_secs: u64) -> Self {
+        let total_ms = cycle_secs.max(1).saturating_mul(1000);
+        let registration_ms = total_ms / 5;
+        CycleTiming {
+            registration_ms,
+            training_ms: total_ms - registration_ms,
+            block_window_ms: (total_ms / 2).max(2_000),
+        }
+    }
+}
+
+/// Name and size of one trainable segment of the global model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentSize {
+    pub name: String,
+    pub params: u64,
+}
+
+/// Everything fixed for the coordinator's life: identity, chain, timing, model layout.
+pub struct CycleEnv {
+    pub secp: Secp256k1<All>,
+    pub key: SecretKey,
+    pub chain_id: u32,
+    pub network: Network,
+    pub timing: CycleTiming,
+    /// Registration cap per cycle (already reduced to what the training set can shard).
+    pub registrations_max: usize,
+    /// The model's segments in model order.
+    pub segments: Vec<SegmentSize>,
+}
+
+impl CycleEnv {
+    pub fn coordinator(&self) -> PublicKey {
+        self.key.public_key(&self.secp)
+    }
+}
+
+/// A miner's work for the cycle, fixed when registration closes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub segment: String,
+    pub shard_index: u32,
+    pub shard_count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub payout_address: String,
+    pub hardware: Hardware,
+    pub registered_at_ms: u64,
+    pub assignment: Option<Assignment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submission {
+    pub update_hash: Hash256,
+    pub received_at_ms: u64,
+    pub receipt: Receipt,
+}
+
+/// What the coordinator measured for one submission (never what the miner claimed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Measurement {
+    pub miner: PublicKey,
+    pub params_trained: u64,
+    pub loss_reduction: i64,
+}
+
+/// Result of evaluating every submission of the cycle (what the caller feeds back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvaluationInput {
+    pub global_loss_units: i64,
+    pub measurements: Vec<Measurement>,
+    /// Hash of the aggregated model that the next cycle trains.
+    pub next_model_hash: Hash256,
+}
+
+/// The lottery of a cycle, computed once from the evaluation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LotteryRecord {
+    pub global_loss_units: i64,
+    /// Every receipted submission with its numbers, sorted by miner key.
+    pub scored: Vec<ScoredSubmission>,
+    pub contributions_root: Hash256,
+    pub seed: Hash256,
+    pub draw_order: Vec<PublicKey>,
+    pub next_model_hash: Hash256,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    Registration,
+    Training,
+    Evaluation,
+    BlockWindow { attempt: u32, deadline_ms: u64 },
+    Closed { outcome: CycleOutcome },
+}
+
+impl Phase {
+    pub fn name(&self) -> PhaseName {
+        match self {
+            Phase::Registration => PhaseName::Registration,
+            Phase::Training => PhaseName::Training,
+            Phase::Evaluation => PhaseName::Evaluation,
+            Phase::BlockWindow { .. } => PhaseName::BlockWindow,
+            Phase::Closed { .. } => PhaseName::Closed,
+        }
+    }
+}
+
+/// The whole state of one cycle. Serialisable: the caller persists it after every call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CycleState {
+    pub announcement: SignedAnnouncement,
+    /// Opens the commitment; private until the submission deadline.
+    secret: Hash256,
+    pub phase: Phase,
+    pub registrations: BTreeMap<PublicKey, Registration>,
+    pub submissions: BTreeMap<PublicKey, Submission>,
+    pub lottery: Option<LotteryRecord>,
+    pub contribution_certificates: BTreeMap<PublicKey, CertificateHex>,
+    pub block_certificates: Vec<CertificateHex>,
+}
+
+/// Inputs of the machine besides time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Time passed; nothing else happened.
+    Tick,
+    Register(RegisterRequest),
+    /// An update whose bytes the caller decoded and checked (shape, finiteness, size).
+    Submit {
+        cycle: u64,
+        miner: PublicKey,
+        update_hash: Hash256,
+        signature: CompactSignature,
+    },
+    Evaluated(EvaluationInput),
+    /// What the coordinator's node shows: its tip height and the block at the cycle's height
+    /// (boxed: a certificate is large and this event is rare).
+    ChainObserved {
+        tip_height: u32,
+        at_target: Option<Box<(BlockHash, Certificate)>>,
+    },
+}
+
+/// Why the machine refused a registration or a submission (HTTP 4xx for the caller).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("request is for cycle {found}, the current cycle is {current}")]
+    WrongCycle { current: u64, found: u64 },
+    #[error("registration for cycle {cycle} closed at {deadline_ms} ms")]
+    RegistrationClosed { cycle: u64, deadline_ms: u64 },
+    #[error("signature does not verify under the miner's key")]
+    BadSignature,
+    #[error("payout address {address:?} is not a valid {network} address")]
+    BadPayoutAddress { address: String, network: Network },
+    #[error("hardware must declare 1..={HARDWARE_THREADS_MAX} threads and some memory")]
+    BadHardware,
+    #[error("cycle is full: {max} registrations")]
+    CycleFull { max: usize },
+    #[error("miner already registered for this cycle with different details")]
+    RegisteredDifferently,
+    #[error("miner is not registered for this cycle")]
+    NotRegistered,
+    #[error("training has not started: tasks are assigned when registration closes at {registration_deadline_ms} ms")]
+    TrainingNotStarted { registration_deadline_ms: u64 },
+    #[error("submission deadline was {deadline_ms} ms, received at {now_ms} ms")]
+    Late { deadline_ms: u64, now_ms: u64 },
+    #[error("miner already submitted in this cycle")]
+    AlreadySubmitted,
+    #[error("update is byte-identical to another miner's submission")]
+    DuplicateUpdate,
+}
+
+/// What the caller must do (or answer) after a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Registered(RegisterResponse),
+    Receipted(Receipt),
+    Refused(Refusal),
+    /// Evaluate every receipted submission against the cycle's global model and feed back
+    /// [`Event::Evaluated`]. Repeated on every tick until it is fed back (idempotent).
+    Evaluate {
+        cycle: u64,
+    },
+    /// New certificates to make available (contribution and block-signing).
+    Issued(Vec<Certificate>),
+    Closed(CycleOutcome),
+}
+
+impl CycleState {
+    /// Opens cycle `cycle` on top of `parent` (at `parent_height`) to train the model with
+    /// `model_hash`. `secret` must be fresh randomness, kept private until the deadline.
+    pub fn open(
+        env: &CycleEnv,
+        cycle: u64,
+        parent: BlockHash,
+        parent_height: u32,
+        model_hash: Hash256,
+        now_ms: u64,
+        secret: [u8; 32],
+    ) -> CycleState {
+        let registration_deadline_ms = now_ms.saturating_add(env.timing.registration_ms);
+        let announcement = Announcement {
+            cycle,
+            chain_id: env.chain_id,
+            parent,
+            height: parent_height.saturating_add(1),
+            model_hash,
+            opened_at_ms: now_ms,
+            registration_deadline_ms,
+            submission_deadline_ms: registration_deadline_ms.saturating_add(env.timing.training_ms),
+            block_window_ms: env.timing.block_window_ms,
+            commitment: lottery::commitment(&secret),
+            coordinator: env.coordinator(),
+        };
+        let signature = CompactSignature::sign(&env.secp, &env.key, &announcement.signing_hash());
+        CycleState {
+            announcement: SignedAnnouncement {
+                announcement,
+                signature,
+            },
+            secret: Hash256(secret),
+            phase: Phase::Registration,
+            registrations: BTreeMap::new(),
+            submissions: BTreeMap::new(),
+            lottery: None,
+            contribution_certificates: BTreeMap::new(),
+            block_certificates: Vec::new(),
+        }
+    }
+
+    pub fn cycle(&self) -> u64 {
+        self.announcement.announcement.cycle
+    }
+
+    pub fn announcement(&self) -> &Announcement {
+        &self.announcement.announcement
+    }
+
+    /// The current attempt while in the block window.
+    pub fn attempt(&self) -> Option<u32> {
+        match self.phase {
+            Phase::BlockWindow { attempt, .. } => Some(attempt),
+            _ => None,
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed { .. })
+    }
+
+    /// The secret, once the submission deadline has passed (never before).
+    pub fn revealed_secret(&self) -> Option<Hash256> {
+        match self.phase {
+            Phase::Registration | Phase::Training => None,
+            _ => Some(self.secret),
+        }
+    }
+
+    /// The public record. Before the deadline it shows counts only, never submissions.
+    pub fn record(&self) -> CycleRecord {
+        let lottery = self.lottery.as_ref();
+        CycleRecord {
+            announcement: self.announcement.clone(),
+            phase: self.phase.name(),
+            registered: self.registrations.len() as u64,
+            submitted: self.submissions.len() as u64,
+            revealed_secret: self.revealed_secret(),
+            global_loss_units: lottery.map(|l| l.global_loss_units),
+            submissions: lottery.map(|l| l.scored.clone()).unwrap_or_default(),
+            contributions_root: lottery.map(|l| l.contributions_root),
+            lottery_seed: lottery.map(|l| l.seed),
+            draw_order: lottery.map(|l| l.draw_order.clone()).unwrap_or_default(),
+            block_certificates: self.block_certificates.clone(),
+            outcome: match &self.phase {
+                Phase::Closed { outcome } => Some(outcome.clone()),
+                _ => None,
+            },
+            next_model_hash: lottery.map(|l| l.next_model_hash),
+        }
+    }
+}
+
+/// Advances `state` to `now_ms`, then applies `event`. `entropy` must be fresh random bytes
+/// (used only for certificate nonces).
+pub fn tick(
+    mut state: CycleState,
+    env: &CycleEnv,
+    now_ms: u64,
+    entropy: [u8; 32],
+    event: Event,
+) -> (CycleState, Vec<Action>) {
+    let mut actions = Vec::new();
+    let mut nonces = Nonces { entropy, next: 0 };
+    advance(&mut state, env, now_ms, &mut nonces, &mut actions);
+    match event {
+        Event::Tick => {}
+        Event::Register(request) => {
+            actions.push(match register(&mut state, env, now_ms, request) {
+                Ok(response) => Action::Registered(response),
+                Err(refusal) => Action::Refused(refusal),
+            })
+        }
+        Event::Submit {
+            cycle,
+            miner,
+            update_hash,
+            signature,
+        } => actions.push(
+            match submit(
+                &mut state,
+                env,
+                now_ms,
+                cycle,
+                miner,
+                update_hash,
+                signature,
+            ) {
+                Ok(receipt) => Action::Receipted(receipt),
+                Err(refusal) => Action::Refused(refusal),
+            },
+        ),
+        Event::Evaluated(input) => {
+            if state.phase == Phase::Evaluation {
+                run_lottery(&mut state, env, now_ms, input, &mut nonces, &mut actions);
+            }
+        }
+        Event::ChainObserved {
+            tip_height,
+            at_target,
+        } => observe_chain(&mut state, tip_height, at_target, &mut actions),
+    }
+    // A chain observation may close the window; otherwise a window that ran out moves on.
+    advance(&mut state, env, now_ms, &mut nonces, &mut actions);
+    (state, actions)
+}
+
+/// Applies every transition that time alone triggers.
+fn advance(
+    state: &mut CycleState,
+    env: &CycleEnv,
+    now_ms: u64,
+    nonces: &mut Nonces,
+    actions: &mut Vec<Action>,
+) {
+    loop {
+        let a = state.announcement.announcement.clone();
+        match state.phase.clone() {
+            Phase::Registration if now_ms >= a.registration_deadline_ms => {
+                assign(state, env);
+                state.phase = Phase::Training;
+            }
+            Phase::Training if now_ms >= a.submission_deadline_ms => {
+                state.phase = Phase::Evaluation;
+            }
+            Phase::Evaluation => {
+                if !actions.iter().any(|x| matches!(x, Action::Evaluate { .. })) {
+                    actions.push(Action::Evaluate { cycle: a.cycle });
+                }
+                return;
+            }
+            Phase::BlockWindow {
+                attempt,
+                deadline_ms,
+            } if now_ms >= deadline_ms => {
+                let next = attempt.saturating_add(1);
+                let drawn = state
+                    .lottery
+                    .as_ref()
+                    .and_then(|l| l.draw_order.get(next as usize).copied());
+                match drawn {
+                    Some(miner) => {
+                        let cert = block_certificate(state, env, now_ms, next, miner, nonces);
+                        actions.push(Action::Issued(vec![cert]));
+                        state.phase = Phase::BlockWindow {
+                            attempt: next,
+                            deadline_ms: now_ms.saturating_add(env.timing.block_window_ms),
+                        };
+                    }
+                    None => {
+                        close(
+                            state,
+                            CycleOutcome::WinnersSilent {
+                                attempts: attempt + 1,
+                            },
+                            actions,
+                        );
+                    }
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
+fn close(state: &mut CycleState, outcome: CycleOutcome, actions: &mut Vec<Action>) {
+    actions.push(Action::Closed(outcome.clone()));
+    state.phase = Phase::Closed { outcome };
+}
+
+fn register(
+    state: &mut CycleState,
+    env: &CycleEnv,
+    now_ms: u64,
+    request: RegisterRequest,
+) -> Result<RegisterResponse, Refusal> {
+    let a = state.announcement();
+    if request.cycle != a.cycle {
+        return Err(Refusal::WrongCycle {
+            current: a.cycle,
+            found: request.cycle,
+        });
+    }
+    if state.phase != Phase::Registration {
+        return Err(Refusal::RegistrationClosed {
+            cycle: a.cycle,
+            deadline_ms: a.registration_deadline_ms,
+        });
+    }
+    if !request.verify(&env.secp) {
+        return Err(Refusal::BadSignature);
+    }
+    let address_ok = Address::from_str(&request.payout_address)
+        .ok()
+        .and_then(|a| a.require_network(env.network).ok())
+        .is_some();
+    if !address_ok {
+        return Err(Refusal::BadPayoutAddress {
+            address: request.payout_address,
+            network: env.network,
+        });
+    }
+    let hw = request.hardware;
+    if hw.threads == 0 || hw.threads > HARDWARE_THREADS_MAX || hw.memory_bytes == 0 {
+        return Err(Refusal::BadHardware);
+    }
+    let response = RegisterResponse {
+        cycle: a.cycle,
+        miner: request.miner,
+        registration_deadline_ms: a.registration_deadline_ms,
+        submission_deadline_ms: a.submission_deadline_ms,
+    };
+    if let Some(existing) = state.registrations.get(&request.miner) {
+        // A miner that restarted may register again: same details, same answer.
+        return if existing.payout_address == request.payout_address && existing.hardware == hw {
+            Ok(response)
+        } else {
+            Err(Refusal::RegisteredDifferently)
+        };
+    }
+    if state.registrations.len() >= env.registrations_max {
+        return Err(Refusal::CycleFull {
+            max: env.registrations_max,
+        });
+    }
+    state.registrations.insert(
+        request.miner,
+        Registration {
+            payout_address: request.payout_address,
+            hardware: hw,
+            registered_at_ms: now_ms,
+            assignment: None,
+        },
+    );
+    Ok(response)
+}
+
+/// Segment and shard of every registered miner, in key order: miner `i` gets shard `i`, and
+/// a segment sized to its hardware (among those that fit, rotated by index and cycle so every
+/// segment gets trained).
+fn assign(state: &mut CycleState, env: &CycleEnv) {
+    let cycle = state.cycle();
+    let count = state.registrations.len() as u32;
+    for (index, registration) in state.registrations.values_mut().enumerate() {
+        let segment = choose_segment(&env.segments, registration.hardware, index as u64, cycle);
+        registration.assignment = Some(Assignment {
+            segment,
+            shard_index: index as u32,
+            shard_count: count,
+        });
+    }
+}
+
+/// The segment for the `index`-th miner of `cycle` with `hardware`: segments whose parameters
+/// fit the hardware's capacity, rotated by `index + cycle`; the smallest one if none fits.
+pub fn choose_segment(
+    segments: &[SegmentSize],
+    hardware: Hardware,
+    index: u64,
+    cycle: u64,
+) -> String {
+    let capacity = u64::from(hardware.threads)
+        .saturating_mul(PARAMS_PER_THREAD)
+        .min(hardware.memory_bytes / BYTES_PER_TRAINED_PARAM);
+    let fitting: Vec<&SegmentSize> = segments.iter().filter(|s| s.params <= capacity).collect();
+    if fitting.is_empty() {
+        return segments
+            .iter()
+            .min_by_key(|s| s.params)
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+    }
+    let pick = index.wrapping_add(cycle) % fitting.len() as u64;
+    fitting[pick as usize].name.clone()
+}
+
+fn submit(
+    state: &mut CycleState,
+    env: &CycleEnv,
+    now_ms: u64,
+    cycle: u64,
+    miner: PublicKey,
+    update_hash: Hash256,
+    signature: CompactSignature,
+) -> Result<Receipt, Refusal> {
+    let a = state.announcement().clone();
+    if cycle != a.cycle {
+        return Err(Refusal::WrongCycle {
+            current: a.cycle,
+            found: cycle,
+        });
+    }
+    let digest = crate::api::submission_signing_hash(cycle, &miner, &update_hash);
+    if !signature.verify(&env.secp, &miner, &digest) {
+        return Err(Refusal::BadSignature);
+    }
+    if !state.registrations.contains_key(&miner) {
+        return Err(Refusal::NotRegistered);
+    }
+    match state.phase {
+        Phase::Registration => {
+            return Err(Refusal::TrainingNotStarted {
+                registration_deadline_ms: a.registration_deadline_ms,
+            })
+        }
+        Phase::Training => {}
+        _ => {
+            return Err(Refusal::Late {
+                deadline_ms: a.submission_deadline_ms,
+                now_ms,
+            })
+        }
+    }
+    if state.submissions.contains_key(&miner) {
+        return Err(Refusal::AlreadySubmitted);
+    }
+    if state
+        .submissions
+        .values()
+        .any(|s| s.update_hash == update_hash)
+    {
+        return Err(Refusal::DuplicateUpdate);
+    }
+    let mut receipt = Receipt {
+        cycle,
+        miner,
+        update_hash,
+        received_at_ms: now_ms,
+        coordinator: env.coordinator(),
+        signature: CompactSignature([0; 64]),
+    };
+    receipt.signature = CompactSignature::sign(&env.secp, &env.key, &receipt.signing_hash());
+    state.submissions.insert(
+        miner,
+        Submission {
+            update_hash,
+            received_at_ms: now_ms,
+            receipt: receipt.clone(),
+        },
+    );
+    Ok(receipt)
+}
+
+/// Scores, root, seed, draw order and certificates from the measurements.
+fn run_lottery(
+    state: &mut CycleState,
+    env: &CycleEnv,
+    now_ms: u64,
+    input: EvaluationInput,
+    nonces: &mut Nonces,
+    actions: &mut Vec<Action>,
+) {
+    // Exactly one row per receipted submission: a submission the evaluator did not measure
+    // is recorded as having trained nothing (score 0) rather than silently dropped.
+    let measured_by_miner: BTreeMap<PublicKey, &Measurement> =
+        input.measurements.iter().map(|m| (m.miner, m)).collect();
+    let scored: Vec<ScoredSubmission> = state
+        .submissions
+        .iter()
+        .map(|(miner, submission)| {
+            let measured = measured_by_miner.get(miner);
+            let (params_trained, loss_reduction) = measured
+                .map(|m| (m.params_trained, m.loss_reduction))
+                .unwrap_or((0, 0));
+            let registration = &state.registrations[miner];
+            ScoredSubmission {
+                miner: *miner,
+                payout_address: registration.payout_address.clone(),
+                segment: registration
+                    .assignment
+                    .as_ref()
+                    .map(|a| a.segment.clone())
+                    .unwrap_or_default(),
+                update_hash: submission.update_hash,
+                received_at_ms: submission.received_at_ms,
+                params_trained,
+                loss_reduction,
+                score: consensus::score::score(params_trained, loss_reduction),
+            }
+        })
+        .collect();
+    let contributions: Vec<Contribution> = scored.iter().map(|s| s.contribution()).collect();
+    let entries: Vec<Entry> = scored.iter().map(|s| s.entry()).collect();
+    let root = lottery::contributions_root(&contributions);
+    let seed = lottery::lottery_seed(&state.secret.0, &state.announcement().parent, &root);
+    let eligible = lottery::eligible_entries(&entries).len() as u32;
+    let draw_order = if eligible == 0 {
+        Vec::new()
+    } else {
+        lottery::draw_order(&seed, &entries, eligible.min(DRAW_ATTEMPTS_MAX) - 1)
+    };
+    state.lottery = Some(LotteryRecord {
+        global_loss_units: input.global_loss_units,
+        scored,
+        contributions_root: root,
+        seed,
+        draw_order,
+        next_model_hash: input.next_model_hash,
+    });
+    let mut issued = Vec::new();
+    let scored = state
+        .lottery
+        .as_ref()
+        .map(|l| l.scored.clone())
+        .unwrap_or_default();
+    for s in &scored {
+        let body = certificate_body(
+            state,
+            env,
+            now_ms,
+            CertificateKind::Contribution,
+            0,
+            s,
+            nonces,
+        );
+        let cert = body.sign(&env.secp, &env.key);
+        state
+            .contribution_certificates
+            .insert(s.miner, CertificateHex(cert.clone()));
+        issued.push(cert);
+    }
+    let first = state
+        .lottery
+        .as_ref()
+        .and_then(|l| l.draw_order.first().copied());
+    match first {
+        Some(miner) => {
+            issued.push(block_certificate(state, env, now_ms, 0, miner, nonces));
+            actions.push(Action::Issued(issued));
+            state.phase = Phase::BlockWindow {
+                attempt: 0,
+                deadline_ms: now_ms.saturating_add(env.timing.block_window_ms),
+            };
+        }
+        None => {
+            actions.push(Action::Issued(issued));
+            close(state, CycleOutcome::NoEligibleEntries, actions);
+        }
+    }
+}
+
+fn block_certificate(
+    state: &mut CycleState,
+    env: &CycleEnv,
+    now_ms: u64,
+    attempt: u32,
+    miner: PublicKey,
+    nonces: &mut Nonces,
+) -> Certificate {
+    let scored = state
+        .lottery
+        .as_ref()
+        .and_then(|l| l.scored.iter().find(|s| s.miner == miner).cloned())
+        .expect("drawn miners come from the scored list");
+    let body = certificate_body(
+        state,
+        env,
+        now_ms,
+        CertificateKind::BlockSigning,
+        attempt,
+        &scored,
+        nonces,
+    );
+    let cert = body.sign(&env.secp, &env.key);
+    state.block_certificates.push(CertificateHex(cert.clone()));
+    cert
+}
+
+fn certificate_body(
+    state: &CycleState,
+    env: &CycleEnv,
+    now_ms: u64,
+    kind: CertificateKind,
+    attempt: u32,
+    scored: &ScoredSubmission,
+    nonces: &mut Nonces,
+) -> UnsignedCertificate {
+    let a = state.announcement();
+    let lottery = state
+        .lottery
+        .as_ref()
+        .expect("certificates follow the lottery");
+    UnsignedCertificate {
+        kind,
+        chain_id: env.chain_id,
+        cycle: a.cycle,
+        height: a.height,
+        prev_block_hash: a.parent,
+        attempt,
+        miner: scored.miner,
+        params_trained: scored.params_trained,
+        loss_reduction: scored.loss_reduction,
+        score: scored.score,
+        contributions_root: lottery.contributions_root,
+        lottery_seed: lottery.seed,
+        model_hash: a.model_hash,
+        issued_at: now_ms / 1000,
+        nonce: nonces.next(),
+        coordinator: env.coordinator(),
+    }
+}
+
+fn observe_chain(
+    state: &mut CycleState,
+    tip_height: u32,
+    at_target: Option<Box<(BlockHash, Certificate)>>,
+    actions: &mut Vec<Action>,
+) {
+    if !matches!(state.phase, Phase::BlockWindow { .. }) {
+        return;
+    }
+    let height = state.announcement().height;
+    match at_target.map(|b| *b) {
+        Some((hash, cert)) => {
+            let ours = state
+                .block_certificates
+                .iter()
+                .any(|c| c.0.id() == cert.id());
+            let outcome = if ours {
+                CycleOutcome::Produced {
+                    height,
+                    hash,
+                    attempt: cert.body.attempt,
+                    miner: cert.body.miner,
+                }
+            } else {
+                CycleOutcome::Superseded { height, hash }
+            };
+            close(state, outcome, actions);
+        }
+        None if tip_height >= height => {
+            // The node claims the height but shows no block there: wait for a consistent view.
+        }
+        None => {}
+    }
+}
+
+/// Certificate nonces: `H_nonce(entropy || counter u32 LE)[0..16]`, distinct within a call.
+struct Nonces {
+    entropy: [u8; 32],
+    next: u32,
+}
+
+impl Nonces {
+    fn next(&mut self) -> [u8; 16] {
+        let h = tagged_hash(NONCE_TAG, &[&self.entropy, &self.next.to_le_bytes()]);
+        self.next += 1;
+        h.0[..16].try_into().expect("16 bytes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+    use bitcoin::CompressedPublicKey;
+
+    const T0: u64 = 1_000_000;
+
+    fn key(n: u8) -> SecretKey {
+        SecretKey::from_slice(&[n; 32]).unwrap()
+    }
+
+    fn env() -> CycleEnv {
+        CycleEnv {
+            secp: Secp256k1::new(),
+            key: key(200),
+            chain_id: 7,
+            network: Network::Regtest,
+            timing: CycleTiming {
+                registration_ms: 1_000,
+                training_ms: 4_000,
+                block_window_ms: 2_000,
+            },
+            registrations_max: 8,
+            segments: vec![
+                SegmentSize {
+                    name: "layer0".into(),
+                    params: 2_080,
+                },
+                SegmentSize {
+                    name: "layer1".into(),
+                    params: 330,
+                },
+            ],
+        }
+    }
+
+    fn address(env: &CycleEnv, k: &SecretKey) -> String {
+        let pk = CompressedPublicKey(k.public_key(&env.secp));
+        Address::p2wpkh(&pk, Network::Regtest).to_string()
+    }
+
+    fn registration(env: &CycleEnv, n: u8, cycle: u64) -> Event {
+        let k = key(n);
+        Event::Register(RegisterRequest::new_signed(
+            &env.secp,
+            &k,
+            cycle,
+            address(env, &k),
+            Hardware {
+                threads: 4,
+                memory_bytes: 1 << 30,
+            },
+        ))
+    }
+
+    fn submission(env: &CycleEnv, n: u8, cycle: u64, update: &[u8]) -> Event {
+        let k = key(n);
+        let miner = k.public_key(&env.secp);
+        let update_hash = primitives::sha256(update);
+        let digest = crate::api::submission_signing_hash(cycle, &miner, &update_hash);
+        Event::Submit {
+            cycle,
+            miner,
+            update_hash,
+            signature: CompactSignature::sign(&env.secp, &k, &digest),
+        }
+    }
+
+    fn measured(env: &CycleEnv, n: u8, params_trained: u64, loss_reduction: i64) -> Measurement {
+        Measurement {
+            miner: key(n).public_key(&env.secp),
+            params_trained,
+            loss_reduction,
+        }
+    }
+
+    fn parent() -> BlockHash {
+        BlockHash::from_byte_array([9; 32])
+    }
+
+    fn open(env: &CycleEnv) -> CycleState {
+        CycleState::open(env, 0, parent(), 4, Hash256([5; 32]), T0, [42; 32])
+    }
+
+    /// Applies events in order, each at its time; every state is round-tripped through JSON
+    /// when `restart` is set (what a kill -9 and restart from the store does).
+    struct Driver<'a> {
+        env: &'a CycleEnv,
+        state: CycleState,
+        restart: bool,
+        actions: Vec<Action>,
+    }
+
+    impl Driver<'_> {
+        fn at(&mut self, now: u64, event: Event) -> Vec<Action> {
+            let state = if self.restart {
+                let json = serde_json::to_string(&self.state).unwrap();
+                serde_json::from_str(&json).unwrap()
+            } else {
+                self.state.clone()
+            };
+            let (next, actions) = tick(state, self.env, now, [now as u8; 32], event);
+            self.state = next;
+            self.actions.extend(actions.clone());
+            actions
+        }
+    }
+
+    fn refused(actions: &[Action]) -> Option<Refusal> {
+        actions.iter().find_map(|a| match a {
+            Action::Refused(r) => Some(r.clone()),
+            _ => None,
+        })
+    }
+
+    /// A full cycle: three miners register, two submit, one submits nothing; the lottery,
+    /// certificates and the winner's block close the cycle. Returns the driver at the end.
+    fn full_cycle(env: &CycleEnv, restart: bool) -> Driver<'_> {
+        let mut d = Driver {
+            env,
+            state: open(env),
+            restart,
+            actions: Vec::new(),
+        };
+        for n in 1..=3 {
+            assert!(matches!(
+                d.at(T0 + 10, registration(env, n, 0))[..],
+                [Action::Registered(_)]
+            ));
+        }
+        // Training starts at the registration deadline; shards and segments are assigned.
+        d.at(T0 + 1_000, Event::Tick);
+        assert_eq!(d.state.phase, Phase::Training);
+        let assigned: Vec<u32> = d
+            .state
+            .registrations
+            .values()
+            .map(|r| r.assignment.as_ref().unwrap().shard_index)
+            .collect();
+        assert_eq!(assigned, vec![0, 1, 2]);
+        assert!(matches!(
+            d.at(T0 + 2_000, submission(env, 1, 0, b"update-1"))[..],
+            [Action::Receipted(_)]
+        ));
+        assert!(matches!(
+            d.at(T0 + 2_500, submission(env, 2, 0, b"update-2"))[..],
+            [Action::Receipted(_)]
+        ));
+        // Miner 3 submits nothing. At the deadline the machine asks for the evaluation.
+        let actions = d.at(T0 + 5_000, Event::Tick);
+        assert_eq!(actions, vec![Action::Evaluate { cycle: 0 }]);
+        let actions = d.at(
+            T0 + 5_100,
+            Event::Evaluated(EvaluationInput {
+                global_loss_units: 2_300_000,
+                measurements: vec![
+                    measured(env, 1, 2_000, 150_000),
+                    measured(env, 2, 300, 90_000),
+                ],
+                next_model_hash: Hash256([6; 32]),
+            }),
+        );
+        let issued: Vec<&Certificate> = actions
+            .iter()
+            .flat_map(|a| match a {
+                Action::Issued(c) => c.iter().collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(
+            issued.len(),
+            3,
+            "two contribution certificates and one block-signing"
+        );
+        let block = issued.last().unwrap();
+        assert_eq!(block.body.kind, CertificateKind::BlockSigning);
+        assert_eq!(
+            (
+                block.body.height,
+                block.body.prev_block_hash,
+                block.body.attempt
+            ),
+            (5, parent(), 0)
+        );
+        let hash = BlockHash::from_byte_array([10; 32]);
+        let actions = d.at(
+            T0 + 6_000,
+            Event::ChainObserved {
+                tip_height: 5,
+                at_target: Some(Box::new((hash, (*block).clone()))),
+            },
+        );
+        assert!(matches!(
+            &actions[..],
+            [Action::Closed(CycleOutcome::Produced { attempt: 0, .. })]
+        ));
+        d
+    }
+
+    #[test]
+    fn full_cycle_scores_draws_certifies_and_closes_on_the_winners_block() {
+        let env = env();
+        let d = full_cycle(&env, false);
+        let record = d.state.record();
+        assert_eq!(record.submissions.len(), 2, "the silent miner has no entry");
+        let scores: Vec<u64> = record.submissions.iter().map(|s| s.score).collect();
+        let mut expected = vec![2_000 * 150_000, 300 * 90_000];
+        // Sorted by key: compare as sets.
+        expected.sort_unstable();
+        let mut sorted = scores.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, expected);
+        // Anyone can recompute root, seed and winner from the record.
+        let secret = record.revealed_secret.unwrap();
+        assert!(lottery::verify_reveal(
+            &record.announcement.announcement.commitment,
+            &secret.0
+        ));
+        let contributions: Vec<Contribution> = record
+            .submissions
+            .iter()
+            .map(|s| s.contribution())
+            .collect();
+        let root = lottery::contributions_root(&contributions);
+        assert_eq!(record.contributions_root, Some(root));
+        let seed = lottery::lottery_seed(&secret.0, &parent(), &root);
+        assert_eq!(record.lottery_seed, Some(seed));
+        let entries: Vec<Entry> = record.submissions.iter().map(|s| s.entry()).collect();
+        assert_eq!(
+            record.draw_order[0],
+            lottery::winner(&seed, &entries, 0).unwrap()
+        );
+        assert_eq!(
+            record.block_certificates[0].0.body.miner,
+            record.draw_order[0]
+        );
+        assert!(record.announcement.verify(&env.secp));
+        assert_eq!(d.state.contribution_certificates.len(), 2);
+    }
+
+    #[test]
+    fn restarting_from_the_serialised_state_before_every_event_changes_nothing() {
+        let env = env();
+        let straight = full_cycle(&env, false);
+        let restarted = full_cycle(&env, true);
+        assert_eq!(straight.state, restarted.state);
+        assert_eq!(straight.actions, restarted.actions);
+    }
+
+    #[test]
+    fn zero_scores_never_enter_the_draw_and_no_entry_closes_without_a_block() {
+        let env = env();
+        let mut d = Driver {
+            env: &env,
+            state: open(&env),
+            restart: false,
+            actions: Vec::new(),
+        };
+        d.at(T0, registration(&env, 1, 0));
+        d.at(T0, registration(&env, 2, 0));
+        d.at(T0 + 1_500, submission(&env, 1, 0, b"unchanged"));
+        d.at(T0 + 1_500, submission(&env, 2, 0, b"noise"));
+        d.at(T0 + 5_000, Event::Tick);
+        let actions = d.at(
+            T0 + 5_000,
+            Event::Evaluated(EvaluationInput {
+                global_loss_units: 2_300_000,
+                // Unchanged weights: nothing trained. Noise: everything changed, loss worse.
+                measurements: vec![
+                    measured(&env, 1, 0, 0),
+                    measured(&env, 2, 2_080, -4_000_000),
+                ],
+                next_model_hash: Hash256([5; 32]),
+            }),
+        );
+        assert!(actions.contains(&Action::Closed(CycleOutcome::NoEligibleEntries)));
+        let record = d.state.record();
+        assert!(record.submissions.iter().all(|s| s.score == 0));
+        assert!(record.draw_order.is_empty() && record.block_certificates.is_empty());
+        assert_eq!(
+            d.state.contribution_certificates.len(),
+            2,
+            "measured work is still certified"
+        );
+    }
+
+    #[test]
+    fn a_silent_winner_hands_over_to_the_next_draw_then_the_cycle_gives_up() {
+        let env = env();
+        let mut d = Driver {
+            env: &env,
+            state: open(&env),
+            restart: true,
+            actions: Vec::new(),
+        };
+        d.at(T0, registration(&env, 1, 0));
+        d.at(T0, registration(&env, 2, 0));
+        d.at(T0 + 1_500, submission(&env, 1, 0, b"a"));
+        d.at(T0 + 1_500, submission(&env, 2, 0, b"b"));
+        d.at(T0 + 5_000, Event::Tick);
+        d.at(
+            T0 + 5_000,
+            Event::Evaluated(EvaluationInput {
+                global_loss_units: 1,
+                measurements: vec![measured(&env, 1, 10, 10), measured(&env, 2, 10, 20)],
+                next_model_hash: Hash256([5; 32]),
+            }),
+        );
+        let order = d.state.lottery.as_ref().unwrap().draw_order.clone();
+        assert_eq!(order.len(), 2);
+        // Window of attempt 0 runs to T0 + 7,000; the node shows nothing at height 5.
+        assert!(d
+            .at(
+                T0 + 6_999,
+                Event::ChainObserved {
+                    tip_height: 4,
+                    at_target: None
+                }
+            )
+            .is_empty());
+        let actions = d.at(
+            T0 + 7_000,
+            Event::ChainObserved {
+                tip_height: 4,
+                at_target: None,
+            },
+        );
+        let [Action::Issued(certs)] = &actions[..] else {
+            panic!("{actions:?}")
+        };
+        assert_eq!((certs[0].body.attempt, certs[0].body.miner), (1, order[1]));
+        assert_eq!(d.state.attempt(), Some(1));
+        // The second winner is silent too: no third draw exists, the cycle closes.
+        let actions = d.at(
+            T0 + 9_000,
+            Event::ChainObserved {
+                tip_height: 4,
+                at_target: None,
+            },
+        );
+        assert_eq!(
+            actions,
+            vec![Action::Closed(CycleOutcome::WinnersSilent { attempts: 2 })]
+        );
+    }
+
+    #[test]
+    fn a_late_block_of_attempt_zero_still_counts_and_a_foreign_block_supersedes() {
+        let env = env();
+        let mut d = Driver {
+            env: &env,
+            state: open(&env),
+            restart: false,
+            actions: Vec::new(),
+        };
+        d.at(T0, registration(&env, 1, 0));
+        d.at(T0, registration(&env, 2, 0));
+        d.at(T0 + 1_500, submission(&env, 1, 0, b"a"));
+        d.at(T0 + 1_500, submission(&env, 2, 0, b"b"));
+        d.at(T0 + 5_000, Event::Tick);
+        d.at(
+            T0 + 5_000,
+            Event::Evaluated(EvaluationInput {
+                global_loss_units: 1,
+                measurements: vec![measured(&env, 1, 10, 10), measured(&env, 2, 10, 20)],
+                next_model_hash: Hash256([5; 32]),
+            }),
+        );
+        d.at(
+            T0 + 7_000,
+            Event::ChainObserved {
+                tip_height: 4,
+                at_target: None,
+            },
+        );
+        let first = d.state.block_certificates[0].0.clone();
+        let mut other = d.clone_state_with(&env);
+        let hash = BlockHash::from_byte_array([11; 32]);
+        let actions = d.at(
+            T0 + 7_500,
+            Event::ChainObserved {
+                tip_height: 5,
+                at_target: Some(Box::new((hash, first.clone()))),
+            },
+        );
+        assert!(matches!(
+            &actions[..],
+            [Action::Closed(CycleOutcome::Produced { attempt: 0, .. })]
+        ));
+        // A block at the height with someone else's certificate: the chain moved on.
+        let mut foreign = first;
+        foreign.body.nonce = [0xee; 16];
+        let actions = other.at(
+            T0 + 7_500,
+            Event::ChainObserved {
+                tip_height: 5,
+                at_target: Some(Box::new((hash, foreign))),
+            },
+        );
+        assert!(matches!(
+            &actions[..],
+            [Action::Closed(CycleOutcome::Superseded { height: 5, .. })]
+        ));
+    }
+
+    impl<'a> Driver<'a> {
+        fn clone_state_with(&self, env: &'a CycleEnv) -> Driver<'a> {
+            Driver {
+                env,
+                state: self.state.clone(),
+                restart: false,
+                actions: Vec::new(),
+            }
+        }
+    }
+
+    #[test]
+    fn submissions_are_hidden_until_the_deadline_and_copies_are_refused() {
+        let env = env();
+        let mut d = Driver {
+            env: &env,
+            state: open(&env),
+            restart: false,
+            actions: Vec::new(),
+        };
+        d.at(T0, registration(&env, 1, 0));
+        d.at(T0, registration(&env, 2, 0));
+        // Before training starts there is nothing to submit against.
+        assert!(matches!(
+            refused(&d.at(T0 + 500, submission(&env, 1, 0, b"x"))),
+            Some(Refusal::TrainingNotStarted { .. })
+        ));
+        d.at(T0 + 1_500, submission(&env, 1, 0, b"honest update"));
+        // While training, the public record shows a count, no hashes, no secret: a copier
+        // has nothing to copy (update bytes are never served at all).
+        let record = d.state.record();
+        assert_eq!((record.submitted, record.submissions.len()), (1, 0));
+        assert_eq!(record.revealed_secret, None);
+        assert!(!serde_json::to_string(&record)
+            .unwrap()
+            .contains(&primitives::sha256(b"honest update").to_string()));
+        // Even with the bytes leaked out of band, a byte-identical copy is refused...
+        assert_eq!(
+            refused(&d.at(T0 + 2_000, submission(&env, 2, 0, b"honest update"))),
+            Some(Refusal::DuplicateUpdate)
+        );
+        // ...a second upload by the same miner too...
+        assert_eq!(
+            refused(&d.at(T0 + 2_000, submission(&env, 1, 0, b"other"))),
+            Some(Refusal::AlreadySubmitted)
+        );
+        // ...and once the record reveals them, the deadline has passed.
+        assert!(matches!(
+            refused(&d.at(T0 + 5_000, submission(&env, 2, 0, b"copied later"))),
+            Some(Refusal::Late { .. })
+        ));
+        assert_eq!(d.state.phase, Phase::Evaluation);
+        assert!(d.state.record().revealed_secret.is_some());
+    }
+
+    #[test]
+    fn late_submission_is_refused_even_without_a_tick_at_the_deadline() {
+        let env = env();
+        let mut d = Driver {
+            env: &env,
+            state: open(&env),
+            restart: false,
+            actions: Vec::new(),
+        };
+        d.at(T0, registration(&env, 1, 0));
+        let actions = d.at(T0 + 5_001, submission(&env, 1, 0, b"late"));
+        assert_eq!(actions[0], Action::Evaluate { cycle: 0 });
+        assert_eq!(
+            refused(&actions),
+            Some(Refusal::Late {
+                deadline_ms: T0 + 5_000,
+                now_ms: T0 + 5_001
+            })
+        );
+        assert!(d.state.submissions.is_empty());
+    }
+
+    #[test]
+    fn registration_checks_signature_cycle_address_hardware_cap_and_deadline() {
+        let mut env = env();
+        env.registrations_max = 2;
+        let mut d = Driver {
+            env: &env,
+            state: open(&env),
+            restart: false,
+            actions: Vec::new(),
+        };
+        let Event::Register(good) = registration(&env, 1, 0) else {
+            unreachable!()
+        };
+        let mut forged = good.clone();
+        forged.payout_address = address(&env, &key(9));
+        assert_eq!(
+            refused(&d.at(T0, Event::Register(forged))),
+            Some(Refusal::BadSignature)
+        );
+        assert!(matches!(
+            refused(&d.at(T0, registration(&env, 1, 3))),
+            Some(Refusal::WrongCycle {
+                current: 0,
+                found: 3
+            })
+        ));
+        let k = key(3);
+        let bad_address =
+            RegisterRequest::new_signed(&env.secp, &k, 0, "not-an-address".into(), good.hardware);
+        assert!(matches!(
+            refused(&d.at(T0, Event::Register(bad_address))),
+            Some(Refusal::BadPayoutAddress { .. })
+        ));
+        let mainnet = Address::p2wpkh(
+            &CompressedPublicKey(k.public_key(&env.secp)),
+            Network::Bitcoin,
+        )
+        .to_string();
+        let wrong_net = RegisterRequest::new_signed(&env.secp, &k, 0, mainnet, good.hardware);
+        assert!(matches!(
+            refused(&d.at(T0, Event::Register(wrong_net))),
+            Some(Refusal::BadPayoutAddress { .. })
+        ));
+        let no_threads = RegisterRequest::new_signed(
+            &env.secp,
+            &k,
+            0,
+            address(&env, &k),
+            Hardware {
+                threads: 0,
+                memory_bytes: 1,
+            },
+        );
+        assert_eq!(
+            refused(&d.at(T0, Event::Register(no_threads))),
+            Some(Refusal::BadHardware)
+        );
+        assert!(matches!(
+            d.at(T0, Event::Register(good.clone()))[..],
+            [Action::Registered(_)]
+        ));
+        assert!(
+            matches!(d.at(T0, Event::Register(good))[..], [Action::Registered(_)]),
+            "idempotent"
+        );
+        assert!(matches!(
+            d.at(T0, registration(&env, 2, 0))[..],
+            [Action::Registered(_)]
+        ));
+        assert_eq!(
+            refused(&d.at(T0, registration(&env, 3, 0))),
+            Some(Refusal::CycleFull { max: 2 })
+        );
+        assert!(matches!(
+            refused(&d.at(T0 + 1_000, registration(&env, 4, 0))),
+            Some(Refusal::RegistrationClosed { .. })
+        ));
+        assert_eq!(
+            refused(&d.at(T0 + 1_500, submission(&env, 4, 0, b"u"))),
+            Some(Refusal::NotRegistered)
+        );
+    }
+
+    #[test]
+    fn segments_follow_hardware_and_rotate_over_miners_and_cycles() {
+        let segments = env().segments;
+        let big = Hardware {
+            threads: 8,
+            memory_bytes: 1 << 30,
+        };
+        let tiny = Hardware {
+            threads: 1,
+            memory_bytes: 2_080 * BYTES_PER_TRAINED_PARAM - 1,
+        };
+        assert_eq!(
+            choose_segment(&segments, tiny, 0, 0),
+            "layer1",
+            "layer0 does not fit"
+        );
+        assert_eq!(choose_segment(&segments, tiny, 1, 7), "layer1");
+        assert_eq!(choose_segment(&segments, big, 0, 0), "layer0");
+        assert_eq!(choose_segment(&segments, big, 1, 0), "layer1");
+        assert_eq!(choose_segment(&segments, big, 0, 1), "layer1");
+        let none_fit = Hardware {
+            threads: 1,
+            memory_bytes: 16,
+        };
+        assert_eq!(
+            choose_segment(&segments, none_fit, 0, 0),
+            "layer1",
+            "smallest"
+        );
+    }
+}

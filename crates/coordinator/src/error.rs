@@ -1,0 +1,104 @@
+//! Errors of the coordinator service; each maps to one HTTP status and error code.
+
+use crate::chain::ChainError;
+use crate::cycle::Refusal;
+use crate::store::StoreError;
+use learning::{LearningError, UpdateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The cycle state machine refused the request.
+    #[error("{0}")]
+    Refused(#[from] Refusal),
+    /// The uploaded update failed its checks (size, format, shape, dtype, finiteness).
+    #[error("bad update: {0}")]
+    BadUpdate(#[from] UpdateError),
+    #[error("unknown cycle {0}")]
+    UnknownCycle(u64),
+    #[error("no cycle is open yet")]
+    NotOpen,
+    #[error("too many registrations; retry in a second")]
+    RateLimited,
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("no certificate for this miner in this cycle")]
+    NoCertificate,
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("learning: {0}")]
+    Learning(#[from] LearningError),
+    #[error("chain: {0}")]
+    Chain(#[from] ChainError),
+    #[error("the stored work setup differs from the one given: {0}")]
+    SetupChanged(String),
+    #[error("model of cycle {0} is missing from the store")]
+    MissingModel(u64),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl ServiceError {
+    /// Stable machine-readable code for the JSON error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServiceError::Refused(r) => match r {
+                Refusal::WrongCycle { .. } => "wrong_cycle",
+                Refusal::RegistrationClosed { .. } => "registration_closed",
+                Refusal::BadSignature => "bad_signature",
+                Refusal::BadPayoutAddress { .. } => "bad_payout_address",
+                Refusal::BadHardware => "bad_hardware",
+                Refusal::CycleFull { .. } => "cycle_full",
+                Refusal::RegisteredDifferently => "registered_differently",
+                Refusal::NotRegistered => "not_registered",
+                Refusal::TrainingNotStarted { .. } => "training_not_started",
+                Refusal::Late { .. } => "late",
+                Refusal::AlreadySubmitted => "already_submitted",
+                Refusal::DuplicateUpdate => "duplicate_update",
+            },
+            ServiceError::BadUpdate(u) => match u {
+                UpdateError::Oversize { .. } => "update_oversize",
+                UpdateError::Malformed(_) => "update_malformed",
+                UpdateError::UnknownTensor(_) => "update_unknown_tensor",
+                UpdateError::MissingTensor(_) => "update_missing_tensor",
+                UpdateError::WrongDtype { .. } => "update_wrong_dtype",
+                UpdateError::WrongShape { .. } => "update_wrong_shape",
+                UpdateError::NonFinite { .. } => "update_non_finite",
+            },
+            ServiceError::UnknownCycle(_) => "unknown_cycle",
+            ServiceError::NotOpen => "not_open",
+            ServiceError::RateLimited => "rate_limited",
+            ServiceError::BadRequest(_) => "bad_request",
+            ServiceError::NoCertificate => "no_certificate",
+            ServiceError::Store(_)
+            | ServiceError::Learning(_)
+            | ServiceError::Chain(_)
+            | ServiceError::SetupChanged(_)
+            | ServiceError::MissingModel(_)
+            | ServiceError::Io { .. } => "internal",
+        }
+    }
+
+    /// HTTP status code.
+    pub fn status(&self) -> u16 {
+        match self {
+            ServiceError::Refused(r) => match r {
+                Refusal::BadSignature | Refusal::NotRegistered => 403,
+                Refusal::BadPayoutAddress { .. } | Refusal::BadHardware => 400,
+                Refusal::CycleFull { .. } => 429,
+                // Wrong cycle, closed, late, duplicate, not started: the request conflicts
+                // with the cycle's current state.
+                _ => 409,
+            },
+            ServiceError::BadUpdate(UpdateError::Oversize { .. }) => 413,
+            ServiceError::BadUpdate(_) => 422,
+            ServiceError::UnknownCycle(_) | ServiceError::NoCertificate => 404,
+            ServiceError::NotOpen => 503,
+            ServiceError::RateLimited => 429,
+            ServiceError::BadRequest(_) => 400,
+            _ => 500,
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The coordinator: training cycles, server-side scoring, the auditable weighted lottery and
+//! signed certificates (the paper's centralised server).
+//!
+//! - [`cycle`]: the pure state machine (`tick(state, env, now, entropy, event)`);
+//! - [`work`]: dataset split, shards, update checks, measurement and aggregation;
+//! - [`service`]: the machine wired to its [`store`] and the workload, clock-free;
+//! - [`server`]: the axum HTTP API and the driver loop that reads the [`chain`];
+//! - [`api`] and [`client`]: wire types, signed messages and a typed client (used by miners).
+
+pub mod api;
+pub mod chain;
+pub mod client;
+pub mod cycle;
+pub mod error;
+pub mod limits;
+pub mod metrics;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod work;
+
+pub use chain::{ChainSource, MemoryChain, RpcAuth, RpcChain};
+pub use client::CoordinatorClient;
+pub use cycle::CycleTiming;
+pub use error::ServiceError;
+pub use service::{ChainView, Coordinator};
+pub use work::WorkSetup;

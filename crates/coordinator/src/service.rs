@@ -1,0 +1,753 @@
+//! The coordinator service: the pure cycle machine plus its store, the learning workload and
+//! the chain observations. Synchronous and clock-free (time and entropy are arguments), so
+//! tests drive whole cycles without sleeping; the HTTP server and the driver loop wrap it.
+
+use crate::api::{
+    CertificateHex, CycleRecord, CycleStatus, Health, MinerCertificates, Receipt, RegisterRequest,
+    RegisterResponse, TaskInfo,
+};
+use crate::cycle::{tick, Action, CycleEnv, CycleState, CycleTiming, Event, Phase, Refusal};
+use crate::error::ServiceError;
+use crate::limits::{RateLimiter, REGISTRATIONS_PER_SECOND, REGISTRATION_BURST};
+use crate::metrics::Metrics;
+use crate::store::{ModelInfo, Store};
+use crate::work::{check_update, WorkSetup, Workload};
+use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+use bitcoin::BlockHash;
+use learning::{
+    model_from_safetensors, model_hash, model_to_safetensors, write_export, ExpectedSegment, Model,
+    ModelCard,
+};
+use primitives::{sha256, Certificate, CertificateKind, ChainParams, Hash256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tracing::{info, warn};
+
+/// File name of the coordinator's store inside its data directory.
+pub const STORE_FILE: &str = "coordinator.redb";
+/// Directory (inside the data directory) where the latest global model is exported.
+pub const EXPORT_DIR: &str = "model";
+/// File stem of the exported model (`global.safetensors`, `global.json`).
+pub const EXPORT_STEM: &str = "global";
+
+/// What the coordinator's node shows, fetched by the driver before a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainView {
+    pub tip: BlockHash,
+    pub tip_height: u32,
+    /// The block at the live cycle's height, if the cycle is in its block window.
+    pub at_target: Option<(BlockHash, Certificate)>,
+}
+
+/// The serialised shards of one cycle: (cycle, shard bytes by index).
+type CachedShards = (u64, Arc<Vec<Vec<u8>>>);
+
+/// A global model loaded for serving and scoring.
+struct LoadedModel {
+    model: Model,
+    bytes: Arc<Vec<u8>>,
+}
+
+pub struct Coordinator {
+    env: CycleEnv,
+    work: Workload,
+    store: Store,
+    data_dir: PathBuf,
+    state: Mutex<Option<CycleState>>,
+    models: Mutex<BTreeMap<u64, Arc<LoadedModel>>>,
+    shards: Mutex<Option<CachedShards>>,
+    limiter: Mutex<RateLimiter>,
+    pub metrics: Metrics,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a lock would be a bug; the data (plain state) is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Coordinator {
+    /// Opens (or creates) the coordinator in `data_dir`. The work setup is fixed at the first
+    /// start; a restart with a different one is refused rather than mixing models.
+    pub fn open(
+        data_dir: &Path,
+        key: SecretKey,
+        params: &ChainParams,
+        setup: WorkSetup,
+        timing: CycleTiming,
+    ) -> Result<Self, ServiceError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| ServiceError::Io {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let store = Store::open(&data_dir.join(STORE_FILE))?;
+        match store.setup()? {
+            Some(stored) if stored != setup => {
+                return Err(ServiceError::SetupChanged(format!(
+                    "stored {stored:?}, given {setup:?}"
+                )))
+            }
+            Some(_) => {}
+            None => store.put_setup(&setup)?,
+        }
+        let work = Workload::load(setup)?;
+        let initial = work.initial_model()?;
+        if store.model(0)?.is_none() {
+            let quality = work.quality(&initial)?;
+            let info = ModelInfo {
+                model_hash: Hash256(model_hash(&initial)),
+                quality,
+            };
+            store.put_model(0, &model_to_safetensors(&initial)?, &info)?;
+        }
+        let secp = Secp256k1::new();
+        let env = CycleEnv {
+            chain_id: params.chain_id,
+            network: params.network,
+            timing,
+            registrations_max: work.registrations_max(),
+            segments: Workload::segments(&initial),
+            secp,
+            key,
+        };
+        let state = store.current()?;
+        let coordinator = Coordinator {
+            env,
+            work,
+            store,
+            data_dir: data_dir.to_owned(),
+            state: Mutex::new(state),
+            models: Mutex::new(BTreeMap::new()),
+            shards: Mutex::new(None),
+            limiter: Mutex::new(RateLimiter::new(
+                REGISTRATIONS_PER_SECOND,
+                REGISTRATION_BURST,
+            )),
+            metrics: Metrics::default(),
+        };
+        coordinator.export_latest()?;
+        Ok(coordinator)
+    }
+
+    pub fn env(&self) -> &CycleEnv {
+        &self.env
+    }
+
+    pub fn workload(&self) -> &Workload {
+        &self.work
+    }
+
+    /// A copy of the live cycle state, if a cycle was ever opened.
+    pub fn state(&self) -> Option<CycleState> {
+        lock(&self.state).clone()
+    }
+
+    /// The height whose block the driver must look up before the next step, if any.
+    pub fn watched_height(&self) -> Option<u32> {
+        lock(&self.state)
+            .as_ref()
+            .filter(|s| matches!(s.phase, Phase::BlockWindow { .. }))
+            .map(|s| s.announcement().height)
+    }
+
+    /// Whether the next step needs a chain view (to open a cycle or watch for a block).
+    pub fn needs_chain(&self) -> bool {
+        match lock(&self.state).as_ref() {
+            None => true,
+            Some(s) => matches!(s.phase, Phase::BlockWindow { .. } | Phase::Closed { .. }),
+        }
+    }
+
+    /// Advances the cycle to `now_ms`: opens the first or next cycle (needs `chain`), watches
+    /// for the winner's block, and runs the evaluation at the deadline. Returns what happened.
+    pub fn step(
+        &self,
+        now_ms: u64,
+        entropy: [u8; 32],
+        chain: Option<&ChainView>,
+    ) -> Result<Vec<Action>, ServiceError> {
+        let mut guard = lock(&self.state);
+        let Some(state) = guard.clone() else {
+            let Some(view) = chain else {
+                return Ok(Vec::new());
+            };
+            let opened = self.open_cycle(0, view, now_ms, entropy)?;
+            self.store.put_current(&opened)?;
+            *guard = Some(opened);
+            return Ok(Vec::new());
+        };
+        if state.is_closed() {
+            let Some(view) = chain else {
+                return Ok(Vec::new());
+            };
+            let next = self.open_cycle(state.cycle() + 1, view, now_ms, entropy)?;
+            self.store.close_and_open(&state, &next)?;
+            *guard = Some(next);
+            return Ok(Vec::new());
+        }
+        let event = match (&state.phase, chain) {
+            (Phase::BlockWindow { .. }, Some(view)) => Event::ChainObserved {
+                tip_height: view.tip_height,
+                at_target: view.at_target.clone().map(Box::new),
+            },
+            _ => Event::Tick,
+        };
+        let (next, mut actions) = tick(state.clone(), &self.env, now_ms, entropy, event);
+        if next != state {
+            self.store.put_current(&next)?;
+        }
+        let cycle = next.cycle();
+        *guard = Some(next);
+        if actions.iter().any(|a| matches!(a, Action::Evaluate { .. })) {
+            // Evaluate without holding the lock: requests keep being answered (submissions
+            // are refused as late, which the machine decides).
+            drop(guard);
+            actions.extend(self.evaluate(cycle, now_ms, entropy)?);
+        }
+        self.observe(&actions);
+        Ok(actions)
+    }
+
+    fn open_cycle(
+        &self,
+        cycle: u64,
+        view: &ChainView,
+        now_ms: u64,
+        entropy: [u8; 32],
+    ) -> Result<CycleState, ServiceError> {
+        let info = self
+            .store
+            .model_infos()?
+            .into_iter()
+            .find(|(c, _)| *c == cycle)
+            .map(|(_, info)| info)
+            .ok_or(ServiceError::MissingModel(cycle))?;
+        // The secret must be unpredictable: derive it from the entropy under its own tag so
+        // it is independent of the certificate nonces drawn from the same bytes.
+        let secret = primitives::tagged_hash("trainchain/coordinator/secret", &[&entropy]).0;
+        let state = CycleState::open(
+            &self.env,
+            cycle,
+            view.tip,
+            view.tip_height,
+            info.model_hash,
+            now_ms,
+            secret,
+        );
+        info!(
+            cycle,
+            height = state.announcement().height,
+            parent = %view.tip,
+            model = %info.model_hash,
+            "cycle opened"
+        );
+        self.metrics.set_cycle(cycle);
+        Ok(state)
+    }
+
+    /// Runs the evaluation of `cycle`, stores the next model, and feeds the result back.
+    fn evaluate(
+        &self,
+        cycle: u64,
+        now_ms: u64,
+        entropy: [u8; 32],
+    ) -> Result<Vec<Action>, ServiceError> {
+        let state = self.state().ok_or(ServiceError::NotOpen)?;
+        let global = self.model(cycle)?;
+        let mut updates = Vec::new();
+        for miner in state.submissions.keys() {
+            let segment = state.registrations[miner]
+                .assignment
+                .as_ref()
+                .map(|a| a.segment.clone())
+                .unwrap_or_default();
+            let bytes = self.store.update(cycle, miner)?.unwrap_or_default();
+            updates.push((*miner, segment, bytes));
+        }
+        let started = std::time::Instant::now();
+        let evaluation = self.work.evaluate_cycle(&global.model, &updates)?;
+        self.metrics
+            .add_evaluation(updates.len() as u64, started.elapsed().as_secs_f64());
+        let info = ModelInfo {
+            model_hash: evaluation.input.next_model_hash,
+            quality: evaluation.next_quality,
+        };
+        self.store.put_model(
+            cycle + 1,
+            &model_to_safetensors(&evaluation.next_model)?,
+            &info,
+        )?;
+        self.metrics.set_quality(
+            evaluation.next_quality.held_out_loss,
+            evaluation.next_quality.test_accuracy,
+        );
+        if let Err(e) = self.export_latest() {
+            warn!(error = %e, "could not export the global model");
+        }
+        let mut guard = lock(&self.state);
+        let Some(current) = guard.clone() else {
+            return Ok(Vec::new());
+        };
+        if current.cycle() != cycle || current.phase != Phase::Evaluation {
+            return Ok(Vec::new());
+        }
+        let (next, actions) = tick(
+            current,
+            &self.env,
+            now_ms,
+            entropy,
+            Event::Evaluated(evaluation.input),
+        );
+        self.store.put_current(&next)?;
+        if let Some(l) = &next.lottery {
+            info!(
+                cycle,
+                submissions = l.scored.len(),
+                eligible = l.draw_order.len(),
+                winner = ?l.draw_order.first(),
+                held_out_loss = evaluation.next_quality.held_out_loss,
+                "cycle evaluated"
+            );
+        }
+        *guard = Some(next);
+        Ok(actions)
+    }
+
+    fn observe(&self, actions: &[Action]) {
+        for action in actions {
+            match action {
+                Action::Issued(certs) => {
+                    self.metrics.add_certificates(certs.len() as u64);
+                    for c in certs
+                        .iter()
+                        .filter(|c| c.body.kind == CertificateKind::BlockSigning)
+                    {
+                        info!(cycle = c.body.cycle, attempt = c.body.attempt, miner = %c.body.miner, height = c.body.height, "block-signing certificate issued");
+                    }
+                }
+                Action::Closed(outcome) => {
+                    self.metrics.add_closed(outcome);
+                    info!(?outcome, "cycle closed");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Registers a miner for the live cycle.
+    pub fn register(
+        &self,
+        now_ms: u64,
+        entropy: [u8; 32],
+        request: RegisterRequest,
+    ) -> Result<RegisterResponse, ServiceError> {
+        if !lock(&self.limiter).try_take(now_ms) {
+            return Err(ServiceError::RateLimited);
+        }
+        let miner = request.miner;
+        let mut guard = lock(&self.state);
+        let state = guard.clone().ok_or(ServiceError::NotOpen)?;
+        let (next, actions) = tick(
+            state.clone(),
+            &self.env,
+            now_ms,
+            entropy,
+            Event::Register(request),
+        );
+        if next != state {
+            self.store.put_current(&next)?;
+        }
+        *guard = Some(next);
+        drop(guard);
+        for action in actions {
+            match action {
+                Action::Registered(response) => {
+                    self.metrics.add_registration();
+                    return Ok(response);
+                }
+                Action::Refused(refusal) => {
+                    warn!(%miner, %refusal, "registration refused");
+                    return Err(refusal.into());
+                }
+                _ => {}
+            }
+        }
+        Err(ServiceError::NotOpen)
+    }
+
+    /// Checks, stores and receipts an uploaded update. The receipt is returned only after
+    /// the update and the state that lists it are committed.
+    pub fn submit(
+        &self,
+        now_ms: u64,
+        entropy: [u8; 32],
+        cycle: u64,
+        miner: PublicKey,
+        signature: crate::api::CompactSignature,
+        bytes: &[u8],
+    ) -> Result<Receipt, ServiceError> {
+        let result = self.try_submit(now_ms, entropy, cycle, miner, signature, bytes);
+        match &result {
+            Ok(_) => self.metrics.add_submission_accepted(),
+            Err(e) => {
+                self.metrics.add_submission_rejected();
+                warn!(%miner, cycle, bytes = bytes.len(), error = %e, "submission refused");
+            }
+        }
+        result
+    }
+
+    fn try_submit(
+        &self,
+        now_ms: u64,
+        entropy: [u8; 32],
+        cycle: u64,
+        miner: PublicKey,
+        signature: crate::api::CompactSignature,
+        bytes: &[u8],
+    ) -> Result<Receipt, ServiceError> {
+        let update_hash = sha256(bytes);
+        // Cheap checks before decoding: signature, cycle, registration and assignment.
+        let digest = crate::api::submission_signing_hash(cycle, &miner, &update_hash);
+        if !signature.verify(&self.env.secp, &miner, &digest) {
+            return Err(Refusal::BadSignature.into());
+        }
+        let state = self.state().ok_or(ServiceError::NotOpen)?;
+        if state.cycle() != cycle {
+            return Err(Refusal::WrongCycle {
+                current: state.cycle(),
+                found: cycle,
+            }
+            .into());
+        }
+        let registration = state
+            .registrations
+            .get(&miner)
+            .ok_or(Refusal::NotRegistered)?;
+        // Before the registration deadline there is no assignment yet; the machine decides
+        // whether that is "not started" or (after a missed tick) already training.
+        if let Some(assignment) = &registration.assignment {
+            let global = self.model(cycle)?;
+            check_update(&global.model, &assignment.segment, bytes)?;
+        }
+        let mut guard = lock(&self.state);
+        let current = guard.clone().ok_or(ServiceError::NotOpen)?;
+        let (next, actions) = tick(
+            current.clone(),
+            &self.env,
+            now_ms,
+            entropy,
+            Event::Submit {
+                cycle,
+                miner,
+                update_hash,
+                signature,
+            },
+        );
+        let outcome = actions.into_iter().find_map(|a| match a {
+            Action::Receipted(r) => Some(Ok(r)),
+            Action::Refused(r) => Some(Err(r)),
+            _ => None,
+        });
+        match outcome {
+            Some(Ok(receipt)) => {
+                // The assignment is fixed once training started: check against it if the
+                // pre-check above ran before it existed.
+                if registration.assignment.is_none() {
+                    let segment = next.registrations[&miner]
+                        .assignment
+                        .as_ref()
+                        .map(|a| a.segment.clone())
+                        .unwrap_or_default();
+                    let global = self.model(cycle)?;
+                    check_update(&global.model, &segment, bytes)?;
+                }
+                self.store.put_submission(&next, &miner, bytes)?;
+                *guard = Some(next);
+                Ok(receipt)
+            }
+            Some(Err(refusal)) => {
+                if next != current {
+                    self.store.put_current(&next)?;
+                }
+                *guard = Some(next);
+                Err(refusal.into())
+            }
+            None => Err(ServiceError::NotOpen),
+        }
+    }
+
+    /// The global model a cycle trains (cached).
+    fn model(&self, cycle: u64) -> Result<Arc<LoadedModel>, ServiceError> {
+        if let Some(m) = lock(&self.models).get(&cycle) {
+            return Ok(m.clone());
+        }
+        let bytes = self
+            .store
+            .model(cycle)?
+            .ok_or(ServiceError::MissingModel(cycle))?;
+        let model = model_from_safetensors(self.work.setup.model.clone(), &bytes)?;
+        let loaded = Arc::new(LoadedModel {
+            model,
+            bytes: Arc::new(bytes),
+        });
+        let mut models = lock(&self.models);
+        models.insert(cycle, loaded.clone());
+        // Keep the two newest: the live cycle's and the one being produced.
+        while models.len() > 2 {
+            let oldest = *models.keys().next().expect("non-empty");
+            models.remove(&oldest);
+        }
+        Ok(loaded)
+    }
+
+    /// Global weights of `cycle` as safetensors.
+    pub fn weights(&self, cycle: u64) -> Result<Arc<Vec<u8>>, ServiceError> {
+        match self.model(cycle) {
+            Ok(m) => Ok(m.bytes.clone()),
+            Err(ServiceError::MissingModel(c)) => Err(ServiceError::UnknownCycle(c)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A registered miner's task for the live cycle (after registration closed).
+    pub fn task(
+        &self,
+        now_ms: u64,
+        cycle: u64,
+        miner: &PublicKey,
+    ) -> Result<TaskInfo, ServiceError> {
+        let state = self.live(now_ms, cycle)?;
+        let registration = state
+            .registrations
+            .get(miner)
+            .ok_or(Refusal::NotRegistered)?;
+        let a = state.announcement();
+        let assignment = registration
+            .assignment
+            .as_ref()
+            .ok_or(Refusal::TrainingNotStarted {
+                registration_deadline_ms: a.registration_deadline_ms,
+            })?;
+        let global = self.model(cycle)?;
+        let segment = ExpectedSegment::of(&global.model, &assignment.segment)?;
+        let shards = self.shards(&state)?;
+        let shard_samples = learning::shard_assignment(
+            a.shard_seed(),
+            self.work.split.train.len(),
+            assignment.shard_count as usize,
+        )?[assignment.shard_index as usize]
+            .len() as u64;
+        drop(shards);
+        Ok(TaskInfo {
+            cycle,
+            miner: *miner,
+            model: self.work.setup.model.clone(),
+            model_hash: a.model_hash,
+            segment_params: segment
+                .tensors
+                .iter()
+                .map(|(_, s)| s.iter().product::<usize>() as u64)
+                .sum(),
+            update_bytes_max: segment.limit_bytes(),
+            segment,
+            shard_index: assignment.shard_index,
+            shard_count: assignment.shard_count,
+            shard_samples,
+            feature_count: self.work.split.train.feature_count(),
+            class_count: self.work.class_count,
+            submission_deadline_ms: a.submission_deadline_ms,
+            hints: self.work.setup.hints,
+        })
+    }
+
+    /// A registered miner's shard of the live cycle, as safetensors.
+    pub fn shard(
+        &self,
+        now_ms: u64,
+        cycle: u64,
+        miner: &PublicKey,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let state = self.live(now_ms, cycle)?;
+        let registration = state
+            .registrations
+            .get(miner)
+            .ok_or(Refusal::NotRegistered)?;
+        let assignment = registration
+            .assignment
+            .as_ref()
+            .ok_or(Refusal::TrainingNotStarted {
+                registration_deadline_ms: state.announcement().registration_deadline_ms,
+            })?;
+        let shards = self.shards(&state)?;
+        Ok(shards[assignment.shard_index as usize].clone())
+    }
+
+    /// The live state of `cycle`, advanced to `now_ms` (so a task is available as soon as the
+    /// registration deadline passed, even between driver ticks).
+    fn live(&self, now_ms: u64, cycle: u64) -> Result<CycleState, ServiceError> {
+        let mut guard = lock(&self.state);
+        let state = guard.clone().ok_or(ServiceError::NotOpen)?;
+        if state.cycle() != cycle {
+            return Err(Refusal::WrongCycle {
+                current: state.cycle(),
+                found: cycle,
+            }
+            .into());
+        }
+        if state.phase == Phase::Registration
+            && now_ms >= state.announcement().registration_deadline_ms
+        {
+            let (next, _) = tick(state, &self.env, now_ms, [0; 32], Event::Tick);
+            self.store.put_current(&next)?;
+            *guard = Some(next.clone());
+            return Ok(next);
+        }
+        Ok(state)
+    }
+
+    fn shards(&self, state: &CycleState) -> Result<Arc<Vec<Vec<u8>>>, ServiceError> {
+        let mut cache = lock(&self.shards);
+        if let Some((cycle, shards)) = cache.as_ref() {
+            if *cycle == state.cycle() {
+                return Ok(shards.clone());
+            }
+        }
+        let count = state.registrations.len() as u32;
+        let shards = self
+            .work
+            .shards(state.announcement().shard_seed(), count)?
+            .iter()
+            .map(|s| s.to_safetensors())
+            .collect::<Result<Vec<_>, _>>()?;
+        let shards = Arc::new(shards);
+        *cache = Some((state.cycle(), shards.clone()));
+        Ok(shards)
+    }
+
+    fn cycle_state(&self, cycle: u64) -> Result<CycleState, ServiceError> {
+        if let Some(state) = self.state().filter(|s| s.cycle() == cycle) {
+            return Ok(state);
+        }
+        self.store
+            .cycle(cycle)?
+            .ok_or(ServiceError::UnknownCycle(cycle))
+    }
+
+    pub fn record(&self, cycle: u64) -> Result<CycleRecord, ServiceError> {
+        Ok(self.cycle_state(cycle)?.record())
+    }
+
+    /// Records of cycles `from..`, at most `limit`, the live one included at the end.
+    pub fn records(&self, from: u64, limit: u64) -> Result<Vec<CycleRecord>, ServiceError> {
+        let mut out: Vec<CycleRecord> = self
+            .store
+            .closed_cycles(from, limit as usize)?
+            .iter()
+            .map(CycleState::record)
+            .collect();
+        if let Some(live) = self.state() {
+            if live.cycle() >= from
+                && (out.len() as u64) < limit
+                && !out
+                    .iter()
+                    .any(|r| r.announcement.announcement.cycle == live.cycle())
+            {
+                out.push(live.record());
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn certificates(
+        &self,
+        cycle: u64,
+        miner: &PublicKey,
+    ) -> Result<MinerCertificates, ServiceError> {
+        let state = self.cycle_state(cycle)?;
+        let contribution = state.contribution_certificates.get(miner).cloned();
+        let block_signing: Vec<CertificateHex> = state
+            .block_certificates
+            .iter()
+            .filter(|c| c.0.body.miner == *miner)
+            .cloned()
+            .collect();
+        if contribution.is_none() && block_signing.is_empty() {
+            return Err(ServiceError::NoCertificate);
+        }
+        Ok(MinerCertificates {
+            cycle,
+            miner: *miner,
+            contribution,
+            block_signing,
+        })
+    }
+
+    pub fn status(&self, now_ms: u64) -> Result<CycleStatus, ServiceError> {
+        let state = self.state().ok_or(ServiceError::NotOpen)?;
+        Ok(CycleStatus {
+            phase: state.phase.name(),
+            attempt: state.attempt(),
+            registered: state.registrations.len() as u64,
+            submitted: state.submissions.len() as u64,
+            announcement: state.announcement,
+            now_ms,
+        })
+    }
+
+    pub fn health(&self) -> Result<Health, ServiceError> {
+        let state = self.state().ok_or(ServiceError::NotOpen)?;
+        Ok(Health {
+            status: "ok".into(),
+            cycle: state.cycle(),
+            phase: state.phase.name(),
+        })
+    }
+
+    /// The newest global model as safetensors, with its card.
+    pub fn latest_model(&self) -> Result<(Vec<u8>, ModelCard), ServiceError> {
+        let (cycle, bytes) = self
+            .store
+            .latest_model()?
+            .ok_or(ServiceError::MissingModel(0))?;
+        let model = model_from_safetensors(self.work.setup.model.clone(), &bytes)?;
+        let card = self.card(cycle, &model)?;
+        Ok((bytes, card))
+    }
+
+    fn card(&self, cycle: u64, model: &Model) -> Result<ModelCard, ServiceError> {
+        let infos = self.store.model_infos()?;
+        let accuracy = infos
+            .iter()
+            .find(|(c, _)| *c == cycle)
+            .map(|(_, i)| i.quality.test_accuracy)
+            .unwrap_or(0.0);
+        let mut lineage: Vec<String> = Vec::new();
+        for (_, info) in infos.iter().filter(|(c, _)| *c < cycle) {
+            let hash = info.model_hash.to_string();
+            if lineage.last() != Some(&hash) {
+                lineage.push(hash);
+            }
+        }
+        Ok(ModelCard::new(
+            model,
+            &self.work.setup.dataset,
+            &self.work.normalisation,
+            accuracy,
+            lineage,
+        ))
+    }
+
+    /// Writes the newest model to `<data_dir>/model/global.{safetensors,json}`.
+    fn export_latest(&self) -> Result<(), ServiceError> {
+        let (bytes, card) = self.latest_model()?;
+        let model = model_from_safetensors(self.work.setup.model.clone(), &bytes)?;
+        let dir = self.data_dir.join(EXPORT_DIR);
+        std::fs::create_dir_all(&dir).map_err(|source| ServiceError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        write_export(&dir, EXPORT_STEM, &model, &card)?;
+        Ok(())
+    }
+}

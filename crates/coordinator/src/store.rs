@@ -1,0 +1,228 @@
+//! Persistence on redb: the live cycle state, receipted update bytes, closed cycles and the
+//! global model of every cycle. Each write is one transaction, so `kill -9` leaves the last
+//! committed state; a receipt is only answered after the transaction that holds it commits.
+
+use crate::cycle::CycleState;
+use crate::work::{ModelQuality, WorkSetup};
+use bitcoin::secp256k1::PublicKey;
+use primitives::Hash256;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Small named records: the work setup and the live cycle state (JSON).
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Closed cycles: cycle number -> JSON [`CycleState`].
+const CYCLES: TableDefinition<u64, &[u8]> = TableDefinition::new("cycles");
+/// Receipted updates: cycle (u64 BE) || miner key (33) -> safetensors bytes.
+const UPDATES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("updates");
+/// Global models: cycle in which the model is trained -> safetensors bytes.
+const MODELS: TableDefinition<u64, &[u8]> = TableDefinition::new("models");
+/// Per-model facts: cycle -> JSON [`ModelInfo`].
+const MODEL_INFO: TableDefinition<u64, &[u8]> = TableDefinition::new("model_info");
+
+const META_SETUP: &str = "setup";
+const META_CURRENT: &str = "current_cycle";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] redb::Error),
+    #[error("stored {what} does not parse: {source}")]
+    Corrupt {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Database(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::DatabaseError
+);
+
+/// What is kept about each global model besides its weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub model_hash: Hash256,
+    pub quality: ModelQuality,
+}
+
+pub struct Store {
+    db: Database,
+}
+
+fn update_key(cycle: u64, miner: &PublicKey) -> Vec<u8> {
+    [&cycle.to_be_bytes()[..], &miner.serialize()].concat()
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("coordinator records always serialise")
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { what, source })
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(META)?;
+        txn.open_table(CYCLES)?;
+        txn.open_table(UPDATES)?;
+        txn.open_table(MODELS)?;
+        txn.open_table(MODEL_INFO)?;
+        txn.commit()?;
+        Ok(Store { db })
+    }
+
+    pub fn setup(&self) -> Result<Option<WorkSetup>, StoreError> {
+        self.meta(META_SETUP, "work setup")
+    }
+
+    pub fn put_setup(&self, setup: &WorkSetup) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?
+            .insert(META_SETUP, to_json(setup).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn current(&self) -> Result<Option<CycleState>, StoreError> {
+        self.meta(META_CURRENT, "current cycle")
+    }
+
+    fn meta<T: for<'de> Deserialize<'de>>(
+        &self,
+        key: &str,
+        what: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(META)?;
+        match table.get(key)? {
+            Some(v) => from_json(what, v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Saves the live cycle state.
+    pub fn put_current(&self, state: &CycleState) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?
+            .insert(META_CURRENT, to_json(state).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Saves the live state together with a newly receipted update, atomically.
+    pub fn put_submission(
+        &self,
+        state: &CycleState,
+        miner: &PublicKey,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(UPDATES)?
+            .insert(update_key(state.cycle(), miner).as_slice(), bytes)?;
+        txn.open_table(META)?
+            .insert(META_CURRENT, to_json(state).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Archives a closed cycle and makes `next` the live one, atomically.
+    pub fn close_and_open(&self, closed: &CycleState, next: &CycleState) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(CYCLES)?
+            .insert(closed.cycle(), to_json(closed).as_slice())?;
+        txn.open_table(META)?
+            .insert(META_CURRENT, to_json(next).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn update(&self, cycle: u64, miner: &PublicKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(UPDATES)?;
+        Ok(table
+            .get(update_key(cycle, miner).as_slice())?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// A cycle's state: the live one or an archived one.
+    pub fn cycle(&self, cycle: u64) -> Result<Option<CycleState>, StoreError> {
+        if let Some(current) = self.current()?.filter(|c| c.cycle() == cycle) {
+            return Ok(Some(current));
+        }
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CYCLES)?;
+        match table.get(cycle)? {
+            Some(v) => from_json("cycle record", v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Archived cycles `from..`, at most `limit`, in order.
+    pub fn closed_cycles(&self, from: u64, limit: usize) -> Result<Vec<CycleState>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CYCLES)?;
+        let mut out = Vec::new();
+        for entry in table.range(from..)?.take(limit) {
+            let (_, v) = entry?;
+            out.push(from_json("cycle record", v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Stores the global model trained in `cycle` (idempotent: a re-run evaluation after a
+    /// crash computes the same bytes).
+    pub fn put_model(&self, cycle: u64, bytes: &[u8], info: &ModelInfo) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(MODELS)?.insert(cycle, bytes)?;
+        txn.open_table(MODEL_INFO)?
+            .insert(cycle, to_json(info).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn model(&self, cycle: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MODELS)?;
+        Ok(table.get(cycle)?.map(|v| v.value().to_vec()))
+    }
+
+    /// The newest stored model: its cycle and bytes.
+    pub fn latest_model(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MODELS)?;
+        let last = table.last()?.map(|(k, v)| (k.value(), v.value().to_vec()));
+        Ok(last)
+    }
+
+    /// Facts about every stored model, oldest first.
+    pub fn model_infos(&self) -> Result<Vec<(u64, ModelInfo)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MODEL_INFO)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push((k.value(), from_json("model info", v.value())?));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,263 @@
+//! The learning side of a cycle: the dataset split (held-out and test sets stay here), shards,
+//! checking uploaded updates, measuring them, and aggregating the accepted ones. CPU work, no
+//! I/O once the dataset is loaded.
+
+use crate::api::TrainHints;
+use crate::cycle::{EvaluationInput, Measurement, SegmentSize};
+use bitcoin::secp256k1::PublicKey;
+use learning::{
+    aggregate, decode_update, evaluate, loss_with_segment, model_hash, AcceptedUpdate, Aggregation,
+    Dataset, DatasetSource, ExpectedSegment, LearningError, Model, ModelSpec, Normalisation,
+    Samples, SegmentUpdate, Split, SplitFractions, UpdateError,
+};
+use primitives::Hash256;
+use serde::{Deserialize, Serialize};
+
+/// Most registrations accepted per cycle. Each submission costs one forward pass over the
+/// held-out set at the deadline; 1,000 keeps a cycle's evaluation to seconds for the shipped
+/// models and the persisted cycle state (rewritten on every receipt) well under a megabyte.
+pub const REGISTRATIONS_PER_CYCLE_MAX: usize = 1_000;
+
+/// Fewest training samples a shard may have: below one batch of SGD a miner cannot do
+/// meaningful work, so the registration cap shrinks for small datasets.
+pub const SHARD_SAMPLES_MIN: usize = 16;
+
+/// What the coordinator trains: fixed at first start and checked on every restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkSetup {
+    pub dataset: DatasetSource,
+    pub model: ModelSpec,
+    /// Seeds the dataset split (held-out and test sets).
+    pub split_seed: u64,
+    /// Seeds the initial global model.
+    pub model_seed: u64,
+    pub hints: TrainHints,
+}
+
+impl WorkSetup {
+    /// A small MLP on the shipped digits: the default for devnets and tests.
+    pub fn digits_mlp(hidden: Vec<usize>) -> Self {
+        WorkSetup {
+            dataset: DatasetSource::Digits,
+            model: ModelSpec::Mlp {
+                input: 64,
+                hidden,
+                classes: 10,
+            },
+            split_seed: 1,
+            model_seed: 1,
+            hints: TrainHints {
+                lr: 0.05,
+                momentum: 0.9,
+                batch: 32,
+            },
+        }
+    }
+}
+
+/// The loaded, normalised split and what is derived from it.
+pub struct Workload {
+    pub setup: WorkSetup,
+    pub split: Split,
+    pub normalisation: Normalisation,
+    pub class_count: usize,
+}
+
+/// Held-out and test quality of a global model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModelQuality {
+    pub held_out_loss: f32,
+    pub test_accuracy: f32,
+}
+
+/// Result of a cycle's evaluation: the numbers for the state machine and the next model.
+pub struct CycleEvaluation {
+    pub input: EvaluationInput,
+    pub next_model: Model,
+    pub next_quality: ModelQuality,
+}
+
+impl Workload {
+    pub fn load(setup: WorkSetup) -> Result<Self, LearningError> {
+        let dataset = Dataset::load(&setup.dataset)?;
+        let mut split = dataset.split(SplitFractions::default(), setup.split_seed)?;
+        let normalisation = Normalisation::fit(&split.train)?;
+        normalisation.apply(&mut split.train)?;
+        normalisation.apply(&mut split.held_out)?;
+        normalisation.apply(&mut split.test)?;
+        if setup.model.input_features() != split.train.feature_count() {
+            return Err(LearningError::SamplesDoNotFitModel(format!(
+                "model takes {} features, dataset has {}",
+                setup.model.input_features(),
+                split.train.feature_count()
+            )));
+        }
+        Ok(Workload {
+            setup,
+            split,
+            normalisation,
+            class_count: dataset.class_count,
+        })
+    }
+
+    pub fn initial_model(&self) -> Result<Model, LearningError> {
+        Model::new(self.setup.model.clone(), self.setup.model_seed)
+    }
+
+    /// Registration cap: [`REGISTRATIONS_PER_CYCLE_MAX`], or fewer if the training set cannot
+    /// give every miner [`SHARD_SAMPLES_MIN`] samples.
+    pub fn registrations_max(&self) -> usize {
+        REGISTRATIONS_PER_CYCLE_MAX.min(self.split.train.len() / SHARD_SAMPLES_MIN)
+    }
+
+    pub fn segments(model: &Model) -> Vec<SegmentSize> {
+        model
+            .segments()
+            .into_iter()
+            .map(|s| SegmentSize {
+                name: s.name,
+                params: s.param_count as u64,
+            })
+            .collect()
+    }
+
+    /// Every shard of a cycle (disjoint, from the announcement's shard seed).
+    pub fn shards(&self, seed: u64, count: u32) -> Result<Vec<Samples>, LearningError> {
+        learning::make_shards(&self.split.train, seed, count as usize)
+    }
+
+    pub fn quality(&self, model: &Model) -> Result<ModelQuality, LearningError> {
+        Ok(ModelQuality {
+            held_out_loss: evaluate(model, &self.split.held_out)?.loss,
+            test_accuracy: evaluate(model, &self.split.test)?.accuracy,
+        })
+    }
+
+    /// Evaluates every submission of a cycle against `global` and merges the ones that
+    /// scored above zero. `updates` are (miner, segment, bytes) of receipted submissions.
+    pub fn evaluate_cycle(
+        &self,
+        global: &Model,
+        updates: &[(PublicKey, String, Vec<u8>)],
+    ) -> Result<CycleEvaluation, LearningError> {
+        let global_loss = f64::from(evaluate(global, &self.split.held_out)?.loss);
+        let mut measurements = Vec::with_capacity(updates.len());
+        let mut accepted = Vec::new();
+        let mut best_single: Option<(f32, SegmentUpdate)> = None;
+        for (miner, segment, bytes) in updates {
+            // Bytes were checked at upload; a failure here means the stored copy is damaged,
+            // which scores as no work rather than stopping the cycle.
+            let Ok(update) = check_update(global, segment, bytes) else {
+                measurements.push(Measurement {
+                    miner: *miner,
+                    params_trained: 0,
+                    loss_reduction: 0,
+                });
+                continue;
+            };
+            let measured = measure(global, global_loss, &update, &self.split.held_out)?;
+            let score = consensus::score::score(measured.params_trained, measured.loss_reduction);
+            measurements.push(Measurement {
+                miner: *miner,
+                params_trained: measured.params_trained,
+                loss_reduction: measured.loss_reduction,
+            });
+            if score > 0 {
+                let candidate_loss = (global_loss - measured.loss_reduction as f64 / 1e6) as f32;
+                if best_single
+                    .as_ref()
+                    .is_none_or(|(l, _)| candidate_loss < *l)
+                {
+                    best_single = Some((candidate_loss, update.clone()));
+                }
+                accepted.push(AcceptedUpdate {
+                    update,
+                    weight: score as f64,
+                });
+            }
+        }
+        let next_model = self.merge(global, &accepted, best_single)?;
+        let next_quality = self.quality(&next_model)?;
+        Ok(CycleEvaluation {
+            input: EvaluationInput {
+                global_loss_units: consensus::score::loss_reduction_units(global_loss, 0.0)
+                    .unwrap_or(i64::MAX),
+                measurements,
+                next_model_hash: Hash256(model_hash(&next_model)),
+            },
+            next_model,
+            next_quality,
+        })
+    }
+
+    /// Score-weighted mean per segment; if the merged model is worse on the held-out set than
+    /// the best single accepted update, that update alone is applied instead, so the global
+    /// held-out loss never rises from one cycle to the next.
+    fn merge(
+        &self,
+        global: &Model,
+        accepted: &[AcceptedUpdate],
+        best_single: Option<(f32, SegmentUpdate)>,
+    ) -> Result<Model, LearningError> {
+        let Some((best_loss, best_update)) = best_single else {
+            return Ok(global.clone());
+        };
+        let mut merged = global.clone();
+        aggregate(&mut merged, accepted, Aggregation::WeightedMean)?;
+        let merged_loss = evaluate(&merged, &self.split.held_out)?.loss;
+        if merged_loss <= best_loss {
+            Ok(merged)
+        } else {
+            let mut single = global.clone();
+            best_update.apply_to(&mut single)?;
+            Ok(single)
+        }
+    }
+}
+
+/// Decodes and checks an upload for `segment` of `global`: size, format, names, shapes, dtype,
+/// finiteness (see [`learning::decode_update`]).
+pub fn check_update(
+    global: &Model,
+    segment: &str,
+    bytes: &[u8],
+) -> Result<SegmentUpdate, UpdateError> {
+    let expected = ExpectedSegment::of(global, segment)
+        .map_err(|e| UpdateError::Malformed(format!("no segment {segment}: {e}")))?;
+    decode_update(bytes, &expected)
+}
+
+/// Parameters changed and held-out loss reduction of one update, measured here.
+pub fn measure(
+    global: &Model,
+    global_loss: f64,
+    update: &SegmentUpdate,
+    held_out: &Samples,
+) -> Result<Measured, LearningError> {
+    let mut params_trained = 0u64;
+    for tensor in &update.tensors {
+        let before = global.param(&tensor.name)?;
+        params_trained += tensor
+            .values
+            .iter()
+            .zip(&before.values)
+            .filter(|(a, b)| a != b)
+            .count() as u64;
+    }
+    let candidate_loss = f64::from(loss_with_segment(global, update, held_out)?.loss);
+    // A finite update can still overflow the loss; that is infinitely worse, never better.
+    let loss_reduction =
+        consensus::score::loss_reduction_units(global_loss, candidate_loss).unwrap_or(i64::MIN);
+    Ok(Measured {
+        params_trained,
+        loss_reduction,
+    })
+}
+
+/// The two measured numbers of a submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Measured {
+    pub params_trained: u64,
+    /// In 10^-6 nat; `i64::MIN` when the candidate's loss is not finite.
+    pub loss_reduction: i64,
+}

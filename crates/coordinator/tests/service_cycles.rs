@@ -1,0 +1,281 @@
+//! Whole cycles through the service (state machine + store + real learning), with virtual
+//! time and the coordinator reopened from its data directory before every step: what a
+//! `kill -9` and restart at any point does.
+
+mod common;
+
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::{Secp256k1, SecretKey};
+use bitcoin::BlockHash;
+use common::*;
+use coordinator::api::{submission_signing_hash, CompactSignature, CycleOutcome, PhaseName};
+use coordinator::cycle::Refusal;
+use coordinator::{ChainView, Coordinator, CycleTiming, ServiceError, WorkSetup};
+use learning::UpdateError;
+use primitives::sha256;
+use std::path::Path;
+use testkit::TestChain;
+
+const T0: u64 = 1_700_000_000_000;
+
+fn timing() -> CycleTiming {
+    CycleTiming {
+        registration_ms: 1_000,
+        training_ms: 4_000,
+        block_window_ms: 2_000,
+    }
+}
+
+fn open(dir: &Path, chain: &TestChain) -> Coordinator {
+    Coordinator::open(
+        dir,
+        chain.coordinator,
+        &chain.params,
+        WorkSetup::digits_mlp(vec![16]),
+        timing(),
+    )
+    .unwrap()
+}
+
+fn submit(
+    c: &Coordinator,
+    now: u64,
+    key: &SecretKey,
+    cycle: u64,
+    bytes: &[u8],
+) -> Result<coordinator::api::Receipt, ServiceError> {
+    let secp = Secp256k1::new();
+    let miner = key.public_key(&secp);
+    let sig = CompactSignature::sign(
+        &secp,
+        key,
+        &submission_signing_hash(cycle, &miner, &sha256(bytes)),
+    );
+    c.submit(now, [1; 32], cycle, miner, sig, bytes)
+}
+
+#[test]
+fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = TestChain::new();
+    let secp = Secp256k1::new();
+    let genesis = chain.params.genesis.block_hash();
+    let honest = testkit::key(1);
+    let lazy = testkit::key(2);
+    let noisy = testkit::key(3);
+    let broken = testkit::key(4);
+    let silent = testkit::key(5);
+    let miners = [honest, lazy, noisy, broken, silent];
+    let view =
+        |tip: BlockHash, h: u32, at: Option<(BlockHash, primitives::Certificate)>| ChainView {
+            tip,
+            tip_height: h,
+            at_target: at,
+        };
+
+    // Cycle 0 opens on genesis.
+    let c = open(dir.path(), &chain);
+    c.step(T0, [7; 32], Some(&view(genesis, 0, None))).unwrap();
+    drop(c);
+    for key in &miners {
+        let c = open(dir.path(), &chain);
+        c.register(T0 + 10, [2; 32], registration(&secp, key, 0))
+            .unwrap();
+    }
+    // Tasks exist once registration closes.
+    let c = open(dir.path(), &chain);
+    let early = c.task(T0 + 500, 0, &honest.public_key(&secp)).unwrap_err();
+    assert!(
+        matches!(
+            early,
+            ServiceError::Refused(Refusal::TrainingNotStarted { .. })
+        ),
+        "{early}"
+    );
+    drop(c);
+    let now = T0 + 1_000;
+    let task = |key: &SecretKey| {
+        open(dir.path(), &chain)
+            .task(now, 0, &key.public_key(&secp))
+            .unwrap()
+    };
+    let weights = open(dir.path(), &chain).weights(0).unwrap();
+    let t = task(&honest);
+    let shard = open(dir.path(), &chain)
+        .shard(now, 0, &honest.public_key(&secp))
+        .unwrap();
+    let honest_bytes = honest_update(&t, &weights, &shard, 60);
+    let receipt = submit(
+        &open(dir.path(), &chain),
+        now + 100,
+        &honest,
+        0,
+        &honest_bytes,
+    )
+    .unwrap();
+    assert!(receipt.verify(&secp));
+    assert_eq!(receipt.update_hash, sha256(&honest_bytes));
+    let lazy_bytes = unchanged_update(&task(&lazy), &weights);
+    submit(&open(dir.path(), &chain), now + 200, &lazy, 0, &lazy_bytes).unwrap();
+    let noise_bytes = noise_update(&task(&noisy), &weights, 9);
+    submit(
+        &open(dir.path(), &chain),
+        now + 300,
+        &noisy,
+        0,
+        &noise_bytes,
+    )
+    .unwrap();
+    // Broken uploads: NaN, wrong shape, garbage, oversized, unsigned. Each a clear error,
+    // nothing stored, the other receipts intact.
+    let tb = task(&broken);
+    let c = open(dir.path(), &chain);
+    type Expected = fn(&ServiceError) -> bool;
+    let cases: Vec<(Vec<u8>, Expected)> = vec![
+        (nan_update(&tb, &weights), |e| {
+            matches!(e, ServiceError::BadUpdate(UpdateError::NonFinite { .. }))
+        }),
+        (wrong_shape_update(&tb, &weights), |e| {
+            matches!(e, ServiceError::BadUpdate(UpdateError::WrongShape { .. }))
+        }),
+        (b"not safetensors".to_vec(), |e| {
+            matches!(e, ServiceError::BadUpdate(UpdateError::Malformed(_)))
+        }),
+        (vec![0u8; tb.update_bytes_max + 1], |e| {
+            matches!(e, ServiceError::BadUpdate(UpdateError::Oversize { .. }))
+        }),
+    ];
+    for (bytes, expected) in cases {
+        let e = submit(&c, now + 400, &broken, 0, &bytes).unwrap_err();
+        assert!(expected(&e), "{e}");
+        assert!((400..500).contains(&e.status()), "{e}: {}", e.status());
+    }
+    let forged = CompactSignature::sign(
+        &secp,
+        &lazy,
+        &submission_signing_hash(0, &broken.public_key(&secp), &sha256(b"x")),
+    );
+    let e = c
+        .submit(
+            now + 400,
+            [1; 32],
+            0,
+            broken.public_key(&secp),
+            forged,
+            b"x",
+        )
+        .unwrap_err();
+    assert_eq!((e.code(), e.status()), ("bad_signature", 403));
+    let stranger = testkit::key(99);
+    let e = submit(&c, now + 400, &stranger, 0, &honest_bytes).unwrap_err();
+    assert_eq!(e.code(), "not_registered");
+    assert_eq!(c.state().unwrap().submissions.len(), 3);
+    drop(c);
+    // Late: after the deadline, even a valid update is refused.
+    let deadline = T0 + 5_000;
+    let broken_shard = open(dir.path(), &chain)
+        .shard(now, 0, &broken.public_key(&secp))
+        .unwrap();
+    let late = honest_update(&tb, &weights, &broken_shard, 5);
+    let e = submit(&open(dir.path(), &chain), deadline, &broken, 0, &late).unwrap_err();
+    assert_eq!((e.code(), e.status()), ("late", 409));
+
+    // Evaluation at the deadline (a fresh process does it: nothing receipted was lost).
+    let c = open(dir.path(), &chain);
+    c.step(deadline + 1, [3; 32], None).unwrap();
+    let record = c.record(0).unwrap();
+    assert_eq!(record.phase, PhaseName::BlockWindow);
+    let by = |key: &SecretKey| {
+        record
+            .submissions
+            .iter()
+            .find(|s| s.miner == key.public_key(&secp))
+            .unwrap()
+            .clone()
+    };
+    assert!(
+        by(&honest).score > 0 && by(&honest).params_trained > 0 && by(&honest).loss_reduction > 0
+    );
+    assert_eq!((by(&lazy).params_trained, by(&lazy).score), (0, 0));
+    assert!(
+        by(&noisy).params_trained > 0 && by(&noisy).loss_reduction < 0 && by(&noisy).score == 0
+    );
+    assert_eq!(
+        record.submissions.len(),
+        3,
+        "the silent and the broken miner have no entry"
+    );
+    assert_eq!(
+        record.draw_order,
+        vec![honest.public_key(&secp)],
+        "only positive scores are drawn"
+    );
+    let certs = c.certificates(0, &honest.public_key(&secp)).unwrap();
+    let block_cert = certs.block_signing[0].0.clone();
+    consensus::verify_block_certificate(&block_cert, &chain.params).unwrap();
+    assert_eq!(
+        (block_cert.body.height, block_cert.body.prev_block_hash),
+        (1, genesis)
+    );
+    for key in [&lazy, &noisy] {
+        let contribution = c
+            .certificates(0, &key.public_key(&secp))
+            .unwrap()
+            .contribution
+            .unwrap()
+            .0;
+        consensus::verify_certificate_signature(&contribution, &chain.params).unwrap();
+        assert!(consensus::verify_block_certificate(&contribution, &chain.params).is_err());
+    }
+    drop(c);
+
+    // The winner's block arrives; the cycle closes and cycle 1 opens on it with the new model.
+    let block = BlockHash::from_byte_array([0xb1; 32]);
+    let c = open(dir.path(), &chain);
+    c.step(
+        deadline + 900,
+        [4; 32],
+        Some(&view(genesis, 1, Some((block, block_cert.clone())))),
+    )
+    .unwrap();
+    assert!(matches!(
+        c.record(0).unwrap().outcome,
+        Some(CycleOutcome::Produced {
+            attempt: 0,
+            height: 1,
+            ..
+        })
+    ));
+    drop(c);
+    let c = open(dir.path(), &chain);
+    c.step(deadline + 1_000, [5; 32], Some(&view(block, 1, None)))
+        .unwrap();
+    let next = c.state().unwrap();
+    assert_eq!(next.cycle(), 1);
+    assert_eq!(
+        (next.announcement().parent, next.announcement().height),
+        (block, 2)
+    );
+    assert_eq!(Some(next.announcement().model_hash), record.next_model_hash);
+    assert_ne!(
+        next.announcement().model_hash,
+        record.announcement.announcement.model_hash
+    );
+    let (_, card) = c.latest_model().unwrap();
+    assert_eq!(
+        card.lineage,
+        vec![record.announcement.announcement.model_hash.to_string()]
+    );
+    assert!(dir.path().join("model/global.safetensors").exists());
+    // Cycle 1 nobody submits: it closes without a block, and cycle 2 builds on the same tip.
+    let c1 = deadline + 1_000;
+    c.step(c1 + 5_000, [6; 32], None).unwrap();
+    assert_eq!(
+        c.record(1).unwrap().outcome,
+        Some(CycleOutcome::NoEligibleEntries)
+    );
+    c.step(c1 + 5_100, [8; 32], Some(&view(block, 1, None)))
+        .unwrap();
+    assert_eq!(c.state().unwrap().cycle(), 2);
+    assert_eq!(c.records(0, 10).unwrap().len(), 3);
+}
