@@ -1,6 +1,12 @@
-//! The node: chain state over the store, and the mempool. Networking and RPC build on these.
+//! The node: chain state over the store, the mempool, the libp2p network and the JSON-RPC
+//! server, tied together by [`service::NodeHandle`].
 
 pub mod chain;
+pub mod config;
 pub mod mempool;
+pub mod p2p;
+pub mod rpc;
+pub mod service;
 
 pub use chain::{BlockOutcome, ChainError, ChainState};
+pub use service::NodeHandle;

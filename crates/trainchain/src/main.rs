@@ -27,6 +27,18 @@ enum Command {
     /// Keys, addresses, balances and payments.
     #[command(subcommand)]
     Wallet(cmd::wallet::Command),
+    /// Run a node: chain store, libp2p network, JSON-RPC server.
+    Node(cmd::node::Args),
+    /// Call a node's JSON-RPC method (bitcoin-cli style).
+    Rpc(cmd::rpc::Args),
+    /// Run the coordinator: training cycles, scoring, lottery and certificates over HTTP.
+    Coordinator(cmd::coordinator::Args),
+    /// Take part in training cycles and produce the blocks won.
+    Miner(cmd::miner::Args),
+    /// Run a whole network on this machine: nodes, a coordinator and miners.
+    Devnet(cmd::devnet::Args),
+    /// Check a chain and its coordinator's lotteries independently.
+    Audit(cmd::audit::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +47,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(args) => cmd::init::run(args),
         Command::Wallet(command) => cmd::wallet::run(command),
+        Command::Node(args) => cmd::node::run(args),
+        Command::Rpc(args) => cmd::rpc::run(args),
+        Command::Coordinator(args) => cmd::coordinator::run(args),
+        Command::Miner(args) => cmd::miner::run(args),
+        Command::Devnet(args) => cmd::devnet::run(args),
+        Command::Audit(args) => cmd::audit::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

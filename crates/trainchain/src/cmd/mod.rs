@@ -1,6 +1,12 @@
 //! Subcommand glue, one module each.
 
+pub mod audit;
+pub mod coordinator;
+pub mod devnet;
 pub mod init;
 pub mod logging;
+pub mod miner;
+pub mod node;
 pub mod params;
+pub mod rpc;
 pub mod wallet;

@@ -1,12 +1,17 @@
 //! `trainchain wallet`: keys, addresses, balances and payments.
 //!
-//! `balance` and `pay` read a node's chain store directly (the node must be stopped: the store
-//! is opened exclusively). Against a running node, use the RPC-backed commands.
+//! `balance` and `pay` read either a stopped node's chain store directly (`--data-dir`; the
+//! store is opened exclusively) or a running node over JSON-RPC (`--rpc URL`, coins found with
+//! `scantxoutset`). `send` builds a payment like `pay` and broadcasts it with
+//! `sendrawtransaction`.
 
 use super::params::{self, CHAIN_STORE_FILE};
-use anyhow::{Context, Result};
-use bitcoin::{Address, Amount, Denomination, FeeRate, Network};
+use super::rpc::Connection;
+use anyhow::{anyhow, bail, Context, Result};
+use bitcoin::{Address, Amount, Denomination, FeeRate, Network, OutPoint, ScriptBuf, TxOut};
 use node::ChainState;
+use primitives::Coin;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use wallet::{ChainTip, Wallet};
 
@@ -49,16 +54,52 @@ pub enum Command {
         #[command(flatten)]
         chain: ChainArgs,
     },
+    /// Build, sign and broadcast a payment through a running node; prints the txid.
+    Send {
+        #[arg(long)]
+        key: PathBuf,
+        /// Destination address.
+        #[arg(long)]
+        to: String,
+        /// Amount in coins, e.g. 1.5.
+        #[arg(long, value_parser = parse_coins)]
+        amount: Amount,
+        /// Fee rate in satoshis per virtual byte.
+        #[arg(long, default_value_t = 1)]
+        fee_rate: u64,
+        #[command(flatten)]
+        connection: Connection,
+    },
 }
 
+/// Where the wallet reads the chain: a stopped node's data directory, or a node's RPC.
 #[derive(clap::Args)]
 pub struct ChainArgs {
-    /// A node's data directory (holds chain.toml and chain.redb).
-    #[arg(long)]
-    data_dir: PathBuf,
+    /// A stopped node's data directory (holds chain.toml and chain.redb).
+    #[arg(long, required_unless_present = "rpc", conflicts_with = "rpc")]
+    data_dir: Option<PathBuf>,
     /// Chain parameters, if not `<data-dir>/chain.toml`.
     #[arg(long)]
     params: Option<PathBuf>,
+    /// A running node's RPC URL, e.g. http://127.0.0.1:7332.
+    #[arg(long)]
+    rpc: Option<String>,
+    /// `user:password` for the node's RPC.
+    #[arg(long, requires = "rpc")]
+    rpc_auth: Option<String>,
+    /// The node's data directory, to read its RPC cookie.
+    #[arg(long, requires = "rpc")]
+    rpc_data_dir: Option<PathBuf>,
+}
+
+impl ChainArgs {
+    fn connection(&self) -> Option<Connection> {
+        self.rpc.as_ref().map(|url| Connection {
+            url: url.clone(),
+            rpc_auth: self.rpc_auth.clone(),
+            rpc_data_dir: self.rpc_data_dir.clone(),
+        })
+    }
 }
 
 fn parse_coins(text: &str) -> Result<Amount, String> {
@@ -77,8 +118,7 @@ pub fn run(command: Command) -> Result<()> {
             println!("{}", load_wallet(&key, network)?.address());
         }
         Command::Balance { key, chain } => {
-            let (state, wallet) = open(&key, &chain)?;
-            let (coins, tip) = owned_coins(&state, &wallet)?;
+            let (wallet, coins, tip) = wallet_view(&key, &chain)?;
             let balance = wallet.balance(&coins, tip);
             println!("address:   {}", wallet.address());
             println!("spendable: {}", balance.confirmed_spendable);
@@ -91,20 +131,130 @@ pub fn run(command: Command) -> Result<()> {
             fee_rate,
             chain,
         } => {
-            let (state, wallet) = open(&key, &chain)?;
-            let to: Address = to
-                .parse::<Address<_>>()
-                .context("parsing destination address")?
-                .require_network(wallet.network())
-                .context("destination address is for another network")?;
-            let fee_rate = FeeRate::from_sat_per_vb(fee_rate).context("fee rate too large")?;
-            let (coins, tip) = owned_coins(&state, &wallet)?;
-            let tx = wallet.build_payment(&coins, tip, &to, amount, fee_rate)?;
+            let (wallet, coins, tip) = wallet_view(&key, &chain)?;
+            let tx = build(&wallet, &coins, tip, &to, amount, fee_rate)?;
             eprintln!("txid: {}", tx.compute_txid());
             println!("{}", bitcoin::consensus::encode::serialize_hex(&tx));
         }
+        Command::Send {
+            key,
+            to,
+            amount,
+            fee_rate,
+            connection,
+        } => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let client = connection.client()?;
+            let (wallet, coins, tip) = runtime.block_on(rpc_view(&client, &key))?;
+            let tx = build(&wallet, &coins, tip, &to, amount, fee_rate)?;
+            let hex = bitcoin::consensus::encode::serialize_hex(&tx);
+            let txid = runtime.block_on(client.call("sendrawtransaction", vec![json!(hex)]))?;
+            println!("{}", txid.as_str().unwrap_or_default());
+        }
     }
     Ok(())
+}
+
+fn build(
+    wallet: &Wallet,
+    coins: &[(OutPoint, Coin)],
+    tip: ChainTip,
+    to: &str,
+    amount: Amount,
+    fee_rate: u64,
+) -> Result<bitcoin::Transaction> {
+    let to: Address = to
+        .parse::<Address<_>>()
+        .context("parsing destination address")?
+        .require_network(wallet.network())
+        .context("destination address is for another network")?;
+    let fee_rate = FeeRate::from_sat_per_vb(fee_rate).context("fee rate too large")?;
+    Ok(wallet.build_payment(coins, tip, &to, amount, fee_rate)?)
+}
+
+type WalletView = (Wallet, Vec<(OutPoint, Coin)>, ChainTip);
+
+/// The wallet and its coins, from a stopped node's store or a running node's RPC.
+fn wallet_view(key: &Path, chain: &ChainArgs) -> Result<WalletView> {
+    if let Some(connection) = chain.connection() {
+        let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+        return runtime.block_on(rpc_view(&connection.client()?, key));
+    }
+    let (state, wallet) = open(key, chain)?;
+    let (coins, tip) = owned_coins(&state, &wallet)?;
+    Ok((wallet, coins, tip))
+}
+
+/// The wallet's coins from a node's RPC: `getblockchaininfo` for the network, height and
+/// coinbase maturity, `scantxoutset` for the coins, and `gettxout` (mempool included) to leave
+/// out coins an unconfirmed transaction already spends.
+async fn rpc_view(client: &node::rpc::client::RpcClient, key: &Path) -> Result<WalletView> {
+    let info = client.call("getblockchaininfo", vec![]).await?;
+    let network: Network = info["network"]
+        .as_str()
+        .ok_or_else(|| anyhow!("getblockchaininfo has no network"))?
+        .parse()
+        .context("node reports an unknown network")?;
+    let height = info["blocks"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("no block count"))?;
+    let maturity = info["coinbase_maturity"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("getblockchaininfo has no coinbase_maturity"))?;
+    let tip = ChainTip {
+        height: u32::try_from(height)?,
+        coinbase_maturity_blocks: u32::try_from(maturity)?,
+    };
+    let wallet = load_wallet(key, network)?;
+    let descriptor = format!("addr({})", wallet.address());
+    let scan = client
+        .call("scantxoutset", vec![json!("start"), json!([descriptor])])
+        .await?;
+    let mut coins = Vec::new();
+    for unspent in scan["unspents"].as_array().into_iter().flatten() {
+        let (outpoint, coin) = coin_from_json(unspent)?;
+        let still_unspent = client
+            .call(
+                "gettxout",
+                vec![
+                    json!(outpoint.txid.to_string()),
+                    json!(outpoint.vout),
+                    json!(true),
+                ],
+            )
+            .await?;
+        if !still_unspent.is_null() {
+            coins.push((outpoint, coin));
+        }
+    }
+    Ok((wallet, coins, tip))
+}
+
+fn coin_from_json(unspent: &Value) -> Result<(OutPoint, Coin)> {
+    let field = |name: &str| {
+        unspent
+            .get(name)
+            .ok_or_else(|| anyhow!("unspent without {name}"))
+    };
+    let txid = field("txid")?.as_str().unwrap_or_default().parse()?;
+    let vout = u32::try_from(field("vout")?.as_u64().unwrap_or(u64::MAX))?;
+    let amount = Amount::from_btc(field("amount")?.as_f64().unwrap_or(-1.0))?;
+    let script = hex::decode(field("scriptPubKey")?.as_str().unwrap_or_default())?;
+    let height = u32::try_from(field("height")?.as_u64().unwrap_or(u64::MAX))?;
+    let Some(is_coinbase) = field("coinbase")?.as_bool() else {
+        bail!("unspent coinbase flag is not a boolean");
+    };
+    Ok((
+        OutPoint::new(txid, vout),
+        Coin {
+            output: TxOut {
+                value: amount,
+                script_pubkey: ScriptBuf::from_bytes(script),
+            },
+            height,
+            is_coinbase,
+        },
+    ))
 }
 
 fn load_wallet(key: &Path, network: Network) -> Result<Wallet> {
@@ -114,9 +264,13 @@ fn load_wallet(key: &Path, network: Network) -> Result<Wallet> {
 }
 
 fn open(key: &Path, chain: &ChainArgs) -> Result<(ChainState, Wallet)> {
-    let params = params::load(chain.params.as_deref(), &chain.data_dir)?;
+    let data_dir = chain
+        .data_dir
+        .as_deref()
+        .ok_or_else(|| anyhow!("give --data-dir (stopped node) or --rpc (running node)"))?;
+    let params = params::load(chain.params.as_deref(), data_dir)?;
     let wallet = load_wallet(key, params.network)?;
-    let store = chain.data_dir.join(CHAIN_STORE_FILE);
+    let store = data_dir.join(CHAIN_STORE_FILE);
     let state = ChainState::open(&store, params).with_context(|| {
         format!(
             "opening {} (is a node running on it? stop it or use its RPC)",

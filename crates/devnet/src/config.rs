@@ -1,0 +1,128 @@
+//! What a devnet runs.
+
+use crate::error::DevnetError;
+use miner::Behaviour;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// `--model`: `mlp:W1,W2,...` (hidden layer widths of an MLP; input and classes come from
+/// the dataset), which is what the coordinator trains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelArg {
+    pub hidden: Vec<usize>,
+}
+
+impl FromStr for ModelArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let widths = s
+            .strip_prefix("mlp:")
+            .ok_or_else(|| format!("model {s:?}: expected mlp:W1,W2,... (hidden widths)"))?;
+        let hidden = widths
+            .split(',')
+            .map(|w| match w.trim().parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!("model {s:?}: {w:?} is not a positive width")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ModelArg { hidden })
+    }
+}
+
+impl std::fmt::Display for ModelArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let widths: Vec<String> = self.hidden.iter().map(ToString::to_string).collect();
+        write!(f, "mlp:{}", widths.join(","))
+    }
+}
+
+/// One miner of the devnet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinerRole {
+    pub name: String,
+    pub behaviour: Behaviour,
+    /// Index of the node it talks to.
+    pub node: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct DevnetConfig {
+    /// The `trainchain` binary that runs every role.
+    pub exe: PathBuf,
+    pub data_dir: PathBuf,
+    pub nodes: usize,
+    /// Honest miners.
+    pub miners: usize,
+    pub lazy_miners: usize,
+    pub noise_miners: usize,
+    pub cycles: u64,
+    pub cycle_secs: u64,
+    pub dataset: String,
+    pub model: ModelArg,
+    pub json: Option<PathBuf>,
+    /// Training threads per miner.
+    pub miner_threads: usize,
+    /// Kill the coordinator (SIGKILL) while this cycle trains, then restart it.
+    pub restart_coordinator_in_cycle: Option<u64>,
+}
+
+/// Most processes a devnet starts per role: it is a single-machine demo, and each process
+/// holds a few file descriptors and a runtime.
+pub const ROLE_PROCESSES_MAX: usize = 64;
+
+impl DevnetConfig {
+    pub fn check(&self) -> Result<(), DevnetError> {
+        let bad = |why: String| Err(DevnetError::Config(why));
+        if self.nodes == 0 || self.nodes > ROLE_PROCESSES_MAX {
+            return bad(format!("--nodes must be 1..={ROLE_PROCESSES_MAX}"));
+        }
+        let miners = self.miners + self.lazy_miners + self.noise_miners;
+        if self.miners == 0 || miners > ROLE_PROCESSES_MAX {
+            return bad(format!(
+                "need at least one honest miner and at most {ROLE_PROCESSES_MAX} miners in all"
+            ));
+        }
+        if self.cycles == 0 {
+            return bad("--cycles must be at least 1".into());
+        }
+        if self.cycle_secs < 2 {
+            return bad("--cycle-secs must be at least 2 (registration needs a moment)".into());
+        }
+        if self.miner_threads == 0 {
+            return bad("miner threads must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Honest miners first, then lazy, then noise; spread over the nodes round-robin.
+    pub fn miner_roles(&self) -> Vec<MinerRole> {
+        let kinds = std::iter::repeat_n(Behaviour::Honest, self.miners)
+            .chain(std::iter::repeat_n(Behaviour::Lazy, self.lazy_miners))
+            .chain(std::iter::repeat_n(Behaviour::Noise, self.noise_miners));
+        kinds
+            .enumerate()
+            .map(|(i, behaviour)| MinerRole {
+                name: format!("miner-{i}"),
+                behaviour,
+                node: i % self.nodes,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_arg_parses_widths_and_refuses_nonsense() {
+        assert_eq!("mlp:32".parse::<ModelArg>().unwrap().hidden, vec![32]);
+        assert_eq!(
+            "mlp:64,16".parse::<ModelArg>().unwrap().to_string(),
+            "mlp:64,16"
+        );
+        assert!("cnn:3".parse::<ModelArg>().is_err());
+        assert!("mlp:0".parse::<ModelArg>().is_err());
+        assert!("mlp:".parse::<ModelArg>().is_err());
+    }
+}

@@ -1,0 +1,633 @@
+//! The devnet's life: chain, nodes, coordinator, miners, cycles, checks, export.
+
+use crate::chain::{self, COORDINATOR_KEY_FILE, PARAMS_FILE};
+use crate::config::{DevnetConfig, MinerRole};
+use crate::error::{io, DevnetError};
+use crate::process::{free_loopback_port, Child};
+use crate::summary::{BlockLine, ChainTip, CycleLine, ModelLine, Summary};
+use bitcoin::secp256k1::{PublicKey, Secp256k1};
+use coordinator::api::{CycleOutcome, CycleRecord, PhaseName};
+use coordinator::client::ClientError;
+use coordinator::work::{WorkSetup, Workload};
+use coordinator::CoordinatorClient;
+use learning::{evaluate, model_from_safetensors, model_hash, DatasetSource, Model};
+use miner::audit::{audit, AuditReport};
+use miner::report::CycleReport;
+use miner::{Behaviour, NodeRpc};
+use node::rpc::client::ClientAuth;
+use primitives::{ChainParams, Hash256};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::warn;
+
+/// Poll interval for the coordinator's records and the nodes' tips.
+const POLL: Duration = Duration::from_millis(200);
+/// Longest wait for one cycle to close, in cycle lengths: registration + training, then the
+/// evaluation, block windows for a few attempts, and a coordinator restart.
+const CYCLE_WAIT_CYCLES: u32 = 8;
+/// Floor of the per-cycle wait, for very short cycles on a loaded machine.
+const CYCLE_WAIT_MIN: Duration = Duration::from_secs(60);
+/// How long the nodes get to agree on one tip once the miners stopped (a gossip hop or a
+/// sync round on loopback takes milliseconds).
+const AGREE_WAIT: Duration = Duration::from_secs(20);
+
+/// Where things are in the data directory.
+pub struct Layout {
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn params(&self) -> PathBuf {
+        self.root.join(PARAMS_FILE)
+    }
+    pub fn coordinator_key(&self) -> PathBuf {
+        self.root.join(COORDINATOR_KEY_FILE)
+    }
+    pub fn node(&self, i: usize) -> PathBuf {
+        self.root.join(format!("node-{i}"))
+    }
+    pub fn coordinator(&self) -> PathBuf {
+        self.root.join("coordinator")
+    }
+    pub fn miner(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+    pub fn model_dir(&self) -> PathBuf {
+        self.root.join("model")
+    }
+    pub fn miners_file(&self) -> PathBuf {
+        self.root.join("miners.json")
+    }
+}
+
+/// A running node child and its RPC.
+struct NodeChild {
+    _child: Child,
+    rpc: NodeRpc,
+}
+
+/// One miner: its role, key and report file.
+pub struct MinerInfo {
+    pub role: MinerRole,
+    pub public_key: PublicKey,
+    pub report: PathBuf,
+}
+
+/// What the devnet found: its summary and the audit's verdict.
+pub struct Outcome {
+    pub summary: Summary,
+    pub audit: Result<AuditReport, String>,
+    /// Held-out loss and test accuracy of the initial model.
+    pub initial: (f32, f32),
+    pub miners: Vec<(String, Behaviour, usize, f64)>,
+    pub data_dir: PathBuf,
+}
+
+impl Outcome {
+    /// Every node on one tip and the audit passed.
+    pub fn passed(&self) -> bool {
+        self.summary.nodes_agree && self.audit.is_ok()
+    }
+}
+
+fn os(args: &[&str]) -> Vec<OsString> {
+    args.iter().map(OsString::from).collect()
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The coordinator's work setup for these flags: what `trainchain coordinator --dataset
+/// --hidden` builds, so the devnet can evaluate the global models itself.
+pub fn work_setup(dataset: &str, hidden: &[usize]) -> Result<WorkSetup, DevnetError> {
+    let source: DatasetSource = dataset.parse()?;
+    let loaded = learning::Dataset::load(&source)?;
+    let mut setup = WorkSetup::digits_mlp(hidden.to_vec());
+    setup.model = learning::ModelSpec::Mlp {
+        input: loaded.samples.feature_count(),
+        hidden: hidden.to_vec(),
+        classes: loaded.class_count,
+    };
+    setup.dataset = source;
+    Ok(setup)
+}
+
+async fn start_node(
+    config: &DevnetConfig,
+    layout: &Layout,
+    i: usize,
+    peers: &[String],
+) -> Result<(NodeChild, String), DevnetError> {
+    let dir = layout.node(i);
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let mut args = os(&["node", "--data-dir"]);
+    args.push(dir.clone().into());
+    args.push("--params".into());
+    args.push(layout.params().into());
+    args.extend(os(&[
+        "--p2p-listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--rpc-bind",
+        "127.0.0.1:0",
+        "--rpc-auth",
+        "none",
+    ]));
+    for peer in peers {
+        args.push("--peer".into());
+        args.push(peer.into());
+    }
+    let mut child = Child::spawn(
+        &format!("node-{i}"),
+        &config.exe,
+        args,
+        dir.join("node.log"),
+    )?;
+    let runtime: Value = child
+        .wait_ready(&dir.join("node.json"), |t| serde_json::from_str(t).ok())
+        .await?;
+    let rpc_url = runtime["rpc_url"].as_str().unwrap_or_default().to_owned();
+    let p2p = runtime["p2p_addrs"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    Ok((
+        NodeChild {
+            _child: child,
+            rpc: NodeRpc::new(&rpc_url, ClientAuth::None),
+        },
+        p2p,
+    ))
+}
+
+fn start_coordinator(
+    config: &DevnetConfig,
+    layout: &Layout,
+    node_rpc: &str,
+    port: u16,
+) -> Result<Child, DevnetError> {
+    let dir = layout.coordinator();
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let hidden: Vec<String> = config
+        .model
+        .hidden
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let mut args = os(&["coordinator", "--data-dir"]);
+    args.push(dir.clone().into());
+    args.push("--params".into());
+    args.push(layout.params().into());
+    args.push("--key".into());
+    args.push(layout.coordinator_key().into());
+    args.extend(os(&[
+        "--node-rpc",
+        node_rpc,
+        "--bind",
+        &format!("127.0.0.1:{port}"),
+        "--cycle-secs",
+        &config.cycle_secs.to_string(),
+        "--dataset",
+        &config.dataset,
+        "--hidden",
+        &hidden.join(","),
+    ]));
+    Child::spawn(
+        "coordinator",
+        &config.exe,
+        args,
+        dir.join("coordinator.log"),
+    )
+}
+
+fn start_miner(
+    config: &DevnetConfig,
+    info: &MinerInfo,
+    dir: &Path,
+    coordinator_url: &str,
+    node_rpc: &str,
+) -> Result<Child, DevnetError> {
+    let mut args = os(&[
+        "miner",
+        "--coordinator",
+        coordinator_url,
+        "--node-rpc",
+        node_rpc,
+        "--threads",
+        &config.miner_threads.to_string(),
+        "--behaviour",
+        &info.role.behaviour.to_string(),
+    ]);
+    args.push("--key".into());
+    args.push(dir.join("miner.key").into());
+    args.push("--report".into());
+    args.push(info.report.clone().into());
+    Child::spawn(&info.role.name, &config.exe, args, dir.join("miner.log"))
+}
+
+/// Waits until the coordinator answers.
+async fn wait_coordinator(
+    client: &CoordinatorClient,
+    child: &mut Child,
+) -> Result<(), DevnetError> {
+    let deadline = Instant::now() + crate::process::READY_WAIT;
+    loop {
+        if client.health().await.is_ok() {
+            return Ok(());
+        }
+        child.check_alive()?;
+        if Instant::now() >= deadline {
+            return Err(DevnetError::NotReady {
+                role: "coordinator".into(),
+                secs: crate::process::READY_WAIT.as_secs(),
+                log: child.log.clone(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Polls until `cycle` closed; restarts the coordinator in its training phase if asked.
+async fn wait_cycle(
+    config: &DevnetConfig,
+    client: &CoordinatorClient,
+    coordinator: &mut Child,
+    cycle: u64,
+) -> Result<CycleRecord, DevnetError> {
+    let limit = (Duration::from_secs(config.cycle_secs) * CYCLE_WAIT_CYCLES).max(CYCLE_WAIT_MIN);
+    let deadline = Instant::now() + limit;
+    let mut restart_pending = config.restart_coordinator_in_cycle == Some(cycle);
+    loop {
+        coordinator.check_alive()?;
+        if restart_pending {
+            if let Ok(status) = client.status().await {
+                if status.announcement.announcement.cycle == cycle
+                    && status.phase == PhaseName::Training
+                {
+                    println!("cycle {cycle}: killing the coordinator (SIGKILL) mid-training and restarting it");
+                    coordinator.restart()?;
+                    wait_coordinator(client, coordinator).await?;
+                    println!("cycle {cycle}: coordinator back");
+                    restart_pending = false;
+                }
+            }
+        }
+        match client.record(cycle).await {
+            Ok(record) if record.outcome.is_some() => return Ok(record),
+            Ok(_) => {}
+            Err(ClientError::Transport(_)) | Err(ClientError::Api { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if Instant::now() >= deadline {
+            return Err(DevnetError::Timeout {
+                what: format!("cycle {cycle} to close"),
+                secs: limit.as_secs(),
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The global model the coordinator publishes for `cycle`, checked against `expected`.
+async fn global_model(
+    client: &CoordinatorClient,
+    setup: &WorkSetup,
+    cycle: u64,
+    expected: Option<Hash256>,
+) -> Result<Model, DevnetError> {
+    let bytes = client.weights(cycle).await?;
+    let model = model_from_safetensors(setup.model.clone(), &bytes)?;
+    let found = Hash256(model_hash(&model));
+    if let Some(expected) = expected.filter(|e| *e != found) {
+        return Err(DevnetError::ModelHashMismatch {
+            cycle,
+            expected: expected.to_string(),
+            found: found.to_string(),
+        });
+    }
+    Ok(model)
+}
+
+fn name_of(miners: &[MinerInfo], key: &PublicKey) -> String {
+    miners
+        .iter()
+        .find(|m| m.public_key == *key)
+        .map(|m| format!("{} ({})", m.role.name, m.role.behaviour))
+        .unwrap_or_else(|| format!("unknown miner {key}"))
+}
+
+/// Runs the devnet to its end. Children are killed when this returns (or panics).
+pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
+    config.check()?;
+    let layout = Layout {
+        root: config.data_dir.clone(),
+    };
+    let params: ChainParams = chain::create(
+        &layout.root,
+        config.cycle_secs,
+        u32::try_from(unix_secs()).unwrap_or(u32::MAX),
+    )?;
+    let setup = work_setup(&config.dataset, &config.model.hidden)?;
+    let workload = Workload::load(setup.clone())?;
+    println!(
+        "devnet in {}: {} nodes, {} miners ({} lazy, {} noise), {} cycles of {} s, {} on {}",
+        layout.root.display(),
+        config.nodes,
+        config.miners,
+        config.lazy_miners,
+        config.noise_miners,
+        config.cycles,
+        config.cycle_secs,
+        config.model,
+        config.dataset
+    );
+
+    // Nodes: each dials every earlier one.
+    let mut nodes: Vec<NodeChild> = Vec::new();
+    let mut p2p_addrs: Vec<String> = Vec::new();
+    for i in 0..config.nodes {
+        let (node, addr) = start_node(&config, &layout, i, &p2p_addrs).await?;
+        nodes.push(node);
+        p2p_addrs.push(addr);
+    }
+
+    // Miners start before the coordinator, polling its fixed URL, so none misses cycle 0.
+    let secp = Secp256k1::new();
+    let port = free_loopback_port()?;
+    let coordinator_url = format!("http://127.0.0.1:{port}");
+    let mut miners = Vec::new();
+    let mut miner_children = Vec::new();
+    for role in config.miner_roles() {
+        let dir = layout.miner(&role.name);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let key = wallet::key_file::create(
+            &dir.join("miner.key"),
+            &mut bitcoin::secp256k1::rand::thread_rng(),
+        )?;
+        let info = MinerInfo {
+            public_key: key.public_key(&secp),
+            report: dir.join("report.jsonl"),
+            role,
+        };
+        let node_url = nodes[info.role.node].rpc.url().to_owned();
+        miner_children.push(start_miner(
+            &config,
+            &info,
+            &dir,
+            &coordinator_url,
+            &node_url,
+        )?);
+        miners.push(info);
+    }
+    let roster: Vec<Value> = miners
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "name": m.role.name, "behaviour": m.role.behaviour,
+                "public_key": m.public_key.to_string(), "node": m.role.node,
+            })
+        })
+        .collect();
+    let roster_path = layout.miners_file();
+    std::fs::write(
+        &roster_path,
+        serde_json::to_vec_pretty(&roster).unwrap_or_default(),
+    )
+    .map_err(io(&roster_path))?;
+
+    let mut coordinator = start_coordinator(&config, &layout, nodes[0].rpc.url(), port)?;
+    let client = CoordinatorClient::new(&coordinator_url)?;
+    wait_coordinator(&client, &mut coordinator).await?;
+
+    let initial_model = global_model(&client, &setup, 0, None).await?;
+    let initial = (
+        evaluate(&initial_model, &workload.split.held_out)?.loss,
+        evaluate(&initial_model, &workload.split.test)?.accuracy,
+    );
+    println!(
+        "initial model: held-out loss {:.4}, test accuracy {:.1}%",
+        initial.0,
+        100.0 * initial.1
+    );
+
+    let mut cycles = Vec::new();
+    for cycle in 0..config.cycles {
+        let record = wait_cycle(&config, &client, &mut coordinator, cycle).await?;
+        let model = global_model(&client, &setup, cycle + 1, record.next_model_hash).await?;
+        let held_out_loss = evaluate(&model, &workload.split.held_out)?.loss;
+        let test_accuracy = evaluate(&model, &workload.split.test)?.accuracy;
+        let entries: Vec<_> = record.submissions.iter().filter(|s| s.score > 0).collect();
+        let total: u128 = entries.iter().map(|s| u128::from(s.score)).sum();
+        let (winner, produced) = match &record.outcome {
+            Some(CycleOutcome::Produced {
+                height,
+                hash,
+                attempt,
+                miner,
+            }) => {
+                let score = entries
+                    .iter()
+                    .find(|s| s.miner == *miner)
+                    .map_or(0, |s| u128::from(s.score));
+                let odds = if total > 0 {
+                    score as f64 / total as f64
+                } else {
+                    0.0
+                };
+                (
+                    Some(*miner),
+                    format!(
+                        "winner {} odds {:.1}% (attempt {attempt}), block {height} {hash}",
+                        name_of(&miners, miner),
+                        100.0 * odds
+                    ),
+                )
+            }
+            other => (None, format!("no block ({other:?})")),
+        };
+        println!(
+            "cycle {cycle}: {} entries of {} submissions, {produced}, held-out loss {held_out_loss:.4}, test accuracy {:.1}%",
+            entries.len(),
+            record.submissions.len(),
+            100.0 * test_accuracy
+        );
+        cycles.push(CycleLine {
+            cycle,
+            entries: entries.len(),
+            winner: winner.map(|w| w.to_string()),
+            seed: record.lottery_seed.map(|s| s.to_string()),
+            held_out_loss,
+            test_accuracy,
+        });
+    }
+
+    // Stop the miners so the chain stops growing, then compare tips and audit.
+    drop(miner_children);
+    let (tips, nodes_agree) = agree(&nodes).await;
+    let node0 = &nodes[0].rpc;
+    let (best_hash, height) = node0.tip().await?;
+    let mut blocks = Vec::new();
+    for h in 1..=height {
+        let hash = node0.block_hash(h).await?;
+        let body = node0.block(&hash).await?.header.certificate.body;
+        blocks.push(BlockLine {
+            height: h,
+            hash: hash.to_string(),
+            cycle: body.cycle,
+            attempt: body.attempt,
+            winner: body.miner.to_string(),
+        });
+    }
+    let audit = audit(node0, &client, &params)
+        .await
+        .map_err(|e| e.to_string());
+    if !nodes_agree {
+        warn!(?tips, "nodes disagree on the tip");
+    }
+
+    // Export the newest global model with its card into the data directory.
+    let model_dir = layout.model_dir();
+    std::fs::create_dir_all(&model_dir).map_err(io(&model_dir))?;
+    let weights = client.model().await?;
+    let card = client.model_card().await?;
+    let weights_path = model_dir.join("global.safetensors");
+    std::fs::write(&weights_path, &weights).map_err(io(&weights_path))?;
+    let card_path = model_dir.join("global.json");
+    std::fs::write(
+        &card_path,
+        serde_json::to_vec_pretty(&card).unwrap_or_default(),
+    )
+    .map_err(io(&card_path))?;
+    let exported = model_from_safetensors(setup.model.clone(), &weights)?;
+    let model = ModelLine {
+        path: weights_path.display().to_string(),
+        test_accuracy: evaluate(&exported, &workload.split.test)?.accuracy,
+        parameters: exported.param_count(),
+    };
+
+    let mut per_miner = Vec::new();
+    let mut honest = miner::cpu::CpuAccount::default();
+    for m in &miners {
+        let reports: Vec<CycleReport> = miner::report::read_all(&m.report)
+            .map_err(io(&m.report))?
+            .into_iter()
+            .filter(|r| r.cycle < config.cycles)
+            .collect();
+        let mut account = miner::cpu::CpuAccount::default();
+        for r in &reports {
+            account.add(&r.cpu);
+        }
+        if m.role.behaviour == Behaviour::Honest {
+            honest.add(&account);
+        }
+        let won = blocks
+            .iter()
+            .filter(|b| b.winner == m.public_key.to_string())
+            .count();
+        per_miner.push((
+            m.role.name.clone(),
+            m.role.behaviour,
+            won,
+            account.useful_work_fraction(),
+        ));
+    }
+    let summary = Summary {
+        chain: ChainTip {
+            height,
+            best_hash: best_hash.to_string(),
+        },
+        blocks,
+        cycles,
+        model,
+        useful_work_fraction: honest.useful_work_fraction(),
+        nodes_agree,
+    };
+    if let Some(path) = &config.json {
+        let text = serde_json::to_vec_pretty(&summary).map_err(|error| DevnetError::Json {
+            path: path.clone(),
+            error,
+        })?;
+        std::fs::write(path, text).map_err(io(path))?;
+    }
+    Ok(Outcome {
+        summary,
+        audit,
+        initial,
+        miners: per_miner,
+        data_dir: layout.root.clone(),
+    })
+}
+
+/// Polls every node's best block hash until they are equal (or [`AGREE_WAIT`] passed).
+async fn agree(nodes: &[NodeChild]) -> (BTreeMap<usize, String>, bool) {
+    let deadline = Instant::now() + AGREE_WAIT;
+    loop {
+        let mut tips = BTreeMap::new();
+        for (i, node) in nodes.iter().enumerate() {
+            let tip = node
+                .rpc
+                .best_block_hash()
+                .await
+                .map(|h| h.to_string())
+                .unwrap_or_else(|e| format!("error: {e}"));
+            tips.insert(i, tip);
+        }
+        let first = tips.values().next().cloned();
+        let same = tips.values().all(|t| Some(t) == first.as_ref())
+            && first.as_ref().is_some_and(|t| !t.starts_with("error"));
+        if same || Instant::now() >= deadline {
+            return (tips, same);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The end-of-run text.
+pub fn render(outcome: &Outcome) -> String {
+    let s = &outcome.summary;
+    let mut out = String::new();
+    let last = s.cycles.last();
+    out.push_str(&format!(
+        "\nsummary\n  chain: height {}, tip {}, nodes agree: {}\n",
+        s.chain.height,
+        s.chain.best_hash,
+        if s.nodes_agree { "yes" } else { "NO" }
+    ));
+    for (name, behaviour, won, fraction) in &outcome.miners {
+        out.push_str(&format!(
+            "  {name} ({behaviour}): {won} block(s), useful work {:.1}%\n",
+            100.0 * fraction
+        ));
+    }
+    out.push_str(&format!(
+        "  global model: held-out loss {:.4} -> {:.4}, test accuracy {:.1}% -> {:.1}%\n",
+        outcome.initial.0,
+        last.map_or(outcome.initial.0, |c| c.held_out_loss),
+        100.0 * outcome.initial.1,
+        100.0 * last.map_or(outcome.initial.1, |c| c.test_accuracy)
+    ));
+    out.push_str(&format!(
+        "  exported: {} ({} parameters, test accuracy {:.1}%) with its card global.json\n",
+        s.model.path,
+        s.model.parameters,
+        100.0 * s.model.test_accuracy
+    ));
+    out.push_str(&format!(
+        "  useful-work fraction (honest miners' CPU in training): {:.1}%\n",
+        100.0 * s.useful_work_fraction
+    ));
+    match &outcome.audit {
+        Ok(a) => out.push_str(&format!(
+            "  audit: passed ({} blocks, {} cycle records, {} lotteries recomputed)\n",
+            a.blocks_checked, a.cycles_checked, a.lotteries_recomputed
+        )),
+        Err(e) => out.push_str(&format!("  audit: FAILED: {e}\n")),
+    }
+    out
+}

@@ -1,0 +1,61 @@
+//! The devnet's summary: printed at the end and, with `--json PATH`, written as JSON in
+//! exactly this shape:
+//!
+//! ```json
+//! {"chain": {"height", "best_hash"},
+//!  "blocks": [{"height", "hash", "cycle", "attempt", "winner"}],
+//!  "cycles": [{"cycle", "entries", "winner", "seed", "held_out_loss", "test_accuracy"}],
+//!  "model": {"path", "test_accuracy", "parameters"},
+//!  "useful_work_fraction", "nodes_agree"}
+//! ```
+//!
+//! `winner` is the producing miner's public key (hex, compressed), `null` for a cycle without
+//! a block; `seed` is the lottery seed (hex), `null` if the cycle had no lottery;
+//! `held_out_loss` and `test_accuracy` are of the global model after the cycle.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChainTip {
+    pub height: u32,
+    pub best_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockLine {
+    pub height: u32,
+    pub hash: String,
+    pub cycle: u64,
+    pub attempt: u32,
+    pub winner: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CycleLine {
+    pub cycle: u64,
+    /// Lottery entries (submissions that scored above zero).
+    pub entries: usize,
+    pub winner: Option<String>,
+    pub seed: Option<String>,
+    pub held_out_loss: f32,
+    pub test_accuracy: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelLine {
+    /// The exported safetensors file (its model card is next to it, `.json`).
+    pub path: String,
+    pub test_accuracy: f32,
+    pub parameters: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub chain: ChainTip,
+    pub blocks: Vec<BlockLine>,
+    pub cycles: Vec<CycleLine>,
+    pub model: ModelLine,
+    /// Training CPU over all CPU of the honest miners' processes, over the devnet's cycles.
+    pub useful_work_fraction: f64,
+    pub nodes_agree: bool,
+}

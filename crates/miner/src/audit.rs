@@ -1,0 +1,430 @@
+//! `trainchain audit`: an independent check of a chain and its coordinator.
+//!
+//! Walks the node's best chain from genesis, checks every block with the consensus rules
+//! (certificate signed by a coordinator key of the chain parameters, bound to its height and
+//! parent, producer signature, Merkle root, coinbase), fetches every published cycle record,
+//! checks the announcement signature, that the revealed secret opens the commitment, and
+//! recomputes each score, the contributions root, the seed and the complete draw order with
+//! the shared [`consensus::lottery`] code. Each block's certificate must name the miner the
+//! draw picked for its attempt. Any equivocation the node has seen fails the audit.
+//!
+//! The pure checks ([`check_record`], [`check_chain_block`]) take fetched data; [`audit`]
+//! fetches it.
+
+use crate::error::MinerError;
+use crate::node_rpc::NodeRpc;
+use bitcoin::secp256k1::{PublicKey, Secp256k1};
+use bitcoin::BlockHash;
+use consensus::lottery::{self, Contribution, Entry};
+use coordinator::api::{CycleOutcome, CycleRecord};
+use coordinator::client::ClientError;
+use coordinator::CoordinatorClient;
+use primitives::{Block, ChainParams, Hash256};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Records fetched per request (the server caps pages too).
+pub const RECORDS_PAGE: u64 = 100;
+
+/// The first thing found wrong. One variant per check.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("node: {0}")]
+    Node(#[from] MinerError),
+    #[error("coordinator: {0}")]
+    Coordinator(#[from] ClientError),
+    #[error("the node's genesis {found} is not the chain parameters' genesis {expected}")]
+    GenesisMismatch {
+        expected: BlockHash,
+        found: BlockHash,
+    },
+    #[error("block at height {height}: the node named {named} but the block hashes to {actual}")]
+    BlockHashMismatch {
+        height: u32,
+        named: BlockHash,
+        actual: BlockHash,
+    },
+    #[error("block at height {height} does not extend the block below it ({parent})")]
+    BrokenLink { height: u32, parent: BlockHash },
+    #[error("block at height {height} is invalid: {error}")]
+    InvalidBlock {
+        height: u32,
+        error: consensus::BlockError,
+    },
+    #[error("block at height {height} carries a certificate for height {certificate_height}")]
+    CertificateHeight {
+        height: u32,
+        certificate_height: u32,
+    },
+    #[error("cycle {cycle}: the announcement's signature does not verify")]
+    AnnouncementSignature { cycle: u64 },
+    #[error(
+        "cycle {cycle}: announced by {coordinator}, which is not a coordinator key of this chain"
+    )]
+    UnknownCoordinator { cycle: u64, coordinator: PublicKey },
+    #[error("cycle {cycle}: announced for chain {found}, this chain is {expected}")]
+    WrongChain {
+        cycle: u64,
+        expected: u32,
+        found: u32,
+    },
+    #[error("cycle {cycle}: the revealed secret does not open the commitment")]
+    SecretDoesNotOpen { cycle: u64 },
+    #[error("cycle {cycle}: the lottery was published without a revealed secret")]
+    MissingSecret { cycle: u64 },
+    #[error(
+        "cycle {cycle}: miner {miner} is listed with score {listed}, its numbers give {recomputed}"
+    )]
+    ScoreMismatch {
+        cycle: u64,
+        miner: PublicKey,
+        listed: u64,
+        recomputed: u64,
+    },
+    #[error("cycle {cycle}: contributions root {listed:?} published, recomputed {recomputed}")]
+    RootMismatch {
+        cycle: u64,
+        listed: Option<Hash256>,
+        recomputed: Hash256,
+    },
+    #[error("cycle {cycle}: lottery seed {listed:?} published, recomputed {recomputed}")]
+    SeedMismatch {
+        cycle: u64,
+        listed: Option<Hash256>,
+        recomputed: Hash256,
+    },
+    #[error("cycle {cycle}: published draw order differs from the recomputed one")]
+    DrawMismatch { cycle: u64 },
+    #[error("cycle {cycle}: block-signing certificate of attempt {attempt} names {found}, the draw picked {expected:?}")]
+    RecordCertificateWinner {
+        cycle: u64,
+        attempt: u32,
+        expected: Option<PublicKey>,
+        found: PublicKey,
+    },
+    #[error("block at height {height} is from cycle {cycle}, whose record the coordinator does not publish")]
+    MissingRecord { height: u32, cycle: u64 },
+    #[error("block at height {height} (cycle {cycle}) has no published lottery")]
+    NoLottery { height: u32, cycle: u64 },
+    #[error("block at height {height}: certificate {field} differs from cycle {cycle}'s record")]
+    CertificateDiffers {
+        height: u32,
+        cycle: u64,
+        field: &'static str,
+    },
+    #[error("block at height {height}: attempt {attempt} of cycle {cycle} drew {expected:?}, the block's certificate names {found}")]
+    WrongWinner {
+        height: u32,
+        cycle: u64,
+        attempt: u32,
+        expected: Option<PublicKey>,
+        found: PublicKey,
+    },
+    #[error("cycle {cycle} says it produced {hash} at height {height}, the best chain has {found:?} there")]
+    OutcomeNotInChain {
+        cycle: u64,
+        height: u32,
+        hash: BlockHash,
+        found: Option<BlockHash>,
+    },
+    #[error("the node holds {count} equivocation(s); first at height {height}, attempt {attempt}")]
+    Equivocation {
+        count: usize,
+        height: u64,
+        attempt: u64,
+    },
+}
+
+/// What a record's lottery recomputes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lottery {
+    pub contributions_root: Hash256,
+    pub seed: Hash256,
+    pub draw_order: Vec<PublicKey>,
+    pub entries: Vec<Entry>,
+}
+
+/// What an audit covered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditReport {
+    pub height: u32,
+    pub best_hash: String,
+    pub blocks_checked: u32,
+    pub cycles_checked: usize,
+    pub lotteries_recomputed: usize,
+}
+
+/// Checks one cycle record on its own and recomputes its lottery (if published).
+pub fn check_record(
+    record: &CycleRecord,
+    params: &ChainParams,
+) -> Result<Option<Lottery>, AuditError> {
+    let secp = Secp256k1::verification_only();
+    let a = &record.announcement.announcement;
+    let cycle = a.cycle;
+    if !params.coordinator_keys.contains(&a.coordinator) {
+        return Err(AuditError::UnknownCoordinator {
+            cycle,
+            coordinator: a.coordinator,
+        });
+    }
+    if a.chain_id != params.chain_id {
+        return Err(AuditError::WrongChain {
+            cycle,
+            expected: params.chain_id,
+            found: a.chain_id,
+        });
+    }
+    if !record.announcement.verify(&secp) {
+        return Err(AuditError::AnnouncementSignature { cycle });
+    }
+    if let Some(secret) = &record.revealed_secret {
+        if !lottery::verify_reveal(&a.commitment, &secret.0) {
+            return Err(AuditError::SecretDoesNotOpen { cycle });
+        }
+    }
+    if record.lottery_seed.is_none() && record.contributions_root.is_none() {
+        return Ok(None);
+    }
+    let secret = record
+        .revealed_secret
+        .ok_or(AuditError::MissingSecret { cycle })?;
+    for s in &record.submissions {
+        let recomputed = consensus::score::score(s.params_trained, s.loss_reduction);
+        if recomputed != s.score {
+            return Err(AuditError::ScoreMismatch {
+                cycle,
+                miner: s.miner,
+                listed: s.score,
+                recomputed,
+            });
+        }
+    }
+    let contributions: Vec<Contribution> = record
+        .submissions
+        .iter()
+        .map(|s| s.contribution())
+        .collect();
+    let root = lottery::contributions_root(&contributions);
+    if record.contributions_root != Some(root) {
+        return Err(AuditError::RootMismatch {
+            cycle,
+            listed: record.contributions_root,
+            recomputed: root,
+        });
+    }
+    let seed = lottery::lottery_seed(&secret.0, &a.parent, &root);
+    if record.lottery_seed != Some(seed) {
+        return Err(AuditError::SeedMismatch {
+            cycle,
+            listed: record.lottery_seed,
+            recomputed: seed,
+        });
+    }
+    let entries: Vec<Entry> = record.submissions.iter().map(|s| s.entry()).collect();
+    let eligible = lottery::eligible_entries(&entries).len() as u32;
+    let draw_order = if eligible == 0 {
+        Vec::new()
+    } else {
+        lottery::draw_order(&seed, &entries, eligible - 1)
+    };
+    if draw_order != record.draw_order {
+        return Err(AuditError::DrawMismatch { cycle });
+    }
+    for cert in &record.block_certificates {
+        let body = &cert.0.body;
+        let expected = draw_order.get(body.attempt as usize).copied();
+        if expected != Some(body.miner) {
+            return Err(AuditError::RecordCertificateWinner {
+                cycle,
+                attempt: body.attempt,
+                expected,
+                found: body.miner,
+            });
+        }
+    }
+    Ok(Some(Lottery {
+        contributions_root: root,
+        seed,
+        draw_order,
+        entries,
+    }))
+}
+
+/// A checked record and its recomputed lottery.
+pub struct CheckedCycle<'a> {
+    pub record: &'a CycleRecord,
+    pub lottery: Option<Lottery>,
+}
+
+/// Checks the block at `height` (named `hash` by the node) on top of `parent`: consensus
+/// rules, and that its certificate is the one its cycle's lottery drew for its attempt.
+pub fn check_chain_block(
+    height: u32,
+    hash: &BlockHash,
+    parent: &BlockHash,
+    block: &Block,
+    params: &ChainParams,
+    cycles: &BTreeMap<u64, CheckedCycle<'_>>,
+) -> Result<(), AuditError> {
+    let actual = block.block_hash();
+    if actual != *hash {
+        return Err(AuditError::BlockHashMismatch {
+            height,
+            named: *hash,
+            actual,
+        });
+    }
+    if block.header.prev_block_hash != *parent {
+        return Err(AuditError::BrokenLink {
+            height,
+            parent: *parent,
+        });
+    }
+    consensus::check_block(block, params)
+        .map_err(|error| AuditError::InvalidBlock { height, error })?;
+    let body = &block.header.certificate.body;
+    if body.height != height {
+        return Err(AuditError::CertificateHeight {
+            height,
+            certificate_height: body.height,
+        });
+    }
+    let cycle = body.cycle;
+    let checked = cycles
+        .get(&cycle)
+        .ok_or(AuditError::MissingRecord { height, cycle })?;
+    let lottery = checked
+        .lottery
+        .as_ref()
+        .ok_or(AuditError::NoLottery { height, cycle })?;
+    let a = &checked.record.announcement.announcement;
+    let differs = |field| {
+        Err(AuditError::CertificateDiffers {
+            height,
+            cycle,
+            field,
+        })
+    };
+    if body.prev_block_hash != a.parent {
+        return differs("parent");
+    }
+    if body.height != a.height {
+        return differs("height");
+    }
+    if body.model_hash != a.model_hash {
+        return differs("model hash");
+    }
+    if body.contributions_root != lottery.contributions_root {
+        return differs("contributions root");
+    }
+    if body.lottery_seed != lottery.seed {
+        return differs("lottery seed");
+    }
+    let expected = lottery.draw_order.get(body.attempt as usize).copied();
+    if expected != Some(body.miner) {
+        return Err(AuditError::WrongWinner {
+            height,
+            cycle,
+            attempt: body.attempt,
+            expected,
+            found: body.miner,
+        });
+    }
+    // The certificate's numbers are the miner's published ones.
+    let entry = lottery.entries.iter().find(|e| e.miner == body.miner);
+    if entry.map(|e| e.score) != Some(body.score) {
+        return differs("score");
+    }
+    Ok(())
+}
+
+/// Every published cycle record, oldest first.
+pub async fn fetch_records(client: &CoordinatorClient) -> Result<Vec<CycleRecord>, AuditError> {
+    let mut records: Vec<CycleRecord> = Vec::new();
+    loop {
+        let from = records
+            .last()
+            .map_or(0, |r| r.announcement.announcement.cycle + 1);
+        let page = client.records(from, RECORDS_PAGE).await?;
+        let fetched = page.len();
+        records.extend(
+            page.into_iter()
+                .filter(|r| r.announcement.announcement.cycle >= from),
+        );
+        if fetched == 0
+            || records
+                .last()
+                .map(|r| r.announcement.announcement.cycle + 1)
+                == Some(from)
+        {
+            return Ok(records);
+        }
+    }
+}
+
+/// Runs the whole audit against a node and a coordinator.
+pub async fn audit(
+    node: &NodeRpc,
+    coordinator: &CoordinatorClient,
+    params: &ChainParams,
+) -> Result<AuditReport, AuditError> {
+    let genesis = node.block_hash(0).await?;
+    if genesis != params.genesis_hash() {
+        return Err(AuditError::GenesisMismatch {
+            expected: params.genesis_hash(),
+            found: genesis,
+        });
+    }
+    let (tip, height) = node.tip().await?;
+    let records = fetch_records(coordinator).await?;
+    let mut cycles = BTreeMap::new();
+    let mut lotteries = 0;
+    for record in &records {
+        let lottery = check_record(record, params)?;
+        lotteries += usize::from(lottery.is_some());
+        cycles.insert(
+            record.announcement.announcement.cycle,
+            CheckedCycle { record, lottery },
+        );
+    }
+    let mut best = vec![genesis];
+    for h in 1..=height {
+        let hash = node.block_hash(h).await?;
+        let block = node.block(&hash).await?;
+        check_chain_block(h, &hash, &best[(h - 1) as usize], &block, params, &cycles)?;
+        best.push(hash);
+    }
+    for record in &records {
+        if let Some(CycleOutcome::Produced {
+            height: h, hash, ..
+        }) = &record.outcome
+        {
+            let found = best.get(*h as usize).copied();
+            if found != Some(*hash) {
+                return Err(AuditError::OutcomeNotInChain {
+                    cycle: record.announcement.announcement.cycle,
+                    height: *h,
+                    hash: *hash,
+                    found,
+                });
+            }
+        }
+    }
+    let equivocations = node.equivocations().await?;
+    if let Some(first) = equivocations.first() {
+        let number = |key: &str| first.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
+        return Err(AuditError::Equivocation {
+            count: equivocations.len(),
+            height: number("height"),
+            attempt: number("attempt"),
+        });
+    }
+    Ok(AuditReport {
+        height,
+        best_hash: tip.to_string(),
+        blocks_checked: height,
+        cycles_checked: records.len(),
+        lotteries_recomputed: lotteries,
+    })
+}

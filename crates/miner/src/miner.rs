@@ -1,0 +1,464 @@
+//! The miner's cycle loop: register, train, submit, and produce the block when it wins.
+
+use crate::behaviour::{produce, Behaviour, Work};
+use crate::block::assemble;
+use crate::cpu::CycleClock;
+use crate::error::MinerError;
+use crate::node_rpc::{NodeRpc, SubmitOutcome};
+use crate::progress::{Progress, ProgressMode, TICK};
+use crate::report::{self, CycleReport, ProducedBlock};
+use crate::retry::retry;
+use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
+use bitcoin::{Address, CompressedPublicKey, Network};
+use coordinator::api::{
+    CertificateHex, CycleStatus, Hardware, PhaseName, RegisterRequest, TaskInfo,
+};
+use coordinator::client::ClientError;
+use coordinator::CoordinatorClient;
+use learning::{encode_update, model_from_safetensors, model_hash, Samples};
+use primitives::{sha256, tagged_hash, Certificate, Hash256};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tracing::warn;
+
+/// How often the miner polls the coordinator while it waits for a phase to change: a tenth of
+/// the shortest test cycle's registration window keeps it on time without measurable load.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long the miner keeps polling a coordinator that does not answer before it gives up:
+/// a restart takes seconds; minutes mean it is gone.
+pub const STATUS_WAIT: Duration = Duration::from_secs(180);
+
+/// Time kept back from the training window for encoding, signing and uploading the update: at
+/// least this much...
+pub const SUBMIT_MARGIN_MIN: Duration = Duration::from_millis(300);
+/// ...or this fraction of the window, whichever is larger (a slow link or a busy machine).
+pub const SUBMIT_MARGIN_FRACTION: f64 = 0.1;
+
+/// Memory declared when the machine's cannot be read: what a small VM has.
+const MEMORY_FALLBACK_BYTES: u64 = 1 << 30;
+
+/// Tag deriving the miner's batch-order seed from the cycle and its key, so runs differ
+/// between miners and cycles but replay exactly.
+const TRAIN_SEED_TAG: &str = "trainchain/miner/train-seed";
+
+/// How a miner runs.
+#[derive(Debug, Clone)]
+pub struct MinerConfig {
+    pub coordinator_url: String,
+    pub node: NodeRpc,
+    pub key: SecretKey,
+    pub threads: usize,
+    pub behaviour: Behaviour,
+    /// Append one JSON line per cycle here.
+    pub report_path: Option<PathBuf>,
+    /// Stop after taking part in this many cycles (none: run until stopped).
+    pub cycles_max: Option<u64>,
+    pub progress: ProgressMode,
+}
+
+pub struct Miner {
+    config: MinerConfig,
+    secp: Secp256k1<All>,
+    public_key: PublicKey,
+    client: CoordinatorClient,
+    progress: Progress,
+}
+
+fn local_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The coordinator's clock as seen from here: its time minus ours at the last answer.
+#[derive(Debug, Clone, Copy)]
+struct Skew(i64);
+
+impl Skew {
+    fn of(status: &CycleStatus) -> Self {
+        Skew(status.now_ms as i64 - local_now_ms() as i64)
+    }
+
+    /// How long until the coordinator's clock reads `deadline_ms`.
+    fn until(&self, deadline_ms: u64) -> Duration {
+        let coordinator_now = local_now_ms() as i64 + self.0;
+        Duration::from_millis((deadline_ms as i64 - coordinator_now).max(0) as u64)
+    }
+}
+
+/// Bytes of memory this machine has (`/proc/meminfo`), or a small default.
+pub fn machine_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(MEMORY_FALLBACK_BYTES)
+}
+
+fn code_of(error: &MinerError) -> Option<&str> {
+    match error {
+        MinerError::Coordinator(e) => e.code(),
+        _ => None,
+    }
+}
+
+impl Miner {
+    pub fn new(config: MinerConfig) -> Result<Self, MinerError> {
+        let secp = Secp256k1::new();
+        let public_key = config.key.public_key(&secp);
+        let client = CoordinatorClient::new(&config.coordinator_url)?;
+        let progress = Progress::new(config.progress);
+        Ok(Miner {
+            config,
+            secp,
+            public_key,
+            client,
+            progress,
+        })
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
+    /// The P2WPKH address of the miner's key on `network`.
+    pub fn payout_address(&self, network: Network) -> Address {
+        Address::p2wpkh(&CompressedPublicKey(self.public_key), network)
+    }
+
+    /// The chain's address format, from the node.
+    async fn network(&self) -> Result<Network, MinerError> {
+        let info = self.config.node.call("getblockchaininfo", vec![]).await?;
+        let name = info
+            .get("network")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default();
+        Network::from_str(name).map_err(|_| MinerError::NodeAnswer {
+            method: "getblockchaininfo",
+            detail: format!("unknown network {name:?}"),
+        })
+    }
+
+    /// Takes part in cycles until `cycles_max` is reached (or forever). A cycle whose work
+    /// fails is reported and the miner moves on to the next one.
+    pub async fn run(&self) -> Result<Vec<CycleReport>, MinerError> {
+        let payout = self.payout_address(self.network().await?).to_string();
+        self.progress.say(format!(
+            "miner {} ({}), payout {payout}, {} threads",
+            self.public_key, self.config.behaviour, self.config.threads
+        ));
+        let mut reports = Vec::new();
+        let mut last_cycle: Option<u64> = None;
+        let mut waiting_logged: Option<u64> = None;
+        loop {
+            if self
+                .config
+                .cycles_max
+                .is_some_and(|max| reports.len() as u64 >= max)
+            {
+                return Ok(reports);
+            }
+            let status = self.wait_status().await?;
+            let cycle = status.announcement.announcement.cycle;
+            let fresh = last_cycle.is_none_or(|last| cycle > last);
+            if !fresh || status.phase != PhaseName::Registration {
+                if fresh && waiting_logged != Some(cycle) {
+                    self.progress.say(format!(
+                        "cycle {cycle} is past registration; waiting for the next one"
+                    ));
+                    waiting_logged = Some(cycle);
+                }
+                tokio::time::sleep(POLL_INTERVAL).await;
+                continue;
+            }
+            last_cycle = Some(cycle);
+            let report = self.run_cycle(&status, &payout).await;
+            self.progress.say(summary_line(&report));
+            if let Some(path) = &self.config.report_path {
+                report::append(path, &report)?;
+            }
+            reports.push(report);
+        }
+    }
+
+    /// The coordinator's current cycle. Between cycles the miner polls at a fixed short
+    /// interval rather than backing off, so it registers within [`POLL_INTERVAL`] of a cycle
+    /// opening, also right after a coordinator (re)start.
+    async fn wait_status(&self) -> Result<CycleStatus, MinerError> {
+        let deadline = std::time::Instant::now() + STATUS_WAIT;
+        loop {
+            match self.client.status().await {
+                Ok(status) => return Ok(status),
+                Err(e)
+                    if crate::retry::Transient::is_transient(&e)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(POLL_INTERVAL).await
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// One cycle from registration to the end of its block window.
+    async fn run_cycle(&self, status: &CycleStatus, payout: &str) -> CycleReport {
+        let cycle = status.announcement.announcement.cycle;
+        let mut clock = CycleClock::start();
+        let mut report = CycleReport {
+            cycle,
+            miner: self.public_key.to_string(),
+            behaviour: self.config.behaviour,
+            segment: None,
+            segment_params: None,
+            shard_samples: None,
+            steps: 0,
+            receipt: None,
+            contribution: None,
+            block_certificates: Vec::new(),
+            block: None,
+            cpu: Default::default(),
+            useful_work_fraction: 0.0,
+            error: None,
+        };
+        if let Err(error) = self.work(status, payout, &mut clock, &mut report).await {
+            warn!(cycle, %error, "cycle work failed");
+            report.error = Some(error.to_string());
+        }
+        report.cpu = clock.account();
+        report.useful_work_fraction = report.cpu.useful_work_fraction();
+        report
+    }
+
+    async fn work(
+        &self,
+        status: &CycleStatus,
+        payout: &str,
+        clock: &mut CycleClock,
+        report: &mut CycleReport,
+    ) -> Result<(), MinerError> {
+        let announcement = &status.announcement.announcement;
+        let cycle = announcement.cycle;
+        let skew = Skew::of(status);
+        let hardware = Hardware {
+            threads: self.config.threads as u32,
+            memory_bytes: machine_memory_bytes(),
+        };
+        let request = RegisterRequest::new_signed(
+            &self.secp,
+            &self.config.key,
+            cycle,
+            payout.to_owned(),
+            hardware,
+        );
+        retry("register", || self.client.register(&request)).await?;
+        self.progress.say(format!("cycle {cycle}: registered"));
+
+        tokio::time::sleep(skew.until(announcement.registration_deadline_ms)).await;
+        let task = self.task(cycle).await?;
+        report.segment = Some(task.segment.segment.clone());
+        report.segment_params = Some(task.segment_params);
+        report.shard_samples = Some(task.shard_samples);
+        let weights = retry("weights", || self.client.weights(cycle)).await?;
+        let shard = retry("shard", || self.client.shard(cycle, &self.public_key)).await?;
+        let mut model = model_from_safetensors(task.model.clone(), &weights)?;
+        if Hash256(model_hash(&model)) != task.model_hash {
+            return Err(MinerError::BadTask {
+                cycle,
+                detail: "downloaded weights do not hash to the announced model".into(),
+            });
+        }
+        let shard = Samples::from_safetensors(&shard, task.feature_count, task.class_count)?;
+
+        let remaining = skew.until(task.submission_deadline_ms);
+        let margin = SUBMIT_MARGIN_MIN.max(remaining.mul_f64(SUBMIT_MARGIN_FRACTION));
+        let window = remaining.saturating_sub(margin);
+        if window.is_zero() {
+            return Err(MinerError::BadTask {
+                cycle,
+                detail: "no time left to train before the submission deadline".into(),
+            });
+        }
+        let seed = tagged_hash(
+            TRAIN_SEED_TAG,
+            &[&cycle.to_le_bytes(), &self.public_key.serialize()],
+        );
+        let work = Work {
+            segment: task.segment.segment.clone(),
+            lr: task.hints.lr,
+            momentum: task.hints.momentum,
+            batch: task.hints.batch,
+            seed: u64::from_le_bytes(seed.0[..8].try_into().expect("8 bytes")),
+            threads: self.config.threads,
+            window,
+        };
+        let behaviour = self.config.behaviour;
+        let bar = self.progress.training(cycle, window);
+        let training_cpu = crate::cpu::process_cpu_time();
+        let mut job = tokio::task::spawn_blocking(move || {
+            let result = produce(behaviour, &mut model, &shard, &work);
+            result.map(|trained| (model, trained))
+        });
+        let joined = loop {
+            tokio::select! {
+                joined = &mut job => break joined,
+                _ = tokio::time::sleep(TICK) => bar.tick(),
+            }
+        };
+        clock.book_training(training_cpu);
+        bar.finish();
+        let (model, trained) = joined.map_err(|e| MinerError::TrainingTask(e.to_string()))??;
+        report.steps = trained.as_ref().map_or(0, |t| t.steps);
+
+        let update = encode_update(&model, &task.segment.segment)?;
+        let update_hash = sha256(&update);
+        let submitted = retry("submit", || {
+            self.client
+                .submit(&self.secp, &self.config.key, cycle, update.clone())
+        })
+        .await;
+        match submitted {
+            Ok(receipt) => {
+                if !receipt.verify(&self.secp) || receipt.update_hash != update_hash {
+                    warn!(cycle, "the receipt does not verify or names another update");
+                }
+                self.progress.say(format!(
+                    "cycle {cycle}: submitted {} after {} steps, receipt {}",
+                    task.segment.segment, report.steps, receipt.update_hash
+                ));
+                report.receipt = Some(receipt);
+            }
+            // A retry after a lost answer: the first upload was stored.
+            Err(e) if code_of(&e) == Some("already_submitted") => {
+                self.progress
+                    .say(format!("cycle {cycle}: submission already stored"));
+            }
+            Err(e) => return Err(e),
+        }
+        self.await_outcome(cycle, payout, report).await
+    }
+
+    /// The task, once the coordinator assigned it (it may lag the deadline by a tick).
+    async fn task(&self, cycle: u64) -> Result<TaskInfo, MinerError> {
+        loop {
+            match retry("task", || self.client.task(cycle, &self.public_key)).await {
+                Err(e) if code_of(&e) == Some("training_not_started") => {
+                    tokio::time::sleep(POLL_INTERVAL).await
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits for the lottery, produces a block for each block-signing certificate this miner
+    /// receives, and returns when the cycle closes (or a later one opened).
+    async fn await_outcome(
+        &self,
+        cycle: u64,
+        payout: &str,
+        report: &mut CycleReport,
+    ) -> Result<(), MinerError> {
+        let mut produced_attempts: Vec<u32> = Vec::new();
+        loop {
+            let record = retry("cycle record", || self.client.record(cycle)).await?;
+            if matches!(record.phase, PhaseName::BlockWindow | PhaseName::Closed) {
+                match self.client.certificates(cycle, &self.public_key).await {
+                    Ok(certs) => {
+                        report.contribution = certs.contribution;
+                        report.block_certificates = certs.block_signing.clone();
+                        if record.outcome.is_none() {
+                            for CertificateHex(cert) in certs.block_signing {
+                                if produced_attempts.contains(&cert.body.attempt) {
+                                    continue;
+                                }
+                                produced_attempts.push(cert.body.attempt);
+                                match self.produce_block(&cert, payout).await {
+                                    Ok(block) => report.block = Some(block),
+                                    Err(e) => warn!(cycle, %e, "block not produced"),
+                                }
+                            }
+                        }
+                    }
+                    Err(ClientError::Api { status: 404, .. }) => {}
+                    Err(e) if crate::retry::Transient::is_transient(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if record.outcome.is_some() {
+                return Ok(());
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Builds, signs and submits the block of `cert` on the node's template.
+    async fn produce_block(
+        &self,
+        cert: &Certificate,
+        payout: &str,
+    ) -> Result<ProducedBlock, MinerError> {
+        let height = cert.body.height;
+        let payout_script = Address::from_str(payout)
+            .map(|a| a.assume_checked().script_pubkey())
+            .map_err(|e| MinerError::NodeAnswer {
+                method: "gettemplate",
+                detail: format!("payout address: {e}"),
+            })?;
+        // The miner's node may be a gossip hop behind the coordinator's: wait for the parent.
+        let template = loop {
+            let template = self.config.node.template(payout).await?;
+            if template.prev_hash == cert.body.prev_block_hash {
+                break template;
+            }
+            if template.height > height {
+                return Err(MinerError::BlockRefused {
+                    height,
+                    reason: "the height was taken by another block".into(),
+                });
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        };
+        let block = assemble(&self.secp, &template, cert, payout_script, &self.config.key)?;
+        let hash = block.block_hash();
+        match self.config.node.submit_block(&block).await? {
+            SubmitOutcome::Accepted | SubmitOutcome::Duplicate => {
+                self.progress.say(format!(
+                    "cycle {}: block {height} {hash} submitted (attempt {})",
+                    cert.body.cycle, cert.body.attempt
+                ));
+                Ok(ProducedBlock {
+                    height,
+                    hash: hash.to_string(),
+                    attempt: cert.body.attempt,
+                })
+            }
+            SubmitOutcome::Rejected(reason) => Err(MinerError::BlockRefused { height, reason }),
+        }
+    }
+}
+
+fn summary_line(report: &CycleReport) -> String {
+    let block = report
+        .block
+        .as_ref()
+        .map(|b| format!(", produced block {} {}", b.height, b.hash))
+        .unwrap_or_default();
+    let error = report
+        .error
+        .as_ref()
+        .map(|e| format!(", failed: {e}"))
+        .unwrap_or_default();
+    format!(
+        "cycle {}: {} steps, cpu {:.2}s training / {:.2}s other, useful work {:.1}%{block}{error}",
+        report.cycle,
+        report.steps,
+        report.cpu.training_secs,
+        report.cpu.other_secs,
+        100.0 * report.useful_work_fraction
+    )
+}

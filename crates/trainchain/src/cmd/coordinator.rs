@@ -1,0 +1,98 @@
+//! `trainchain coordinator`: runs training cycles for a chain created by `trainchain init`,
+//! reading the chain tip from a node's JSON-RPC and serving miners over HTTP.
+
+use super::params::{self, COORDINATOR_KEY_FILE};
+use anyhow::{Context, Result};
+use coordinator::server::{start, ADDRESS_FILE};
+use coordinator::{Coordinator, CycleTiming, RpcAuth, RpcChain, WorkSetup};
+use learning::DatasetSource;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Directory with `chain.toml` and `coordinator.key` (from `trainchain init`); the
+    /// coordinator keeps its store, exported model and `coordinator.addr` here.
+    #[arg(long, default_value = "trainchain-data")]
+    pub data_dir: PathBuf,
+    /// Chain parameters file (default: `<data-dir>/chain.toml`).
+    #[arg(long)]
+    pub params: Option<PathBuf>,
+    /// Coordinator signing key (default: `<data-dir>/coordinator.key`, mode 0600).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// JSON-RPC URL of the coordinator's node, e.g. http://127.0.0.1:18443.
+    #[arg(long)]
+    pub node_rpc: String,
+    /// RPC user (basic auth), if the node requires one.
+    #[arg(long, env = "TRAINCHAIN_RPC_USER")]
+    pub rpc_user: Option<String>,
+    /// RPC password (basic auth).
+    #[arg(long, env = "TRAINCHAIN_RPC_PASSWORD")]
+    pub rpc_password: Option<String>,
+    /// HTTP API address; port 0 lets the OS choose (the URL is written to coordinator.addr).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub bind: SocketAddr,
+    /// Cycle length in seconds (registration + training); default: the chain's cycle_secs.
+    #[arg(long)]
+    pub cycle_secs: Option<u64>,
+    /// Seconds each drawn winner has to get its block to the node (default: half a cycle).
+    #[arg(long)]
+    pub block_window_secs: Option<u64>,
+    /// Dataset: `digits` (shipped), `mnist:DIR` or `csv:FILE`.
+    #[arg(long, default_value = "digits")]
+    pub dataset: String,
+    /// Hidden layer widths of the MLP, comma-separated.
+    #[arg(long, default_value = "32", value_delimiter = ',')]
+    pub hidden: Vec<usize>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let params = params::load(args.params.as_deref(), &args.data_dir)?;
+    let key_path = args
+        .key
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join(COORDINATOR_KEY_FILE));
+    let key = wallet::key_file::load(&key_path)
+        .with_context(|| format!("loading coordinator key {}", key_path.display()))?;
+    let dataset: DatasetSource = args.dataset.parse()?;
+    let loaded = learning::Dataset::load(&dataset)?;
+    let mut setup = WorkSetup::digits_mlp(args.hidden.clone());
+    setup.model = learning::ModelSpec::Mlp {
+        input: loaded.samples.feature_count(),
+        hidden: args.hidden.clone(),
+        classes: loaded.class_count,
+    };
+    drop(loaded);
+    setup.dataset = dataset;
+    let mut timing = CycleTiming::from_cycle_secs(args.cycle_secs.unwrap_or(params.cycle_secs));
+    if let Some(secs) = args.block_window_secs {
+        timing.block_window_ms = secs.saturating_mul(1000);
+    }
+    let auth = match (args.rpc_user, args.rpc_password) {
+        (Some(user), Some(password)) => Some(RpcAuth { user, password }),
+        _ => None,
+    };
+    let chain = Arc::new(RpcChain::new(args.node_rpc, auth)?);
+    let coordinator = Arc::new(
+        Coordinator::open(&args.data_dir, key, &params, setup, timing)
+            .context("opening the coordinator")?,
+    );
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let running = start(coordinator, chain, args.bind, &args.data_dir)
+            .await
+            .context("starting the HTTP API")?;
+        println!(
+            "coordinator API: http://{} (also in {})",
+            running.address,
+            args.data_dir.join(ADDRESS_FILE).display()
+        );
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for ctrl-c")?;
+        running.abort();
+        Ok(())
+    })
+}

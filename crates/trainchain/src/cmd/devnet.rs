@@ -1,0 +1,83 @@
+//! `trainchain devnet`: a whole network on this machine (see the `devnet` crate).
+
+use anyhow::{bail, Context, Result};
+use devnet::{DevnetConfig, ModelArg};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where the chain, every process's data and logs, and the exported model go (default:
+    /// a fresh `trainchain-devnet/run-<unix time>`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Node processes, linked over libp2p on loopback.
+    #[arg(long, default_value_t = 2)]
+    pub nodes: usize,
+    /// Honest miners (each its own key, process and node).
+    #[arg(long, default_value_t = 3)]
+    pub miners: usize,
+    /// Extra miners that upload their segment unchanged.
+    #[arg(long, default_value_t = 0)]
+    pub lazy_miners: usize,
+    /// Extra miners that upload random weights.
+    #[arg(long, default_value_t = 0)]
+    pub noise_miners: usize,
+    /// Training cycles to run.
+    #[arg(long, default_value_t = 5)]
+    pub cycles: u64,
+    /// Length of a cycle (registration + training), in seconds.
+    #[arg(long, default_value_t = 15)]
+    pub cycle_secs: u64,
+    /// Dataset: `digits` (shipped), `mnist:DIR` or `csv:FILE`.
+    #[arg(long, default_value = "digits")]
+    pub dataset: String,
+    /// Model: `mlp:W1,W2,...` (hidden layer widths).
+    #[arg(long, default_value = "mlp:32")]
+    pub model: ModelArg,
+    /// Write the summary as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Training threads per miner (default: this machine's cores shared among the miners).
+    #[arg(long)]
+    pub miner_threads: Option<usize>,
+    /// Testing: SIGKILL the coordinator while this cycle trains, then restart it.
+    #[arg(long, hide = true)]
+    pub restart_coordinator_in_cycle: Option<u64>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let exe = std::env::current_exe().context("locating the trainchain binary")?;
+    let data_dir = args.data_dir.unwrap_or_else(|| {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from("trainchain-devnet").join(format!("run-{secs}"))
+    });
+    let all_miners = args.miners + args.lazy_miners + args.noise_miners;
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let config = DevnetConfig {
+        exe,
+        data_dir,
+        nodes: args.nodes,
+        miners: args.miners,
+        lazy_miners: args.lazy_miners,
+        noise_miners: args.noise_miners,
+        cycles: args.cycles,
+        cycle_secs: args.cycle_secs,
+        dataset: args.dataset,
+        model: args.model,
+        json: args.json,
+        miner_threads: args
+            .miner_threads
+            .unwrap_or((cores / all_miners.max(1)).max(1)),
+        restart_coordinator_in_cycle: args.restart_coordinator_in_cycle,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let outcome = runtime.block_on(devnet::run(config))?;
+    print!("{}", devnet::run::render(&outcome));
+    if !outcome.passed() {
+        bail!("the devnet did not end on one agreed, audited chain");
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! `trainchain miner`: takes part in a coordinator's training cycles and produces the blocks
+//! it wins through its node.
+
+use anyhow::{bail, Context, Result};
+use miner::progress::ProgressMode;
+use miner::{Behaviour, Miner, MinerConfig, NodeRpc};
+use node::rpc::client::ClientAuth;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The coordinator's HTTP API, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub coordinator: String,
+    /// The JSON-RPC URL of this miner's node, e.g. http://127.0.0.1:7332.
+    #[arg(long)]
+    pub node_rpc: String,
+    /// How to authenticate to the node: "cookie:DIR" (the node's data directory),
+    /// "user:password", or "none".
+    #[arg(long, default_value = "none")]
+    pub node_rpc_auth: String,
+    /// The miner's secret key file (`trainchain wallet new` writes one); its P2WPKH address
+    /// receives the block rewards.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Training threads (default: every core of this machine).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Append one JSON line per cycle (receipt, certificates, block, CPU accounting) here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Stop after this many cycles (default: run until stopped).
+    #[arg(long)]
+    pub cycles: Option<u64>,
+    /// Devnet bad-actor testing only: honest, lazy (uploads unchanged weights) or noise.
+    #[arg(long, default_value = "honest", hide = true)]
+    pub behaviour: Behaviour,
+}
+
+fn auth(text: &str) -> Result<ClientAuth> {
+    Ok(match text {
+        "none" => ClientAuth::None,
+        _ if text.starts_with("cookie:") => ClientAuth::CookieIn(PathBuf::from(&text[7..])),
+        _ if text.contains(':') => ClientAuth::UserPassword(text.to_owned()),
+        other => bail!("--node-rpc-auth {other:?}: use cookie:DIR, user:password or none"),
+    })
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let key = wallet::key_file::load(&args.key)
+        .with_context(|| format!("loading miner key {}", args.key.display()))?;
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let config = MinerConfig {
+        coordinator_url: args.coordinator,
+        node: NodeRpc::new(&args.node_rpc, auth(&args.node_rpc_auth)?),
+        key,
+        threads,
+        behaviour: args.behaviour,
+        report_path: args.report,
+        cycles_max: args.cycles,
+        progress: ProgressMode::detect(),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let miner = Miner::new(config)?;
+        miner.run().await?;
+        Ok(())
+    })
+}

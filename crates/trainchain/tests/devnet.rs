@@ -1,0 +1,173 @@
+//! End-to-end: `trainchain devnet` with real node, coordinator and miner processes on
+//! loopback, short cycles and the shipped digits with a small MLP.
+
+use coordinator::work::Workload;
+use learning::{evaluate, model_from_safetensors, Model};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+/// Cycle length for tests: registration 0.6 s, training 2.4 s; enough for a miner to train
+/// the small MLP hundreds of steps on a loaded 2-core machine.
+const CYCLE_SECS: &str = "3";
+
+fn run_devnet(dir: &Path, extra: &[&str]) -> (std::process::Output, Value) {
+    let json = dir.join("summary.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_trainchain"))
+        .arg("devnet")
+        .arg("--data-dir")
+        .arg(dir.join("net"))
+        .arg("--json")
+        .arg(&json)
+        .args(["--cycle-secs", CYCLE_SECS, "--miner-threads", "1"])
+        .args(extra)
+        .output()
+        .expect("running trainchain devnet");
+    let summary = std::fs::read_to_string(&json)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    (output, summary)
+}
+
+fn explain(output: &std::process::Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Public keys of the devnet's miners with the given behaviour.
+fn miners_with(dir: &Path, behaviour: &str) -> Vec<String> {
+    let roster: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("net/miners.json")).unwrap())
+            .unwrap();
+    roster
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["behaviour"] == behaviour)
+        .map(|m| m["public_key"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn devnet_mines_three_blocks_that_audit_and_trains_a_better_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (output, summary) = run_devnet(dir.path(), &["--cycles", "3"]);
+    assert!(output.status.success(), "{}", explain(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("audit: passed"), "{stdout}");
+
+    let honest = miners_with(dir.path(), "honest");
+    assert_eq!(honest.len(), 3);
+    let blocks = summary["blocks"].as_array().unwrap();
+    assert_eq!(blocks.len(), 3, "{summary}");
+    for block in blocks {
+        assert!(
+            honest.contains(&block["winner"].as_str().unwrap().to_owned()),
+            "block won by a non-registered or dishonest miner: {block}"
+        );
+    }
+    assert_eq!(summary["chain"]["height"], 3);
+    assert_eq!(summary["nodes_agree"], true);
+    let cycles = summary["cycles"].as_array().unwrap();
+    assert_eq!(cycles.len(), 3);
+
+    // The global model improved: held-out loss after the last cycle below the initial one.
+    let setup = devnet::run::work_setup("digits", &[32]).unwrap();
+    let workload = Workload::load(setup.clone()).unwrap();
+    let initial = Model::new(setup.model.clone(), setup.model_seed).unwrap();
+    let initial_loss = evaluate(&initial, &workload.split.held_out).unwrap().loss;
+    let last_loss = cycles.last().unwrap()["held_out_loss"].as_f64().unwrap() as f32;
+    assert!(last_loss < initial_loss, "{last_loss} vs {initial_loss}");
+
+    // The exported model loads back and reproduces the reported test accuracy.
+    let path = summary["model"]["path"].as_str().unwrap();
+    let exported =
+        model_from_safetensors(setup.model.clone(), &std::fs::read(path).unwrap()).unwrap();
+    let accuracy = evaluate(&exported, &workload.split.test).unwrap().accuracy;
+    // JSON carries the f32 in its shortest decimal form: compare as f32.
+    assert_eq!(
+        accuracy,
+        summary["model"]["test_accuracy"].as_f64().unwrap() as f32
+    );
+    let card: Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(path).with_extension("json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(card["test_accuracy"].as_f64().unwrap() as f32, accuracy);
+    assert_eq!(
+        summary["model"]["parameters"].as_u64().unwrap() as usize,
+        exported.param_count()
+    );
+    let fraction = summary["useful_work_fraction"].as_f64().unwrap();
+    assert!(fraction > 0.5 && fraction <= 1.0, "{fraction}");
+}
+
+#[test]
+fn devnet_survives_a_coordinator_killed_mid_cycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let (output, summary) = run_devnet(
+        dir.path(),
+        &["--cycles", "4", "--restart-coordinator-in-cycle", "1"],
+    );
+    assert!(output.status.success(), "{}", explain(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("killing the coordinator"), "{stdout}");
+    assert!(stdout.contains("audit: passed"), "{stdout}");
+    assert_eq!(summary["nodes_agree"], true);
+    // The cycles from the restart on still produce blocks.
+    let cycles = summary["cycles"].as_array().unwrap();
+    assert!(
+        cycles[1..].iter().any(|c| !c["winner"].is_null()),
+        "{summary}"
+    );
+    assert!(
+        summary["chain"]["height"].as_u64().unwrap() >= 2,
+        "{summary}"
+    );
+}
+
+#[test]
+fn lazy_and_noise_miners_win_no_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let (output, summary) = run_devnet(
+        dir.path(),
+        &[
+            "--cycles",
+            "2",
+            "--miners",
+            "2",
+            "--lazy-miners",
+            "1",
+            "--noise-miners",
+            "1",
+        ],
+    );
+    assert!(output.status.success(), "{}", explain(&output));
+    let honest = miners_with(dir.path(), "honest");
+    let bad: Vec<String> = miners_with(dir.path(), "lazy")
+        .into_iter()
+        .chain(miners_with(dir.path(), "noise"))
+        .collect();
+    assert_eq!(bad.len(), 2);
+    let blocks = summary["blocks"].as_array().unwrap();
+    assert!(!blocks.is_empty(), "{summary}");
+    for block in blocks {
+        let winner = block["winner"].as_str().unwrap().to_owned();
+        assert!(
+            honest.contains(&winner) && !bad.contains(&winner),
+            "{block}"
+        );
+    }
+    // Only honest work enters the lottery.
+    for cycle in summary["cycles"].as_array().unwrap() {
+        assert!(cycle["entries"].as_u64().unwrap() <= 2, "{cycle}");
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("miner-2 (lazy): 0 block(s)"), "{stdout}");
+    assert!(stdout.contains("miner-3 (noise): 0 block(s)"), "{stdout}");
+}
