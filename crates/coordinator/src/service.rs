@@ -640,13 +640,17 @@ impl Coordinator {
 
     /// Records of cycles `from..`, at most `limit`, the live one included at the end.
     pub fn records(&self, from: u64, limit: u64) -> Result<Vec<CycleRecord>, ServiceError> {
+        // One snapshot: a closing cycle moves from the live state to the store under this lock,
+        // so reading both under it never misses the cycle in between (an auditor would see a
+        // block whose cycle has no record).
+        let live = lock(&self.state);
         let mut out: Vec<CycleRecord> = self
             .store
             .closed_cycles(from, limit as usize)?
             .iter()
             .map(CycleState::record)
             .collect();
-        if let Some(live) = self.state() {
+        if let Some(live) = live.as_ref() {
             if live.cycle() >= from
                 && (out.len() as u64) < limit
                 && !out

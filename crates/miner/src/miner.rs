@@ -340,6 +340,9 @@ impl Miner {
             }
             Err(e) => return Err(e),
         }
+        // Nothing is decided before the submission deadline: sleep through it rather than poll
+        // (an early submission would otherwise spend its wait fetching records).
+        tokio::time::sleep(skew.until(task.submission_deadline_ms)).await;
         self.await_outcome(cycle, payout, report).await
     }
 
