@@ -1,0 +1,195 @@
+//! The auditor refuses a cycle record that anything was changed in, each with its own reason,
+//! and accepts the honest one.
+
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::PublicKey;
+use bitcoin::BlockHash;
+use consensus::lottery;
+use coordinator::api::{
+    Announcement, CertificateHex, CompactSignature, CycleRecord, PhaseName, ScoredSubmission,
+    SignedAnnouncement,
+};
+use miner::audit::{check_record, AuditError};
+use primitives::Hash256;
+use testkit::{key, TestChain};
+
+const SECRET: [u8; 32] = [7; 32];
+
+/// An honest record of `miners` submissions; the first scores zero (its update made things
+/// worse), the others above zero.
+fn honest_record(chain: &TestChain, miners: u32) -> CycleRecord {
+    let secp = &chain.secp;
+    let announcement = Announcement {
+        cycle: 4,
+        chain_id: chain.params.chain_id,
+        parent: BlockHash::from_byte_array([3; 32]),
+        height: 5,
+        model_hash: Hash256([4; 32]),
+        opened_at_ms: 1_000,
+        registration_deadline_ms: 2_000,
+        submission_deadline_ms: 5_000,
+        block_window_ms: 3_000,
+        commitment: lottery::commitment(&SECRET),
+        coordinator: chain.coordinator.public_key(secp),
+    };
+    let mut submissions: Vec<ScoredSubmission> = (0..miners)
+        .map(|i| {
+            let params_trained = 100 + u64::from(i);
+            let loss_reduction = (i64::from(i) - 1) * 1_000 + 7;
+            ScoredSubmission {
+                miner: key(i).public_key(secp),
+                payout_address: String::new(),
+                segment: "layer0".into(),
+                update_hash: Hash256([i as u8; 32]),
+                received_at_ms: 4_000,
+                params_trained,
+                loss_reduction,
+                score: consensus::score::score(params_trained, loss_reduction),
+            }
+        })
+        .collect();
+    submissions.sort_by_key(|s| s.miner.serialize());
+    let contributions: Vec<_> = submissions.iter().map(|s| s.contribution()).collect();
+    let root = lottery::contributions_root(&contributions);
+    let seed = lottery::lottery_seed(&SECRET, &announcement.parent, &root);
+    let entries: Vec<_> = submissions.iter().map(|s| s.entry()).collect();
+    let draws = (miners - 1).min(coordinator::cycle::DRAW_ATTEMPTS_MAX);
+    let draw_order = lottery::draw_order(&seed, &entries, draws - 1);
+    let certificate = chain.sign_certificate(chain.certificate_body(
+        announcement.height,
+        announcement.parent,
+        0,
+        draw_order[0],
+    ));
+    CycleRecord {
+        announcement: SignedAnnouncement {
+            signature: CompactSignature::sign(
+                secp,
+                &chain.coordinator,
+                &announcement.signing_hash(),
+            ),
+            announcement,
+        },
+        phase: PhaseName::BlockWindow,
+        registered: u64::from(miners),
+        submitted: u64::from(miners),
+        revealed_secret: Some(Hash256(SECRET)),
+        global_loss_units: Some(2_000_000),
+        submissions,
+        contributions_root: Some(root),
+        lottery_seed: Some(seed),
+        draw_order,
+        block_certificates: vec![CertificateHex(certificate)],
+        outcome: None,
+        next_model_hash: None,
+    }
+}
+
+fn miner_of(record: &CycleRecord, index: usize) -> PublicKey {
+    record.submissions[index].miner
+}
+
+#[test]
+fn honest_record_passes_and_recomputes_the_published_draw() {
+    let chain = TestChain::new();
+    let record = honest_record(&chain, 4);
+    let lottery = check_record(&record, &chain.params).unwrap().unwrap();
+    assert_eq!(lottery.draw_order, record.draw_order);
+    assert_eq!(lottery.draw_order.len(), 3, "the zero score is not drawn");
+}
+
+#[test]
+fn more_eligible_miners_than_draw_attempts_is_still_an_honest_record() {
+    let chain = TestChain::new();
+    let record = honest_record(&chain, 40);
+    assert_eq!(record.draw_order.len(), 32);
+    assert!(check_record(&record, &chain.params).is_ok());
+}
+
+#[test]
+fn every_tampering_is_refused_with_its_reason() {
+    let chain = TestChain::new();
+    let honest = honest_record(&chain, 4);
+    let cycle = honest.announcement.announcement.cycle;
+    type Edit = Box<dyn Fn(&mut CycleRecord)>;
+    let cases: Vec<(&str, Edit, fn(&AuditError) -> bool)> = vec![
+        (
+            "a score raised above what its numbers give",
+            Box::new(|r| r.submissions[1].score += 1),
+            |e| matches!(e, AuditError::ScoreMismatch { .. }),
+        ),
+        (
+            "measured numbers changed, score kept consistent",
+            Box::new(|r| {
+                let s = &mut r.submissions[1];
+                s.loss_reduction += 1;
+                s.score = consensus::score::score(s.params_trained, s.loss_reduction);
+            }),
+            |e| matches!(e, AuditError::RootMismatch { .. }),
+        ),
+        (
+            "a submission hidden from the record",
+            Box::new(|r| {
+                r.submissions.remove(0);
+            }),
+            |e| matches!(e, AuditError::RootMismatch { .. }),
+        ),
+        (
+            "a different seed",
+            Box::new(|r| r.lottery_seed = Some(Hash256([9; 32]))),
+            |e| matches!(e, AuditError::SeedMismatch { .. }),
+        ),
+        (
+            "draw order swapped",
+            Box::new(|r| r.draw_order.swap(0, 1)),
+            |e| matches!(e, AuditError::DrawMismatch { .. }),
+        ),
+        (
+            "a secret that does not open the commitment",
+            Box::new(|r| r.revealed_secret = Some(Hash256([8; 32]))),
+            |e| matches!(e, AuditError::SecretDoesNotOpen { .. }),
+        ),
+        (
+            "lottery published without the secret",
+            Box::new(|r| r.revealed_secret = None),
+            |e| matches!(e, AuditError::MissingSecret { .. }),
+        ),
+        (
+            "announcement edited after signing",
+            Box::new(|r| r.announcement.announcement.height += 1),
+            |e| matches!(e, AuditError::AnnouncementSignature { .. }),
+        ),
+        (
+            "block-signing certificate for someone the draw did not pick",
+            Box::new(|r| {
+                let chain = TestChain::new();
+                let a = &r.announcement.announcement;
+                let not_drawn = miner_of(r, 0);
+                r.block_certificates = vec![CertificateHex(
+                    chain
+                        .sign_certificate(chain.certificate_body(a.height, a.parent, 0, not_drawn)),
+                )];
+            }),
+            |e| matches!(e, AuditError::RecordCertificateWinner { .. }),
+        ),
+    ];
+    for (name, edit, expected) in cases {
+        let mut record = honest.clone();
+        edit(&mut record);
+        let error = check_record(&record, &chain.params).expect_err(name);
+        assert!(expected(&error), "{name}: {error}");
+        assert!(
+            error.to_string().contains(&format!("cycle {cycle}")),
+            "{name}: {error}"
+        );
+    }
+
+    // A record announced by a key outside the chain parameters.
+    let mut other = TestChain::new();
+    other.coordinator = key(77);
+    let foreign = honest_record(&other, 4);
+    assert!(matches!(
+        check_record(&foreign, &chain.params),
+        Err(AuditError::UnknownCoordinator { .. })
+    ));
+}
