@@ -112,7 +112,8 @@ fn every_tampering_is_refused_with_its_reason() {
     let honest = honest_record(&chain, 4);
     let cycle = honest.announcement.announcement.cycle;
     type Edit = Box<dyn Fn(&mut CycleRecord)>;
-    let cases: Vec<(&str, Edit, fn(&AuditError) -> bool)> = vec![
+    type Expected = fn(&AuditError) -> bool;
+    let cases: Vec<(&str, Edit, Expected)> = vec![
         (
             "a score raised above what its numbers give",
             Box::new(|r| r.submissions[1].score += 1),
