@@ -328,8 +328,9 @@ impl ChainState {
     /// Full contextual validation and connection of a block whose parent is the tip.
     fn connect(&mut self, block: &Block, now_secs: u64) -> Result<BlockHash, ChainError> {
         let hash = block.block_hash();
-        let result = self.validate_on_tip(block, now_secs);
-        let connected = match result {
+        // A store error is the node's problem, never the block's: it propagates as is and must
+        // not mark the block invalid.
+        let connected = match self.validate_on_tip(block, now_secs)? {
             Ok(connected) => connected,
             Err(error) => {
                 if error.is_permanent() {
@@ -347,30 +348,27 @@ impl ChainState {
         Ok(hash)
     }
 
+    /// Reads what the rules need from the store (errors: the outer `Result`), then applies the
+    /// rules (verdict: the inner one).
     fn validate_on_tip(
         &self,
         block: &Block,
         now_secs: u64,
-    ) -> Result<consensus::ConnectedBlock, BlockError> {
-        let checked = check_block(block, &self.params)?;
-        let (tip, height) = self.tip().map_err(|_| BlockError::NoTransactions)?;
+    ) -> Result<Result<consensus::ConnectedBlock, BlockError>, ChainError> {
+        let (tip, height) = self.tip()?;
         let ctx = BlockContext {
             height: height + 1,
             parent_hash: tip,
-            median_time_past: self.median_time_past(&tip).unwrap_or(0),
+            median_time_past: self.median_time_past(&tip)?,
             now_secs,
-            certificate_used_by: self
-                .store
-                .certificate_use(&block.header.certificate.id())
-                .ok()
-                .flatten(),
+            certificate_used_by: self.store.certificate_use(&block.header.certificate.id())?,
             coinbase_maturity_blocks: self.params.coinbase_maturity_blocks,
         };
-        check_block_context(&checked, &ctx)?;
-        let coins = self
-            .coins_for(&block.txdata)
-            .map_err(|_| BlockError::NoTransactions)?;
-        connect_block(&checked, &ctx, &coins, &self.params)
+        let coins = self.coins_for(&block.txdata)?;
+        Ok(check_block(block, &self.params).and_then(|checked| {
+            check_block_context(&checked, &ctx)?;
+            connect_block(&checked, &ctx, &coins, &self.params)
+        }))
     }
 
     /// Records evidence if `cert` is a validly signed block-signing certificate that conflicts
