@@ -136,6 +136,15 @@ pub fn draw_order(seed: &Hash256, entries: &[Entry], attempt: u32) -> Vec<Public
     drawn
 }
 
+/// The first `draws_max` draws (all of them if fewer entries are eligible): what a coordinator
+/// that makes at most `draws_max` attempts per cycle publishes, and what an auditor recomputes.
+pub fn published_draw_order(seed: &Hash256, entries: &[Entry], draws_max: u32) -> Vec<PublicKey> {
+    match draws_max {
+        0 => Vec::new(),
+        max => draw_order(seed, entries, max - 1),
+    }
+}
+
 /// The winner of draw `attempt`, if there are that many eligible entries.
 pub fn winner(seed: &Hash256, entries: &[Entry], attempt: u32) -> Option<PublicKey> {
     draw_order(seed, entries, attempt)
@@ -229,6 +238,15 @@ mod tests {
         let forward = draw_order(&seed, &e, 3);
         e.reverse();
         assert_eq!(draw_order(&seed, &e, 3), forward);
+    }
+
+    #[test]
+    fn published_draw_order_stops_at_the_cap_or_the_entries() {
+        let seed = sha256(b"cap");
+        let e = entries(&[3, 0, 5, 8, 1]);
+        assert_eq!(published_draw_order(&seed, &e, 0), Vec::<PublicKey>::new());
+        assert_eq!(published_draw_order(&seed, &e, 2), draw_order(&seed, &e, 1));
+        assert_eq!(published_draw_order(&seed, &e, 32).len(), 4);
     }
 
     #[test]

@@ -688,12 +688,7 @@ fn run_lottery(
     let entries: Vec<Entry> = scored.iter().map(|s| s.entry()).collect();
     let root = lottery::contributions_root(&contributions);
     let seed = lottery::lottery_seed(&state.secret.0, &state.announcement().parent, &root);
-    let eligible = lottery::eligible_entries(&entries).len() as u32;
-    let draw_order = if eligible == 0 {
-        Vec::new()
-    } else {
-        lottery::draw_order(&seed, &entries, eligible.min(DRAW_ATTEMPTS_MAX) - 1)
-    };
+    let draw_order = lottery::published_draw_order(&seed, &entries, DRAW_ATTEMPTS_MAX);
     state.lottery = Some(LotteryRecord {
         global_loss_units: input.global_loss_units,
         scored,

@@ -222,15 +222,10 @@ pub fn check_record(
         });
     }
     let entries: Vec<Entry> = record.submissions.iter().map(|s| s.entry()).collect();
-    let eligible = lottery::eligible_entries(&entries).len() as u32;
     // The coordinator publishes the first DRAW_ATTEMPTS_MAX draws, the most attempts a cycle
     // can make.
-    let draws = eligible.min(coordinator::cycle::DRAW_ATTEMPTS_MAX);
-    let draw_order = if draws == 0 {
-        Vec::new()
-    } else {
-        lottery::draw_order(&seed, &entries, draws - 1)
-    };
+    let draw_order =
+        lottery::published_draw_order(&seed, &entries, coordinator::cycle::DRAW_ATTEMPTS_MAX);
     if draw_order != record.draw_order {
         return Err(AuditError::DrawMismatch { cycle });
     }
