@@ -42,22 +42,45 @@ pub enum ClientAuth {
     CookieIn(std::path::PathBuf),
 }
 
+/// The one spelling of client credentials on every command line: `none`, `cookie:DIR` (the
+/// node's data directory, whose `.cookie` holds them) or `user:password`.
+impl std::str::FromStr for ClientAuth {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "none" => Ok(ClientAuth::None),
+            _ if text.starts_with("cookie:") => Ok(ClientAuth::CookieIn(text[7..].into())),
+            _ if text.contains(':') => Ok(ClientAuth::UserPassword(text.to_owned())),
+            other => Err(format!("{other:?}: use none, cookie:DIR or user:password")),
+        }
+    }
+}
+
+impl ClientAuth {
+    /// The `user:password` pair these credentials stand for (a cookie file is read), if any.
+    pub fn resolve(&self) -> Result<Option<String>, RpcClientError> {
+        match self {
+            ClientAuth::None => Ok(None),
+            ClientAuth::UserPassword(pair) => Ok(Some(pair.clone())),
+            ClientAuth::CookieIn(dir) => {
+                read_cookie(dir)
+                    .map(Some)
+                    .map_err(|error| RpcClientError::Cookie {
+                        path: dir.join(super::COOKIE_FILE).display().to_string(),
+                        error,
+                    })
+            }
+        }
+    }
+}
+
 pub struct RpcClient {
     client: HttpClient,
 }
 
 impl RpcClient {
     pub fn new(url: &str, auth: &ClientAuth) -> Result<RpcClient, RpcClientError> {
-        let credentials = match auth {
-            ClientAuth::None => None,
-            ClientAuth::UserPassword(pair) => Some(pair.clone()),
-            ClientAuth::CookieIn(dir) => {
-                Some(read_cookie(dir).map_err(|error| RpcClientError::Cookie {
-                    path: dir.join(super::COOKIE_FILE).display().to_string(),
-                    error,
-                })?)
-            }
-        };
+        let credentials = auth.resolve()?;
         let mut headers = HeaderMap::new();
         if let Some(credentials) = credentials {
             let value = HeaderValue::from_str(&basic_header(&credentials))

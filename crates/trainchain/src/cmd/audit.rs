@@ -14,7 +14,7 @@ pub struct Args {
     pub rpc: String,
     /// Node RPC authentication: "cookie:DIR", "user:password" or "none".
     #[arg(long, default_value = "none")]
-    pub rpc_auth: String,
+    pub rpc_auth: ClientAuth,
     /// The coordinator's HTTP API.
     #[arg(long)]
     pub coordinator: String,
@@ -28,12 +28,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let params = params::load(args.params.as_deref(), &args.data_dir)?;
-    let auth = match args.rpc_auth.as_str() {
-        "none" => ClientAuth::None,
-        text if text.starts_with("cookie:") => ClientAuth::CookieIn(PathBuf::from(&text[7..])),
-        text => ClientAuth::UserPassword(text.to_owned()),
-    };
-    let node = NodeRpc::new(&args.rpc, auth);
+    let node = NodeRpc::new(&args.rpc, args.rpc_auth);
     let coordinator = CoordinatorClient::new(&args.coordinator)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let report = runtime

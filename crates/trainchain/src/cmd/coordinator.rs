@@ -25,12 +25,10 @@ pub struct Args {
     /// JSON-RPC URL of the coordinator's node, e.g. http://127.0.0.1:18443.
     #[arg(long)]
     pub node_rpc: String,
-    /// RPC user (basic auth), if the node requires one.
-    #[arg(long, env = "TRAINCHAIN_RPC_USER")]
-    pub rpc_user: Option<String>,
-    /// RPC password (basic auth).
-    #[arg(long, env = "TRAINCHAIN_RPC_PASSWORD")]
-    pub rpc_password: Option<String>,
+    /// How to authenticate to the node: "cookie:DIR" (the node's data directory),
+    /// "user:password", or "none".
+    #[arg(long, default_value = "none")]
+    pub node_rpc_auth: node::rpc::client::ClientAuth,
     /// HTTP API address; port 0 lets the OS choose (the URL is written to coordinator.addr).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub bind: SocketAddr,
@@ -70,10 +68,17 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(secs) = args.block_window_secs {
         timing.block_window_ms = secs.saturating_mul(1000);
     }
-    let auth = match (args.rpc_user, args.rpc_password) {
-        (Some(user), Some(password)) => Some(RpcAuth { user, password }),
-        _ => None,
-    };
+    let auth = args
+        .node_rpc_auth
+        .resolve()
+        .context("reading the node's RPC credentials")?
+        .and_then(|pair| {
+            let (user, password) = pair.split_once(':')?;
+            Some(RpcAuth {
+                user: user.to_owned(),
+                password: password.to_owned(),
+            })
+        });
     let chain = Arc::new(RpcChain::new(args.node_rpc, auth)?);
     let coordinator = Arc::new(
         Coordinator::open(&args.data_dir, key, &params, setup, timing)

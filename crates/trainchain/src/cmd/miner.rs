@@ -1,7 +1,7 @@
 //! `trainchain miner`: takes part in a coordinator's training cycles and produces the blocks
 //! it wins through its node.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use miner::progress::ProgressMode;
 use miner::{Behaviour, Miner, MinerConfig, NodeRpc};
 use node::rpc::client::ClientAuth;
@@ -18,7 +18,7 @@ pub struct Args {
     /// How to authenticate to the node: "cookie:DIR" (the node's data directory),
     /// "user:password", or "none".
     #[arg(long, default_value = "none")]
-    pub node_rpc_auth: String,
+    pub node_rpc_auth: ClientAuth,
     /// The miner's secret key file (`trainchain wallet new` writes one); its P2WPKH address
     /// receives the block rewards.
     #[arg(long)]
@@ -37,15 +37,6 @@ pub struct Args {
     pub behaviour: Behaviour,
 }
 
-fn auth(text: &str) -> Result<ClientAuth> {
-    Ok(match text {
-        "none" => ClientAuth::None,
-        _ if text.starts_with("cookie:") => ClientAuth::CookieIn(PathBuf::from(&text[7..])),
-        _ if text.contains(':') => ClientAuth::UserPassword(text.to_owned()),
-        other => bail!("--node-rpc-auth {other:?}: use cookie:DIR, user:password or none"),
-    })
-}
-
 pub fn run(args: Args) -> Result<()> {
     let key = wallet::key_file::load(&args.key)
         .with_context(|| format!("loading miner key {}", args.key.display()))?;
@@ -54,7 +45,7 @@ pub fn run(args: Args) -> Result<()> {
     });
     let config = MinerConfig {
         coordinator_url: args.coordinator,
-        node: NodeRpc::new(&args.node_rpc, auth(&args.node_rpc_auth)?),
+        node: NodeRpc::new(&args.node_rpc, args.node_rpc_auth),
         key,
         threads,
         behaviour: args.behaviour,

@@ -12,10 +12,10 @@ pub struct Connection {
     /// The node's RPC URL.
     #[arg(long = "rpc", default_value = "http://127.0.0.1:7332")]
     pub url: String,
-    /// `user:password` for the node's RPC.
+    /// Node RPC credentials: none, cookie:DIR (the node's data directory) or user:password.
     #[arg(long)]
-    pub rpc_auth: Option<String>,
-    /// The node's data directory, to read its `.cookie` (when --rpc-auth is not given).
+    pub rpc_auth: Option<ClientAuth>,
+    /// Shorthand for `--rpc-auth cookie:DIR`: the node's data directory, holding its `.cookie`.
     #[arg(long = "rpc-data-dir")]
     pub rpc_data_dir: Option<PathBuf>,
 }
@@ -23,7 +23,7 @@ pub struct Connection {
 impl Connection {
     pub fn client(&self) -> Result<RpcClient> {
         let auth = match (&self.rpc_auth, &self.rpc_data_dir) {
-            (Some(pair), _) => ClientAuth::UserPassword(pair.clone()),
+            (Some(auth), _) => auth.clone(),
             (None, Some(dir)) => ClientAuth::CookieIn(dir.clone()),
             (None, None) => ClientAuth::None,
         };

@@ -84,10 +84,10 @@ pub struct ChainArgs {
     /// A running node's RPC URL, e.g. http://127.0.0.1:7332.
     #[arg(long)]
     rpc: Option<String>,
-    /// `user:password` for the node's RPC.
+    /// Node RPC credentials: none, cookie:DIR (the node's data directory) or user:password.
     #[arg(long, requires = "rpc")]
-    rpc_auth: Option<String>,
-    /// The node's data directory, to read its RPC cookie.
+    rpc_auth: Option<node::rpc::client::ClientAuth>,
+    /// Shorthand for `--rpc-auth cookie:DIR`: the node's data directory, holding its cookie.
     #[arg(long, requires = "rpc")]
     rpc_data_dir: Option<PathBuf>,
 }
