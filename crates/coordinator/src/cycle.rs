@@ -1136,6 +1136,24 @@ mod tests {
         );
     }
 
+    /// Miners 1 and 2 register, submit, and are evaluated with positive scores (10 x 10 and
+    /// 10 x 20): the cycle is in its block window with two draws available.
+    fn two_miners_scored(d: &mut Driver<'_>, env: &CycleEnv) {
+        d.at(T0, registration(env, 1, 0));
+        d.at(T0, registration(env, 2, 0));
+        d.at(T0 + 1_500, submission(env, 1, 0, b"a"));
+        d.at(T0 + 1_500, submission(env, 2, 0, b"b"));
+        d.at(T0 + 5_000, Event::Tick);
+        d.at(
+            T0 + 5_000,
+            Event::Evaluated(EvaluationInput {
+                global_loss_units: 1,
+                measurements: vec![measured(env, 1, 10, 10), measured(env, 2, 10, 20)],
+                next_model_hash: Hash256([5; 32]),
+            }),
+        );
+    }
+
     #[test]
     fn a_silent_winner_hands_over_to_the_next_draw_then_the_cycle_gives_up() {
         let env = env();
@@ -1145,19 +1163,7 @@ mod tests {
             restart: true,
             actions: Vec::new(),
         };
-        d.at(T0, registration(&env, 1, 0));
-        d.at(T0, registration(&env, 2, 0));
-        d.at(T0 + 1_500, submission(&env, 1, 0, b"a"));
-        d.at(T0 + 1_500, submission(&env, 2, 0, b"b"));
-        d.at(T0 + 5_000, Event::Tick);
-        d.at(
-            T0 + 5_000,
-            Event::Evaluated(EvaluationInput {
-                global_loss_units: 1,
-                measurements: vec![measured(&env, 1, 10, 10), measured(&env, 2, 10, 20)],
-                next_model_hash: Hash256([5; 32]),
-            }),
-        );
+        two_miners_scored(&mut d, &env);
         let order = d.state.lottery.as_ref().unwrap().draw_order.clone();
         assert_eq!(order.len(), 2);
         // Window of attempt 0 runs to T0 + 7,000; the node shows nothing at height 5.
@@ -1205,19 +1211,7 @@ mod tests {
             restart: false,
             actions: Vec::new(),
         };
-        d.at(T0, registration(&env, 1, 0));
-        d.at(T0, registration(&env, 2, 0));
-        d.at(T0 + 1_500, submission(&env, 1, 0, b"a"));
-        d.at(T0 + 1_500, submission(&env, 2, 0, b"b"));
-        d.at(T0 + 5_000, Event::Tick);
-        d.at(
-            T0 + 5_000,
-            Event::Evaluated(EvaluationInput {
-                global_loss_units: 1,
-                measurements: vec![measured(&env, 1, 10, 10), measured(&env, 2, 10, 20)],
-                next_model_hash: Hash256([5; 32]),
-            }),
-        );
+        two_miners_scored(&mut d, &env);
         d.at(
             T0 + 7_000,
             Event::ChainObserved {
