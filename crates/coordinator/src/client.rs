@@ -15,6 +15,11 @@ use std::time::Duration;
 /// loopback or a LAN.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Largest answer the client reads: a shard may be up to `learning::SHARD_BYTES_MAX`, and
+/// nothing else the API sends is larger. Past it the server is misbehaving, and reading on would
+/// let it decide how much memory a miner allocates.
+pub const RESPONSE_BYTES_MAX: usize = learning::SHARD_BYTES_MAX + 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("coordinator unreachable: {0}")]
@@ -24,6 +29,8 @@ pub enum ClientError {
     Api { status: u16, error: ApiError },
     #[error("coordinator answer does not parse: {0}")]
     Decode(String),
+    #[error("coordinator answer is over {RESPONSE_BYTES_MAX} bytes")]
+    TooLarge,
 }
 
 impl ClientError {
@@ -34,6 +41,14 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+fn transport(e: reqwest::Error) -> ClientError {
+    ClientError::Transport(e.to_string())
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(body).map_err(|e| ClientError::Decode(e.to_string()))
 }
 
 #[derive(Clone)]
@@ -48,7 +63,7 @@ impl CoordinatorClient {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .build()
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
+            .map_err(transport)?;
         Ok(CoordinatorClient {
             base: base_url.trim_end_matches('/').to_owned(),
             http,
@@ -59,15 +74,22 @@ impl CoordinatorClient {
         format!("{}{path}", self.base)
     }
 
-    async fn check(response: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+    /// Sends `request` and returns the body of a success answer (at most
+    /// [`RESPONSE_BYTES_MAX`]); an error status becomes [`ClientError::Api`].
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>, ClientError> {
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
-        if status.is_success() {
-            return Ok(response);
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > RESPONSE_BYTES_MAX {
+                return Err(ClientError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
         }
-        let text = response
-            .text()
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let text = String::from_utf8_lossy(&body).into_owned();
         let error = serde_json::from_str(&text).unwrap_or(ApiError {
             error: "http".into(),
             message: text,
@@ -79,32 +101,11 @@ impl CoordinatorClient {
     }
 
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let response = self
-            .http
-            .get(self.url(path))
-            .send()
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        let response = Self::check(response).await?;
-        response
-            .json()
-            .await
-            .map_err(|e| ClientError::Decode(e.to_string()))
+        decode(&self.get_bytes(path).await?)
     }
 
     async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
-        let response = self
-            .http
-            .get(self.url(path))
-            .send()
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        let response = Self::check(response).await?;
-        Ok(response
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?
-            .to_vec())
+        self.send(self.http.get(self.url(path))).await
     }
 
     pub async fn health(&self) -> Result<Health, ClientError> {
@@ -124,18 +125,11 @@ impl CoordinatorClient {
         &self,
         request: &RegisterRequest,
     ) -> Result<RegisterResponse, ClientError> {
-        let response = self
-            .http
-            .post(self.url("/v1/register"))
-            .json(request)
-            .send()
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        Self::check(response)
-            .await?
-            .json()
-            .await
-            .map_err(|e| ClientError::Decode(e.to_string()))
+        decode(
+            &self
+                .send(self.http.post(self.url("/v1/register")).json(request))
+                .await?,
+        )
     }
 
     pub async fn task(&self, cycle: u64, miner: &PublicKey) -> Result<TaskInfo, ClientError> {
@@ -176,21 +170,14 @@ impl CoordinatorClient {
         signature: &CompactSignature,
         update: Vec<u8>,
     ) -> Result<Receipt, ClientError> {
-        let response = self
+        let request = self
             .http
             .post(self.url(&format!("/v1/cycles/{cycle}/submit")))
             .header(MINER_HEADER, miner.to_string())
             .header(SIGNATURE_HEADER, signature.to_string())
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(update)
-            .send()
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        Self::check(response)
-            .await?
-            .json()
-            .await
-            .map_err(|e| ClientError::Decode(e.to_string()))
+            .body(update);
+        decode(&self.send(request).await?)
     }
 
     pub async fn certificates(

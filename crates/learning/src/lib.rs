@@ -45,7 +45,7 @@ pub use model::{segment_of, Model, ModelSpec, NamedTensor, Segment, PARAMS_MAX};
 pub use normalisation::{Normalisation, STD_FLOOR};
 pub use samples::{Samples, Shard, SHARD_BYTES_MAX};
 pub use shard::{make_shards, shard_assignment};
-pub use train::{train, BatchOrder, Budget, TrainConfig, TrainReport, THREADS_MAX};
+pub use train::{train, BatchOrder, Budget, TrainConfig, TrainReport, BATCH_MAX, THREADS_MAX};
 pub use update::{
     decode_update, encode_update, ExpectedSegment, SegmentUpdate, UpdateError,
     UPDATE_HEADER_BYTES_MAX,

@@ -19,6 +19,10 @@ use crate::samples::Samples;
 /// bound keeps a hostile task from making a miner spawn threads without end.
 pub const THREADS_MAX: usize = 1024;
 
+/// Largest batch a config may ask for: the step allocates buffers of this many rows, so a task
+/// from a hostile coordinator must not choose it freely. Far above any useful SGD batch.
+pub const BATCH_MAX: usize = 65_536;
+
 /// How long to train.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Budget {
@@ -219,8 +223,8 @@ fn check_config(config: &TrainConfig) -> Result<()> {
     if !(0.0..1.0).contains(&config.momentum) {
         return bad(format!("momentum {} must be in [0, 1)", config.momentum));
     }
-    if config.batch == 0 {
-        return bad("batch must be at least 1".into());
+    if config.batch == 0 || config.batch > BATCH_MAX {
+        return bad(format!("batch {} must be in 1..={BATCH_MAX}", config.batch));
     }
     if config.threads == 0 || config.threads > THREADS_MAX {
         return bad(format!(

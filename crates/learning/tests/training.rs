@@ -177,6 +177,11 @@ fn bad_requests_are_refused_with_their_reason() {
             batch: 0,
             ..ok.clone()
         },
+        // A task may not make the trainer allocate a batch of its choosing.
+        TrainConfig {
+            batch: learning::BATCH_MAX + 1,
+            ..ok.clone()
+        },
         TrainConfig {
             threads: 0,
             ..ok.clone()

@@ -74,18 +74,25 @@ fn local_now_ms() -> u64 {
 }
 
 /// The coordinator's clock as seen from here: its time minus ours at the last answer.
+/// Times come from the coordinator, so the arithmetic is in i128 and never overflows.
 #[derive(Debug, Clone, Copy)]
-struct Skew(i64);
+struct Skew(i128);
+
+/// Longest a miner waits for any one coordinator deadline: past it the deadline is nonsense
+/// (cycles are minutes long), and the miner re-reads the cycle instead of sleeping on it.
+const DEADLINE_WAIT_MAX: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl Skew {
     fn of(status: &CycleStatus) -> Self {
-        Skew(status.now_ms as i64 - local_now_ms() as i64)
+        Skew(i128::from(status.now_ms) - i128::from(local_now_ms()))
     }
 
-    /// How long until the coordinator's clock reads `deadline_ms`.
+    /// How long until the coordinator's clock reads `deadline_ms` (at most
+    /// [`DEADLINE_WAIT_MAX`]).
     fn until(&self, deadline_ms: u64) -> Duration {
-        let coordinator_now = local_now_ms() as i64 + self.0;
-        Duration::from_millis((deadline_ms as i64 - coordinator_now).max(0) as u64)
+        let coordinator_now = i128::from(local_now_ms()) + self.0;
+        let wait_ms = (i128::from(deadline_ms) - coordinator_now).max(0);
+        Duration::from_millis(u64::try_from(wait_ms).unwrap_or(u64::MAX)).min(DEADLINE_WAIT_MAX)
     }
 }
 

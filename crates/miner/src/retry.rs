@@ -37,7 +37,7 @@ impl Transient for ClientError {
             // 503 not_open: a (re)started coordinator has not opened its cycle yet; 429: rate
             // limited; 5xx: the coordinator failed to reach its node or store for a moment.
             ClientError::Api { status, .. } => *status == 429 || *status >= 500,
-            ClientError::Decode(_) => false,
+            ClientError::Decode(_) | ClientError::TooLarge => false,
         }
     }
 }

@@ -260,7 +260,11 @@ impl NodeHandle {
             ..
         } = &outcome
         {
-            state.update_mempool(disconnected, connected, now_secs)?;
+            // The block is committed: a failure here costs mempool freshness, never the block's
+            // relay or the caller's answer.
+            if let Err(error) = state.update_mempool(disconnected, connected, now_secs) {
+                warn!(%error, "mempool not updated after a new tip");
+            }
         }
         Ok(outcome)
     }

@@ -95,7 +95,8 @@ impl ReadView {
         self.coins_where(|_| true)
     }
 
-    fn coins_where(
+    /// Every coin `keep` accepts, in outpoint-key order. Cost: one scan of the set.
+    pub fn coins_where(
         &self,
         keep: impl Fn(&Coin) -> bool,
     ) -> Result<Vec<(OutPoint, Coin)>, StoreError> {

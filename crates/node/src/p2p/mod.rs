@@ -396,6 +396,7 @@ impl Network {
     fn on_tick(&mut self) {
         self.dial_configured();
         let now = now_unix_secs();
+        self.book.prune_bans(now);
         let idle: Vec<PeerId> = self
             .sync
             .iter()
@@ -919,10 +920,17 @@ impl Network {
         let links = headers
             .windows(2)
             .all(|pair| pair[1].prev_block_hash == pair[0].block_hash());
-        let parent_known = self
-            .node
-            .knows_block(&first.prev_block_hash)
-            .unwrap_or(false);
+        let parent_known = match self.node.knows_block(&first.prev_block_hash) {
+            Ok(known) => known,
+            Err(error) => {
+                // Our store failed, not the peer: drop the batch without penalty, poll again.
+                warn!(%peer, %error, "cannot check a headers batch against the store");
+                if let Some(sync) = self.sync.get_mut(&peer) {
+                    sync.headers_in_flight = false;
+                }
+                return;
+            }
+        };
         if !links || !parent_known {
             let detail = if links {
                 format!(

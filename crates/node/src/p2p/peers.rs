@@ -121,6 +121,12 @@ impl PeerBook {
         }
     }
 
+    /// Forgets bans that have run out, so peer ids minted to get banned cannot grow the map
+    /// without end.
+    pub fn prune_bans(&mut self, now_secs: u64) {
+        self.banned.retain(|_, ban| ban.until_unix_secs > now_secs);
+    }
+
     /// Scores an offence; bans the peer once its score reaches [`BAN_SCORE`].
     pub fn misbehaved(
         &mut self,
@@ -199,5 +205,17 @@ mod tests {
         );
         assert!(book.is_banned(&a, 11));
         assert!(!book.is_banned(&a, 10 + BAN_SECS));
+    }
+
+    #[test]
+    fn expired_bans_are_forgotten_without_the_peer_returning() {
+        let mut book = PeerBook::default();
+        for _ in 0..3 {
+            book.misbehaved(PeerId::random(), Offence::InvalidBlock, "x", 10);
+        }
+        book.prune_bans(11);
+        assert_eq!(book.snapshot().1.len(), 3, "bans in force stay");
+        book.prune_bans(10 + BAN_SECS);
+        assert_eq!(book.snapshot().1.len(), 0);
     }
 }

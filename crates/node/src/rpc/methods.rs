@@ -12,6 +12,7 @@ use jsonrpsee::RpcModule;
 use primitives::Block;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::str::FromStr;
 use storage::{BlockStatus, ReadView};
 
@@ -638,6 +639,10 @@ fn getequivocations(node: &NodeHandle, _: Args) -> RpcResult {
     Ok(Value::Array(list))
 }
 
+/// Scan objects per `scantxoutset` call: each is parsed and held while the coin set is scanned
+/// under the node lock; a hundred covers any wallet's addresses.
+pub const SCAN_OBJECTS_MAX: usize = 100;
+
 /// Core's `scantxoutset "start" ["addr(ADDRESS)", "raw(HEX)", ...]` over the coin set.
 fn scantxoutset(node: &NodeHandle, args: Args) -> RpcResult {
     let action: String = args.required(0, "action")?;
@@ -648,7 +653,14 @@ fn scantxoutset(node: &NodeHandle, args: Args) -> RpcResult {
         ));
     }
     let descriptors: Vec<String> = args.required(1, "scanobjects")?;
-    let mut scripts = Vec::new();
+    if descriptors.len() > SCAN_OBJECTS_MAX {
+        return Err(error(
+            codes::INVALID_PARAMETER,
+            format!("at most {SCAN_OBJECTS_MAX} scan objects per call"),
+        ));
+    }
+    // One entry per distinct script (the first descriptor naming it is reported).
+    let mut scripts: HashMap<ScriptBuf, String> = HashMap::new();
     for descriptor in &descriptors {
         let script = if let Some(addr) = descriptor
             .strip_prefix("addr(")
@@ -668,26 +680,31 @@ fn scantxoutset(node: &NodeHandle, args: Args) -> RpcResult {
                 format!("unsupported descriptor {descriptor}: use addr(...) or raw(...)"),
             ));
         };
-        scripts.push((descriptor.clone(), script));
+        scripts.entry(script).or_insert_with(|| descriptor.clone());
     }
     node.with_chain(|chain| {
         let view = chain.store().read().map_err(store_error)?;
         let (tip, height) = chain.tip().map_err(chain_error)?;
         let mut unspents = Vec::new();
         let mut total = bitcoin::Amount::ZERO;
-        for (descriptor, script) in &scripts {
-            for (outpoint, coin) in view.coins_by_script(script).map_err(store_error)? {
-                total += coin.output.value;
-                unspents.push(json!({
-                    "txid": outpoint.txid.to_string(),
-                    "vout": outpoint.vout,
-                    "scriptPubKey": hex::encode(coin.output.script_pubkey.as_bytes()),
-                    "desc": descriptor,
-                    "amount": json::coins(coin.output.value),
-                    "coinbase": coin.is_coinbase,
-                    "height": coin.height,
-                }));
-            }
+        // One pass over the coin set, whatever the number of scripts.
+        let found = view
+            .coins_where(|coin| scripts.contains_key(&coin.output.script_pubkey))
+            .map_err(store_error)?;
+        for (outpoint, coin) in found {
+            let descriptor = &scripts[&coin.output.script_pubkey];
+            total = total
+                .checked_add(coin.output.value)
+                .ok_or_else(|| error(codes::MISC_ERROR, "total amount overflows"))?;
+            unspents.push(json!({
+                "txid": outpoint.txid.to_string(),
+                "vout": outpoint.vout,
+                "scriptPubKey": hex::encode(coin.output.script_pubkey.as_bytes()),
+                "desc": descriptor,
+                "amount": json::coins(coin.output.value),
+                "coinbase": coin.is_coinbase,
+                "height": coin.height,
+            }));
         }
         Ok(json!({
             "success": true,

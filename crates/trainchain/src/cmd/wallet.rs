@@ -40,39 +40,37 @@ pub enum Command {
     },
     /// Build and sign a payment from the key's coins; prints the raw transaction in hex.
     Pay {
-        #[arg(long)]
-        key: PathBuf,
-        /// Destination address.
-        #[arg(long)]
-        to: String,
-        /// Amount in coins, e.g. 1.5.
-        #[arg(long, value_parser = parse_coins)]
-        amount: Amount,
-        /// Fee rate in satoshis per virtual byte.
-        #[arg(long, default_value_t = 1)]
-        fee_rate: u64,
+        #[command(flatten)]
+        payment: PaymentArgs,
         #[command(flatten)]
         chain: ChainArgs,
     },
     /// Build, sign and broadcast a payment through a running node; prints the txid.
     Send {
-        #[arg(long)]
-        key: PathBuf,
-        /// Destination address.
-        #[arg(long)]
-        to: String,
-        /// Amount in coins, e.g. 1.5.
-        #[arg(long, value_parser = parse_coins)]
-        amount: Amount,
-        /// Fee rate in satoshis per virtual byte.
-        #[arg(long, default_value_t = 1)]
-        fee_rate: u64,
+        #[command(flatten)]
+        payment: PaymentArgs,
         #[command(flatten)]
         connection: Connection,
     },
 }
 
 /// Where the wallet reads the chain: a stopped node's data directory, or a node's RPC.
+/// What `pay` and `send` both need: whose coins, to whom, how much, at what fee rate.
+#[derive(clap::Args)]
+pub struct PaymentArgs {
+    #[arg(long)]
+    key: PathBuf,
+    /// Destination address.
+    #[arg(long)]
+    to: String,
+    /// Amount in coins, e.g. 1.5.
+    #[arg(long, value_parser = parse_coins)]
+    amount: Amount,
+    /// Fee rate in satoshis per virtual byte.
+    #[arg(long, default_value_t = 1)]
+    fee_rate: u64,
+}
+
 #[derive(clap::Args)]
 pub struct ChainArgs {
     /// A stopped node's data directory (holds chain.toml and chain.redb).
@@ -124,29 +122,20 @@ pub fn run(command: Command) -> Result<()> {
             println!("spendable: {}", balance.confirmed_spendable);
             println!("immature:  {}", balance.immature);
         }
-        Command::Pay {
-            key,
-            to,
-            amount,
-            fee_rate,
-            chain,
-        } => {
-            let (wallet, coins, tip) = wallet_view(&key, &chain)?;
-            let tx = build(&wallet, &coins, tip, &to, amount, fee_rate)?;
+        Command::Pay { payment, chain } => {
+            let (wallet, coins, tip) = wallet_view(&payment.key, &chain)?;
+            let tx = build(&wallet, &coins, tip, &payment)?;
             eprintln!("txid: {}", tx.compute_txid());
             println!("{}", bitcoin::consensus::encode::serialize_hex(&tx));
         }
         Command::Send {
-            key,
-            to,
-            amount,
-            fee_rate,
+            payment,
             connection,
         } => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let client = connection.client()?;
-            let (wallet, coins, tip) = runtime.block_on(rpc_view(&client, &key))?;
-            let tx = build(&wallet, &coins, tip, &to, amount, fee_rate)?;
+            let (wallet, coins, tip) = runtime.block_on(rpc_view(&client, &payment.key))?;
+            let tx = build(&wallet, &coins, tip, &payment)?;
             let hex = bitcoin::consensus::encode::serialize_hex(&tx);
             let txid = runtime.block_on(client.call("sendrawtransaction", vec![json!(hex)]))?;
             println!("{}", txid.as_str().unwrap_or_default());
@@ -159,17 +148,16 @@ fn build(
     wallet: &Wallet,
     coins: &[(OutPoint, Coin)],
     tip: ChainTip,
-    to: &str,
-    amount: Amount,
-    fee_rate: u64,
+    payment: &PaymentArgs,
 ) -> Result<bitcoin::Transaction> {
-    let to: Address = to
+    let to: Address = payment
+        .to
         .parse::<Address<_>>()
         .context("parsing destination address")?
         .require_network(wallet.network())
         .context("destination address is for another network")?;
-    let fee_rate = FeeRate::from_sat_per_vb(fee_rate).context("fee rate too large")?;
-    Ok(wallet.build_payment(coins, tip, &to, amount, fee_rate)?)
+    let fee_rate = FeeRate::from_sat_per_vb(payment.fee_rate).context("fee rate too large")?;
+    Ok(wallet.build_payment(coins, tip, &to, payment.amount, fee_rate)?)
 }
 
 type WalletView = (Wallet, Vec<(OutPoint, Coin)>, ChainTip);
