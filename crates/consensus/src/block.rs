@@ -67,14 +67,19 @@ pub enum BlockError {
 
 impl BlockError {
     /// False when the same block hash may still turn out valid, so a node must not remember it
-    /// as invalid: a mutated transaction list under an honest header (CVE-2012-2459), or a time
-    /// that is only too far ahead of this node's clock for now.
+    /// as invalid. That is every failure a relayer could have caused without the header's
+    /// authors: bytes the block hash does not cover (a transaction list or witness that does not
+    /// match the header's wtxid Merkle root, a mutated list (CVE-2012-2459), the size those bytes
+    /// add up to, the producer signature), and a time that is only too far ahead of this node's
+    /// clock for now. Every other rule is a property of bytes the block hash commits to, so
+    /// failing it once is failing it for good.
     pub fn is_permanent(&self) -> bool {
         !matches!(
             self,
             BlockError::MerkleMutated
                 | BlockError::MerkleRootMismatch
                 | BlockError::Oversize { .. }
+                | BlockError::BadProducerSignature
                 | BlockError::TimeTooNew { .. }
         )
     }

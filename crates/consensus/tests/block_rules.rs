@@ -441,3 +441,49 @@ fn op_return_outputs_never_enter_the_coin_set() {
     assert!(!created.contains(&OutPoint::new(txid, 0)));
     assert!(created.contains(&OutPoint::new(txid, 1)));
 }
+
+#[test]
+fn a_relayer_cannot_change_a_block_without_changing_its_hash_except_in_ways_never_remembered() {
+    let f = fixture();
+    let good = f.block2(vec![f.payment(Amount::ZERO)], Amount::ZERO);
+    assert_eq!(f.validate(&good), Ok(()));
+
+    // A witness malleated in transit: same txids, same block hash, same producer signature.
+    let malleated = testkit::malleate_witness(&good, 1);
+    assert_eq!(malleated.block_hash(), good.block_hash());
+    assert_eq!(malleated.txids(), good.txids());
+    assert_ne!(malleated, good);
+    // The header's root is over wtxids, so the copy no longer matches its header ...
+    let error = f.validate(&malleated).unwrap_err();
+    assert_eq!(error, BlockError::MerkleRootMismatch);
+    // ... which says nothing about the block the header names.
+    assert!(!error.is_permanent());
+
+    // The producer signature is outside the hash too.
+    let resigned = testkit::replace_producer_signature(&f.chain.secp, &good, &key(7));
+    assert_eq!(resigned.block_hash(), good.block_hash());
+    let error = f.validate(&resigned).unwrap_err();
+    assert_eq!(error, BlockError::BadProducerSignature);
+    assert!(!error.is_permanent());
+}
+
+#[test]
+fn the_header_root_commits_to_wtxids_and_equals_the_txid_root_without_witnesses() {
+    let f = fixture();
+    let empty = f.block2(vec![], Amount::ZERO);
+    let txid_root = primitives::merkle::merkle_root(&empty.txids()).root;
+    assert_eq!(empty.header.merkle_root, txid_root);
+
+    let with_spend = f.block2(vec![f.payment(Amount::ZERO)], Amount::ZERO);
+    let txid_root = primitives::merkle::merkle_root(&with_spend.txids()).root;
+    assert_ne!(with_spend.header.merkle_root, txid_root);
+    let wtxids: Vec<bitcoin::Txid> = with_spend
+        .txdata
+        .iter()
+        .map(|tx| bitcoin::Txid::from_raw_hash(tx.compute_wtxid().to_raw_hash()))
+        .collect();
+    assert_eq!(
+        with_spend.header.merkle_root,
+        primitives::merkle::merkle_root(&wtxids).root
+    );
+}

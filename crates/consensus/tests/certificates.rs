@@ -55,6 +55,12 @@ fn two_different_certificates_for_one_slot_are_equivocation() {
     assert_eq!((evidence.height, evidence.attempt), (5, 0));
     assert!(is_equivocation(&a, &a.clone(), &chain.params).is_none());
     assert!(is_equivocation(&a, &next_attempt, &chain.params).is_none());
+    // The next cycle's reissue for the same height and attempt, after every winner of this one
+    // stayed silent, is what an honest coordinator does.
+    let mut next_cycle = chain.certificate_body(5, parent, 0, key(2).public_key(&chain.secp));
+    next_cycle.cycle += 1;
+    let next_cycle = chain.sign_certificate(next_cycle);
+    assert!(is_equivocation(&a, &next_cycle, &chain.params).is_none());
 
     // A pair in which one is not validly signed proves nothing about the coordinator.
     let mut unsigned_b = b.clone();

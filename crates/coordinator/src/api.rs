@@ -21,6 +21,8 @@ pub const SUBMISSION_TAG: &str = "trainchain/coordinator/submission";
 pub const RECEIPT_TAG: &str = "trainchain/coordinator/receipt";
 /// Tag of the coordinator's cycle announcement signature.
 pub const ANNOUNCEMENT_TAG: &str = "trainchain/coordinator/announcement";
+/// Tag of a miner's signature over its answer to its challenge.
+pub const ANSWER_TAG: &str = "trainchain/coordinator/answer";
 /// Tag of the per-cycle shard seed derived from the commitment.
 pub const SHARD_SEED_TAG: &str = "trainchain/coordinator/shard-seed";
 
@@ -28,6 +30,12 @@ pub const SHARD_SEED_TAG: &str = "trainchain/coordinator/shard-seed";
 pub const MINER_HEADER: &str = "x-trainchain-miner";
 /// HTTP header carrying the miner's submission signature (hex, 64 bytes compact).
 pub const SIGNATURE_HEADER: &str = "x-trainchain-signature";
+/// HTTP header carrying the hash of the task the miner ran (hex, 32 bytes).
+pub const TASK_HASH_HEADER: &str = "x-trainchain-task-hash";
+/// HTTP header carrying the miner's transcript root (hex, 32 bytes).
+pub const TRANSCRIPT_ROOT_HEADER: &str = "x-trainchain-transcript-root";
+/// HTTP header carrying the steps the miner's run took (decimal).
+pub const STEPS_HEADER: &str = "x-trainchain-steps";
 
 /// A 64-byte compact ECDSA signature, hex on the wire.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -179,13 +187,27 @@ impl RegisterRequest {
     }
 }
 
-/// `H_submission(cycle u64 LE || miner 33 || SHA-256(update bytes) 32)`: what a miner signs
-/// when it uploads an update.
-pub fn submission_signing_hash(cycle: u64, miner: &PublicKey, update_hash: &Hash256) -> Hash256 {
+/// `H_answer(cycle u64 LE || miner 33 || SHA-256(answer bytes) 32)`: what a miner signs when it
+/// uploads its answer to its challenge.
+pub fn answer_signing_hash(cycle: u64, miner: &PublicKey, answer_hash: &Hash256) -> Hash256 {
     tagged_hash(
-        SUBMISSION_TAG,
-        &[&cycle.to_le_bytes(), &miner.serialize(), &update_hash.0],
+        ANSWER_TAG,
+        &[&cycle.to_le_bytes(), &miner.serialize(), &answer_hash.0],
     )
+}
+
+/// The lottery weight of a submission: `consensus::score::score` of what was measured, or 0
+/// unless its replay check passed. The coordinator and the auditor both use this.
+pub fn verified_score(
+    verification: &proof::Verdict,
+    params_trained: u64,
+    loss_reduction: i64,
+) -> u64 {
+    if verification.passed() {
+        consensus::score::score(params_trained, loss_reduction)
+    } else {
+        0
+    }
 }
 
 /// The coordinator's signed acknowledgement that it stored a submission.
@@ -195,14 +217,17 @@ pub struct Receipt {
     pub miner: PublicKey,
     /// SHA-256 of the uploaded safetensors bytes.
     pub update_hash: Hash256,
+    /// The transcript root and step count the miner signed with the update.
+    pub transcript_root: Hash256,
+    pub steps: u64,
     pub received_at_ms: u64,
     pub coordinator: PublicKey,
     pub signature: CompactSignature,
 }
 
 impl Receipt {
-    /// `H_receipt(cycle u64 LE || miner 33 || update_hash 32 || received_at_ms u64 LE ||
-    /// coordinator 33)`.
+    /// `H_receipt(cycle u64 LE || miner 33 || update_hash 32 || transcript_root 32 || steps u64
+    /// LE || received_at_ms u64 LE || coordinator 33)`.
     pub fn signing_hash(&self) -> Hash256 {
         tagged_hash(
             RECEIPT_TAG,
@@ -210,6 +235,8 @@ impl Receipt {
                 &self.cycle.to_le_bytes(),
                 &self.miner.serialize(),
                 &self.update_hash.0,
+                &self.transcript_root.0,
+                &self.steps.to_le_bytes(),
                 &self.received_at_ms.to_le_bytes(),
                 &self.coordinator.serialize(),
             ],
@@ -237,6 +264,8 @@ pub struct Announcement {
     pub opened_at_ms: u64,
     pub registration_deadline_ms: u64,
     pub submission_deadline_ms: u64,
+    /// Last moment a miner's answer to its challenge is accepted.
+    pub challenge_deadline_ms: u64,
     /// How long a drawn winner has to get its block to the coordinator's node.
     pub block_window_ms: u64,
     /// `consensus::lottery::commitment(secret)`.
@@ -247,8 +276,8 @@ pub struct Announcement {
 impl Announcement {
     /// `H_announcement(cycle u64 LE || chain_id u32 LE || parent 32 (internal byte order) ||
     /// height u32 LE || model_hash 32 || opened_at_ms u64 LE || registration_deadline_ms u64 LE
-    /// || submission_deadline_ms u64 LE || block_window_ms u64 LE || commitment 32 ||
-    /// coordinator 33)`.
+    /// || submission_deadline_ms u64 LE || challenge_deadline_ms u64 LE || block_window_ms u64 LE
+    /// || commitment 32 || coordinator 33)`.
     pub fn signing_hash(&self) -> Hash256 {
         tagged_hash(
             ANNOUNCEMENT_TAG,
@@ -261,6 +290,7 @@ impl Announcement {
                 &self.opened_at_ms.to_le_bytes(),
                 &self.registration_deadline_ms.to_le_bytes(),
                 &self.submission_deadline_ms.to_le_bytes(),
+                &self.challenge_deadline_ms.to_le_bytes(),
                 &self.block_window_ms.to_le_bytes(),
                 &self.commitment.0,
                 &self.coordinator.serialize(),
@@ -303,6 +333,7 @@ impl SignedAnnouncement {
 pub enum PhaseName {
     Registration,
     Training,
+    Challenge,
     Evaluation,
     BlockWindow,
     Closed,
@@ -357,8 +388,27 @@ pub struct TaskInfo {
     pub class_count: usize,
     pub submission_deadline_ms: u64,
     pub hints: TrainHints,
+    /// Everything a replay of the run needs; the miner must train exactly this (the hints'
+    /// rate, momentum and batch are the task's).
+    pub replay: proof::ReplayTask,
     /// Largest update accepted for this segment, in bytes.
     pub update_bytes_max: usize,
+}
+
+/// `GET /v1/cycles/{cycle}/challenge/{miner}`: the intervals a miner must open, from the
+/// secret revealed at the submission deadline and the digest of every commitment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeInfo {
+    pub cycle: u64,
+    pub miner: PublicKey,
+    /// Opens the announcement's commitment (`consensus::lottery::commitment`).
+    pub revealed_secret: Hash256,
+    pub commitments_digest: Hash256,
+    /// q: random intervals besides the last one.
+    pub challenges: u32,
+    /// `proof::challenged_intervals(proof::challenge_seed(secret, digest, miner), ...)`.
+    pub intervals: Vec<u64>,
+    pub challenge_deadline_ms: u64,
 }
 
 /// `GET /v1/cycles/{cycle}/certificates/{miner}`.
@@ -378,11 +428,16 @@ pub struct ScoredSubmission {
     pub payout_address: String,
     pub segment: String,
     pub update_hash: Hash256,
+    /// What the miner signed with its update.
+    pub commitment: proof::Commitment,
     pub received_at_ms: u64,
     pub params_trained: u64,
     /// Held-out loss reduction in 10^-6 nat (`primitives::certificate::LOSS_UNITS_PER_NAT`).
     pub loss_reduction: i64,
+    /// [`verified_score`]: zero unless the replay check passed.
     pub score: u64,
+    /// The replay check of the miner's challenged intervals.
+    pub verification: proof::Verdict,
 }
 
 impl ScoredSubmission {
@@ -433,6 +488,8 @@ pub struct CycleRecord {
     /// Receipted submissions not yet revealed (count only, before the deadline).
     pub submitted: u64,
     pub revealed_secret: Option<Hash256>,
+    /// `proof::commitments_digest` of every receipted commitment, from the submission deadline.
+    pub commitments_digest: Option<Hash256>,
     /// Held-out loss of the cycle's global model, in 10^-6 nat.
     pub global_loss_units: Option<i64>,
     /// Every receipted submission with its measured numbers, sorted by miner key.

@@ -1,9 +1,9 @@
 //! A typed async client of the coordinator's HTTP API (used by miners, the devnet and audit).
 
 use crate::api::{
-    submission_signing_hash, ApiError, CompactSignature, CycleRecord, CycleStatus, Health,
-    MinerCertificates, Receipt, RegisterRequest, RegisterResponse, TaskInfo, MINER_HEADER,
-    SIGNATURE_HEADER,
+    answer_signing_hash, ApiError, ChallengeInfo, CompactSignature, CycleRecord, CycleStatus,
+    Health, MinerCertificates, Receipt, RegisterRequest, RegisterResponse, TaskInfo, MINER_HEADER,
+    SIGNATURE_HEADER, STEPS_HEADER, TASK_HASH_HEADER, TRANSCRIPT_ROOT_HEADER,
 };
 use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey, Signing};
 use learning::ModelCard;
@@ -148,18 +148,25 @@ impl CoordinatorClient {
         self.get_bytes(&format!("/v1/cycles/{cycle}/weights")).await
     }
 
-    /// Signs and uploads an update; the answer is the coordinator's signed receipt.
+    /// Signs and uploads an update with its commitment (task hash, transcript root, steps;
+    /// `update_hash` is computed here from `update`); the answer is the signed receipt.
     pub async fn submit<C: Signing>(
         &self,
         secp: &Secp256k1<C>,
         key: &SecretKey,
         cycle: u64,
+        commitment: proof::Commitment,
         update: Vec<u8>,
     ) -> Result<Receipt, ClientError> {
         let miner = key.public_key(secp);
-        let digest = submission_signing_hash(cycle, &miner, &sha256(&update));
+        let commitment = proof::Commitment {
+            update_hash: sha256(&update),
+            ..commitment
+        };
+        let digest = commitment.signing_hash(cycle, &miner);
         let signature = CompactSignature::sign(secp, key, &digest);
-        self.submit_signed(cycle, &miner, &signature, update).await
+        self.submit_signed(cycle, &miner, &signature, &commitment, update)
+            .await
     }
 
     /// Uploads an update with a signature made elsewhere.
@@ -168,6 +175,7 @@ impl CoordinatorClient {
         cycle: u64,
         miner: &PublicKey,
         signature: &CompactSignature,
+        commitment: &proof::Commitment,
         update: Vec<u8>,
     ) -> Result<Receipt, ClientError> {
         let request = self
@@ -175,9 +183,66 @@ impl CoordinatorClient {
             .post(self.url(&format!("/v1/cycles/{cycle}/submit")))
             .header(MINER_HEADER, miner.to_string())
             .header(SIGNATURE_HEADER, signature.to_string())
+            .header(TASK_HASH_HEADER, commitment.task_hash.to_string())
+            .header(
+                TRANSCRIPT_ROOT_HEADER,
+                commitment.transcript_root.to_string(),
+            )
+            .header(STEPS_HEADER, commitment.steps.to_string())
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(update);
         decode(&self.send(request).await?)
+    }
+
+    /// The intervals the miner must open (from the submission deadline on).
+    pub async fn challenge(
+        &self,
+        cycle: u64,
+        miner: &PublicKey,
+    ) -> Result<ChallengeInfo, ClientError> {
+        self.get_json(&format!("/v1/cycles/{cycle}/challenge/{miner}"))
+            .await
+    }
+
+    /// Signs and uploads the answer to a challenge (`proof::ChallengeResponse::encode`).
+    pub async fn answer<C: Signing>(
+        &self,
+        secp: &Secp256k1<C>,
+        key: &SecretKey,
+        cycle: u64,
+        answer: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let miner = key.public_key(secp);
+        let digest = answer_signing_hash(cycle, &miner, &sha256(&answer));
+        let signature = CompactSignature::sign(secp, key, &digest);
+        let request = self
+            .http
+            .post(self.url(&format!("/v1/cycles/{cycle}/answer")))
+            .header(MINER_HEADER, miner.to_string())
+            .header(SIGNATURE_HEADER, signature.to_string())
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(answer);
+        self.send(request).await.map(|_| ())
+    }
+
+    /// The shard fraud evidence against `miner` in `cycle` was found on (safetensors).
+    pub async fn evidence_shard(
+        &self,
+        cycle: u64,
+        miner: &PublicKey,
+    ) -> Result<Vec<u8>, ClientError> {
+        self.get_bytes(&format!("/v1/cycles/{cycle}/evidence/{miner}/shard"))
+            .await
+    }
+
+    /// Fraud evidence against `miner` in `cycle` (404 if its check did not fail).
+    pub async fn evidence(
+        &self,
+        cycle: u64,
+        miner: &PublicKey,
+    ) -> Result<proof::FraudEvidence, ClientError> {
+        self.get_json(&format!("/v1/cycles/{cycle}/evidence/{miner}"))
+            .await
     }
 
     pub async fn certificates(

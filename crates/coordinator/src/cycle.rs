@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! open ──> Registration ──(registration deadline: segments + shards assigned)──> Training
-//!   Training ──(submission deadline: secret revealed)──> Evaluation ──(Evaluated)──>
+//!   Training ──(submission deadline: secret revealed, challenges fixed)──> Challenge
+//!   Challenge ──(challenge deadline, or every submitter answered)──> Evaluation
+//!   Evaluation ──(Evaluated: replay verdicts + measurements)──>
 //!   lottery + certificates ──> BlockWindow{attempt 0} ──(our block at the height)──> Closed
 //!   BlockWindow{k} ──(window over, draws left)──> BlockWindow{k+1}   (new certificate)
 //!   BlockWindow{k} ──(window over, no draw left)──> Closed(WinnersSilent)
@@ -24,13 +26,15 @@
 //!   dropped (the caller persists the state before answering with the receipt).
 
 use crate::api::{
-    Announcement, CertificateHex, CompactSignature, CycleOutcome, CycleRecord, Hardware, PhaseName,
-    Receipt, RegisterRequest, RegisterResponse, ScoredSubmission, SignedAnnouncement,
+    Announcement, CertificateHex, ChallengeInfo, CompactSignature, CycleOutcome, CycleRecord,
+    Hardware, PhaseName, Receipt, RegisterRequest, RegisterResponse, ScoredSubmission,
+    SignedAnnouncement,
 };
 use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
 use bitcoin::{Address, BlockHash, Network};
 use consensus::lottery::{self, Contribution, Entry};
 use primitives::{tagged_hash, Certificate, CertificateKind, Hash256, UnsignedCertificate};
+use proof::{Commitment, Verdict};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -62,21 +66,52 @@ pub struct CycleTiming {
     pub registration_ms: u64,
     /// From the registration deadline to the submission deadline.
     pub training_ms: u64,
+    /// From the submission deadline to the challenge deadline: miners open the intervals
+    /// their challenge picked.
+    #[serde(default = "default_challenge_ms")]
+    pub challenge_ms: u64,
     /// How long each drawn winner has to get its block to the coordinator's node.
     pub block_window_ms: u64,
 }
 
+fn default_challenge_ms() -> u64 {
+    CHALLENGE_MS_MIN
+}
+
+/// Shortest challenge window: one poll, a few openings of a small segment and one upload, on
+/// a loaded machine.
+pub const CHALLENGE_MS_MIN: u64 = 1_500;
+
 impl CycleTiming {
     /// A cycle of `cycle_secs` (registration + training): one fifth registration, the rest
-    /// training, and a block window of half a cycle (at least 2 s: a block needs a template,
-    /// a signature and one gossip hop).
+    /// training; a challenge window of a tenth (at least [`CHALLENGE_MS_MIN`]); and a block
+    /// window of half a cycle (at least 2 s: a block needs a template, a signature and one
+    /// gossip hop).
     pub fn from_cycle_secs(cycle_secs: u64) -> Self {
         let total_ms = cycle_secs.max(1).saturating_mul(1000);
         let registration_ms = total_ms / 5;
         CycleTiming {
             registration_ms,
             training_ms: total_ms - registration_ms,
+            challenge_ms: (total_ms / 10).max(CHALLENGE_MS_MIN),
             block_window_ms: (total_ms / 2).max(2_000),
+        }
+    }
+}
+
+/// How training is verified: the checkpoint interval k of every task's transcript, and q,
+/// the random intervals replayed per submission besides the last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProofParams {
+    pub checkpoint_interval: u64,
+    pub challenges: u32,
+}
+
+impl Default for ProofParams {
+    fn default() -> Self {
+        ProofParams {
+            checkpoint_interval: proof::CHECKPOINT_INTERVAL_DEFAULT,
+            challenges: proof::CHALLENGES_DEFAULT,
         }
     }
 }
@@ -99,6 +134,7 @@ pub struct CycleEnv {
     pub registrations_max: usize,
     /// The model's segments in model order.
     pub segments: Vec<SegmentSize>,
+    pub proof: ProofParams,
 }
 
 impl CycleEnv {
@@ -126,16 +162,25 @@ pub struct Registration {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Submission {
     pub update_hash: Hash256,
+    /// The task, transcript root and steps the miner signed with the update.
+    pub commitment: Commitment,
+    /// The miner's signature over the commitment (kept for fraud evidence).
+    pub signature: CompactSignature,
     pub received_at_ms: u64,
     pub receipt: Receipt,
+    /// When the miner's answer to its challenge arrived (the caller stored its bytes).
+    #[serde(default)]
+    pub answered_at_ms: Option<u64>,
 }
 
-/// What the coordinator measured for one submission (never what the miner claimed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What the coordinator measured for one submission (never what the miner claimed), and the
+/// verdict of replaying its challenged intervals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Measurement {
     pub miner: PublicKey,
     pub params_trained: u64,
     pub loss_reduction: i64,
+    pub verification: Verdict,
 }
 
 /// Result of evaluating every submission of the cycle (what the caller feeds back).
@@ -164,6 +209,7 @@ pub struct LotteryRecord {
 pub enum Phase {
     Registration,
     Training,
+    Challenge,
     Evaluation,
     BlockWindow { attempt: u32, deadline_ms: u64 },
     Closed { outcome: CycleOutcome },
@@ -174,6 +220,7 @@ impl Phase {
         match self {
             Phase::Registration => PhaseName::Registration,
             Phase::Training => PhaseName::Training,
+            Phase::Challenge => PhaseName::Challenge,
             Phase::Evaluation => PhaseName::Evaluation,
             Phase::BlockWindow { .. } => PhaseName::BlockWindow,
             Phase::Closed { .. } => PhaseName::Closed,
@@ -201,11 +248,20 @@ pub enum Event {
     /// Time passed; nothing else happened.
     Tick,
     Register(RegisterRequest),
-    /// An update whose bytes the caller decoded and checked (shape, finiteness, size).
+    /// An update whose bytes the caller decoded and checked (shape, finiteness, size), with
+    /// the miner's signed commitment (whose `update_hash` the caller computed from the bytes).
     Submit {
         cycle: u64,
         miner: PublicKey,
-        update_hash: Hash256,
+        commitment: Commitment,
+        signature: CompactSignature,
+    },
+    /// A miner's answer to its challenge, whose bytes (hashing to `answer_hash`) the caller
+    /// decoded and holds.
+    Answer {
+        cycle: u64,
+        miner: PublicKey,
+        answer_hash: Hash256,
         signature: CompactSignature,
     },
     Evaluated(EvaluationInput),
@@ -244,6 +300,14 @@ pub enum Refusal {
     AlreadySubmitted,
     #[error("update is byte-identical to another miner's submission")]
     DuplicateUpdate,
+    #[error("miner submitted nothing in this cycle, so it has no challenge")]
+    NotSubmitted,
+    #[error("challenges open at the submission deadline ({opens_ms} ms)")]
+    ChallengeNotOpen { opens_ms: u64 },
+    #[error("challenge deadline was {deadline_ms} ms, received at {now_ms} ms")]
+    AnswerLate { deadline_ms: u64, now_ms: u64 },
+    #[error("miner already answered its challenge")]
+    AlreadyAnswered,
 }
 
 /// What the caller must do (or answer) after a call.
@@ -251,6 +315,10 @@ pub enum Refusal {
 pub enum Action {
     Registered(RegisterResponse),
     Receipted(Receipt),
+    /// The answer was accepted; the caller keeps its bytes for evaluation.
+    AnswerAccepted {
+        miner: PublicKey,
+    },
     Refused(Refusal),
     /// Evaluate every receipted submission against the cycle's global model and feed back
     /// [`Event::Evaluated`]. Repeated on every tick until it is fed back (idempotent).
@@ -284,6 +352,9 @@ impl CycleState {
             opened_at_ms: now_ms,
             registration_deadline_ms,
             submission_deadline_ms: registration_deadline_ms.saturating_add(env.timing.training_ms),
+            challenge_deadline_ms: registration_deadline_ms
+                .saturating_add(env.timing.training_ms)
+                .saturating_add(env.timing.challenge_ms),
             block_window_ms: env.timing.block_window_ms,
             commitment: lottery::commitment(&secret),
             coordinator: env.coordinator(),
@@ -332,6 +403,35 @@ impl CycleState {
         }
     }
 
+    /// Digest of every receipted commitment: fixed at the submission deadline, it feeds each
+    /// miner's challenge seed.
+    pub fn commitments_digest(&self) -> Hash256 {
+        let entries: Vec<(PublicKey, Commitment)> = self
+            .submissions
+            .iter()
+            .map(|(miner, s)| (*miner, s.commitment))
+            .collect();
+        proof::commitments_digest(&entries)
+    }
+
+    /// `miner`'s challenge, once the submission deadline has passed (never before).
+    pub fn challenge(&self, env: &CycleEnv, miner: &PublicKey) -> Option<ChallengeInfo> {
+        let secret = self.revealed_secret()?;
+        let submission = self.submissions.get(miner)?;
+        let digest = self.commitments_digest();
+        let seed = proof::challenge_seed(&secret, &digest, miner);
+        let leaves = proof::leaf_count(submission.commitment.steps, env.proof.checkpoint_interval);
+        Some(ChallengeInfo {
+            cycle: self.cycle(),
+            miner: *miner,
+            revealed_secret: secret,
+            commitments_digest: digest,
+            challenges: env.proof.challenges,
+            intervals: proof::challenged_intervals(&seed, leaves - 1, env.proof.challenges),
+            challenge_deadline_ms: self.announcement().challenge_deadline_ms,
+        })
+    }
+
     /// The public record. Before the deadline it shows counts only, never submissions.
     pub fn record(&self) -> CycleRecord {
         let lottery = self.lottery.as_ref();
@@ -341,6 +441,7 @@ impl CycleState {
             registered: self.registrations.len() as u64,
             submitted: self.submissions.len() as u64,
             revealed_secret: self.revealed_secret(),
+            commitments_digest: self.revealed_secret().map(|_| self.commitments_digest()),
             global_loss_units: lottery.map(|l| l.global_loss_units),
             submissions: lottery.map(|l| l.scored.clone()).unwrap_or_default(),
             contributions_root: lottery.map(|l| l.contributions_root),
@@ -379,19 +480,30 @@ pub fn tick(
         Event::Submit {
             cycle,
             miner,
-            update_hash,
+            commitment,
             signature,
         } => actions.push(
-            match submit(
+            match submit(&mut state, env, now_ms, cycle, miner, commitment, signature) {
+                Ok(receipt) => Action::Receipted(receipt),
+                Err(refusal) => Action::Refused(refusal),
+            },
+        ),
+        Event::Answer {
+            cycle,
+            miner,
+            answer_hash,
+            signature,
+        } => actions.push(
+            match answer(
                 &mut state,
                 env,
                 now_ms,
                 cycle,
                 miner,
-                update_hash,
+                answer_hash,
                 signature,
             ) {
-                Ok(receipt) => Action::Receipted(receipt),
+                Ok(()) => Action::AnswerAccepted { miner },
                 Err(refusal) => Action::Refused(refusal),
             },
         ),
@@ -426,6 +538,15 @@ fn advance(
                 state.phase = Phase::Training;
             }
             Phase::Training if now_ms >= a.submission_deadline_ms => {
+                state.phase = Phase::Challenge;
+            }
+            Phase::Challenge
+                if now_ms >= a.challenge_deadline_ms
+                    || state
+                        .submissions
+                        .values()
+                        .all(|s| s.answered_at_ms.is_some()) =>
+            {
                 state.phase = Phase::Evaluation;
             }
             Phase::Evaluation => {
@@ -579,15 +700,15 @@ pub fn choose_segment(
     fitting[pick as usize].name.clone()
 }
 
-fn submit(
-    state: &mut CycleState,
+/// The announcement, if `cycle` is this one and `signature` is `miner`'s over `digest`.
+fn signed_for_this_cycle(
+    state: &CycleState,
     env: &CycleEnv,
-    now_ms: u64,
     cycle: u64,
-    miner: PublicKey,
-    update_hash: Hash256,
-    signature: CompactSignature,
-) -> Result<Receipt, Refusal> {
+    miner: &PublicKey,
+    digest: &Hash256,
+    signature: &CompactSignature,
+) -> Result<Announcement, Refusal> {
     let a = state.announcement().clone();
     if cycle != a.cycle {
         return Err(Refusal::WrongCycle {
@@ -595,10 +716,24 @@ fn submit(
             found: cycle,
         });
     }
-    let digest = crate::api::submission_signing_hash(cycle, &miner, &update_hash);
-    if !signature.verify(&env.secp, &miner, &digest) {
+    if !signature.verify(&env.secp, miner, digest) {
         return Err(Refusal::BadSignature);
     }
+    Ok(a)
+}
+
+fn submit(
+    state: &mut CycleState,
+    env: &CycleEnv,
+    now_ms: u64,
+    cycle: u64,
+    miner: PublicKey,
+    commitment: Commitment,
+    signature: CompactSignature,
+) -> Result<Receipt, Refusal> {
+    let digest = commitment.signing_hash(cycle, &miner);
+    let a = signed_for_this_cycle(state, env, cycle, &miner, &digest, &signature)?;
+    let update_hash = commitment.update_hash;
     if !state.registrations.contains_key(&miner) {
         return Err(Refusal::NotRegistered);
     }
@@ -630,6 +765,8 @@ fn submit(
         cycle,
         miner,
         update_hash,
+        transcript_root: commitment.transcript_root,
+        steps: commitment.steps,
         received_at_ms: now_ms,
         coordinator: env.coordinator(),
         signature: CompactSignature([0; 64]),
@@ -639,11 +776,49 @@ fn submit(
         miner,
         Submission {
             update_hash,
+            commitment,
+            signature,
             received_at_ms: now_ms,
             receipt: receipt.clone(),
+            answered_at_ms: None,
         },
     );
     Ok(receipt)
+}
+
+fn answer(
+    state: &mut CycleState,
+    env: &CycleEnv,
+    now_ms: u64,
+    cycle: u64,
+    miner: PublicKey,
+    answer_hash: Hash256,
+    signature: CompactSignature,
+) -> Result<(), Refusal> {
+    let digest = crate::api::answer_signing_hash(cycle, &miner, &answer_hash);
+    let a = signed_for_this_cycle(state, env, cycle, &miner, &digest, &signature)?;
+    match state.phase {
+        Phase::Registration | Phase::Training => {
+            return Err(Refusal::ChallengeNotOpen {
+                opens_ms: a.submission_deadline_ms,
+            })
+        }
+        Phase::Challenge => {}
+        _ => {
+            return Err(Refusal::AnswerLate {
+                deadline_ms: a.challenge_deadline_ms,
+                now_ms,
+            })
+        }
+    }
+    let Some(submission) = state.submissions.get_mut(&miner) else {
+        return Err(Refusal::NotSubmitted);
+    };
+    if submission.answered_at_ms.is_some() {
+        return Err(Refusal::AlreadyAnswered);
+    }
+    submission.answered_at_ms = Some(now_ms);
+    Ok(())
 }
 
 /// Scores, root, seed, draw order and certificates from the measurements.
@@ -667,6 +842,9 @@ fn run_lottery(
             let (params_trained, loss_reduction) = measured
                 .map(|m| (m.params_trained, m.loss_reduction))
                 .unwrap_or((0, 0));
+            let verification = measured
+                .map(|m| m.verification.clone())
+                .unwrap_or(Verdict::Unanswered);
             let registration = &state.registrations[miner];
             ScoredSubmission {
                 miner: *miner,
@@ -677,10 +855,12 @@ fn run_lottery(
                     .map(|a| a.segment.clone())
                     .unwrap_or_default(),
                 update_hash: submission.update_hash,
+                commitment: submission.commitment,
                 received_at_ms: submission.received_at_ms,
                 params_trained,
                 loss_reduction,
-                score: consensus::score::score(params_trained, loss_reduction),
+                score: crate::api::verified_score(&verification, params_trained, loss_reduction),
+                verification,
             }
         })
         .collect();
@@ -870,6 +1050,9 @@ mod tests {
             timing: CycleTiming {
                 registration_ms: 1_000,
                 training_ms: 4_000,
+                // No challenge window: evaluation follows the submission deadline at once
+                // (the challenge phase has tests of its own with a window).
+                challenge_ms: 0,
                 block_window_ms: 2_000,
             },
             registrations_max: 8,
@@ -883,6 +1066,10 @@ mod tests {
                     params: 330,
                 },
             ],
+            proof: ProofParams {
+                checkpoint_interval: 4,
+                challenges: 2,
+            },
         }
     }
 
@@ -905,16 +1092,45 @@ mod tests {
         ))
     }
 
+    fn commitment(update: &[u8]) -> Commitment {
+        Commitment {
+            task_hash: Hash256([3; 32]),
+            update_hash: primitives::sha256(update),
+            transcript_root: primitives::sha256(&[update, b"root"].concat()),
+            steps: 40,
+        }
+    }
+
     fn submission(env: &CycleEnv, n: u8, cycle: u64, update: &[u8]) -> Event {
         let k = key(n);
         let miner = k.public_key(&env.secp);
-        let update_hash = primitives::sha256(update);
-        let digest = crate::api::submission_signing_hash(cycle, &miner, &update_hash);
+        let commitment = commitment(update);
+        let digest = commitment.signing_hash(cycle, &miner);
         Event::Submit {
             cycle,
             miner,
-            update_hash,
+            commitment,
             signature: CompactSignature::sign(&env.secp, &k, &digest),
+        }
+    }
+
+    fn answer(env: &CycleEnv, n: u8, cycle: u64, bytes: &[u8]) -> Event {
+        let k = key(n);
+        let miner = k.public_key(&env.secp);
+        let answer_hash = primitives::sha256(bytes);
+        let digest = crate::api::answer_signing_hash(cycle, &miner, &answer_hash);
+        Event::Answer {
+            cycle,
+            miner,
+            answer_hash,
+            signature: CompactSignature::sign(&env.secp, &k, &digest),
+        }
+    }
+
+    fn verified() -> Verdict {
+        Verdict::Verified {
+            intervals: vec![9],
+            replayed_steps: 4,
         }
     }
 
@@ -923,6 +1139,7 @@ mod tests {
             miner: key(n).public_key(&env.secp),
             params_trained,
             loss_reduction,
+            verification: verified(),
         }
     }
 
@@ -1438,5 +1655,157 @@ mod tests {
             "layer1",
             "smallest"
         );
+    }
+
+    fn challenge_env() -> CycleEnv {
+        let mut env = env();
+        env.timing.challenge_ms = 1_000;
+        env
+    }
+
+    #[test]
+    fn challenges_open_at_the_deadline_and_answers_are_taken_once_until_the_challenge_deadline() {
+        let env = challenge_env();
+        let mut d = Driver {
+            env: &env,
+            state: open(&env),
+            restart: true,
+            actions: Vec::new(),
+        };
+        for n in 1..=3 {
+            d.at(T0 + 10, registration(&env, n, 0));
+        }
+        d.at(T0 + 1_500, submission(&env, 1, 0, b"a"));
+        d.at(T0 + 1_500, submission(&env, 2, 0, b"b"));
+        let miner1 = key(1).public_key(&env.secp);
+        // Nobody can know a challenge while training.
+        assert_eq!(d.state.challenge(&env, &miner1), None);
+        assert_eq!(
+            refused(&d.at(T0 + 2_000, answer(&env, 1, 0, b"early"))),
+            Some(Refusal::ChallengeNotOpen {
+                opens_ms: T0 + 5_000
+            })
+        );
+        d.at(T0 + 5_000, Event::Tick);
+        assert_eq!(d.state.phase, Phase::Challenge);
+        let challenge = d.state.challenge(&env, &miner1).unwrap();
+        // Derived from the revealed secret and every commitment: anyone can recompute it.
+        assert_eq!(
+            lottery::commitment(&challenge.revealed_secret.0),
+            d.state.announcement().commitment
+        );
+        let seed = proof::challenge_seed(
+            &challenge.revealed_secret,
+            &d.state.commitments_digest(),
+            &miner1,
+        );
+        assert_eq!(
+            challenge.intervals,
+            proof::challenged_intervals(&seed, 10, 2)
+        );
+        assert_eq!(*challenge.intervals.last().unwrap(), 9);
+        assert_ne!(
+            d.state
+                .challenge(&env, &key(2).public_key(&env.secp))
+                .unwrap()
+                .intervals,
+            Vec::<u64>::new()
+        );
+        assert_eq!(d.state.challenge(&env, &key(3).public_key(&env.secp)), None);
+
+        assert_eq!(
+            refused(&d.at(T0 + 5_100, answer(&env, 3, 0, b"never submitted"))),
+            Some(Refusal::NotSubmitted)
+        );
+        let mut forged = answer(&env, 1, 0, b"forged");
+        if let Event::Answer { signature, .. } = &mut forged {
+            *signature = CompactSignature([1; 64]);
+        }
+        assert_eq!(
+            refused(&d.at(T0 + 5_100, forged)),
+            Some(Refusal::BadSignature)
+        );
+        assert!(matches!(
+            d.at(T0 + 5_200, answer(&env, 1, 0, b"opening"))[..],
+            [Action::AnswerAccepted { .. }]
+        ));
+        assert_eq!(
+            refused(&d.at(T0 + 5_300, answer(&env, 1, 0, b"again"))),
+            Some(Refusal::AlreadyAnswered)
+        );
+        assert_eq!(d.state.phase, Phase::Challenge, "miner 2 has not answered");
+        // Miner 2 stays silent: evaluation starts at the challenge deadline.
+        let actions = d.at(T0 + 6_000, Event::Tick);
+        assert_eq!(d.state.phase, Phase::Evaluation);
+        assert!(actions.iter().any(|a| matches!(a, Action::Evaluate { .. })));
+        assert_eq!(
+            refused(&d.at(T0 + 6_001, answer(&env, 2, 0, b"late"))),
+            Some(Refusal::AnswerLate {
+                deadline_ms: T0 + 6_000,
+                now_ms: T0 + 6_001
+            })
+        );
+        assert_eq!(
+            d.state.record().commitments_digest,
+            Some(d.state.commitments_digest())
+        );
+    }
+
+    #[test]
+    fn evaluation_starts_as_soon_as_every_submitter_answered() {
+        let env = challenge_env();
+        let mut d = Driver {
+            env: &env,
+            state: open(&env),
+            restart: false,
+            actions: Vec::new(),
+        };
+        d.at(T0 + 10, registration(&env, 1, 0));
+        d.at(T0 + 1_500, submission(&env, 1, 0, b"a"));
+        d.at(T0 + 5_000, Event::Tick);
+        d.at(T0 + 5_050, answer(&env, 1, 0, b"opening"));
+        assert_eq!(d.state.phase, Phase::Evaluation);
+    }
+
+    #[test]
+    fn a_failed_or_unanswered_check_scores_zero_whatever_the_loss_reduction() {
+        let env = env();
+        let mut d = Driver {
+            env: &env,
+            state: open(&env),
+            restart: false,
+            actions: Vec::new(),
+        };
+        for n in 1..=3 {
+            d.at(T0 + 10, registration(&env, n, 0));
+        }
+        for (n, update) in [(1, &b"honest"[..]), (2, b"cheat"), (3, b"silent")] {
+            d.at(T0 + 1_500, submission(&env, n, 0, update));
+        }
+        d.at(T0 + 5_000, Event::Tick);
+        let mut cheat = measured(&env, 2, 2_000, 900_000);
+        cheat.verification = Verdict::Failed {
+            failure: proof::Failure::UpdateNotFinalState,
+        };
+        let mut silent = measured(&env, 3, 2_000, 900_000);
+        silent.verification = Verdict::Unanswered;
+        d.at(
+            T0 + 5_000,
+            Event::Evaluated(EvaluationInput {
+                global_loss_units: 2_000_000,
+                measurements: vec![measured(&env, 1, 100, 10), cheat, silent],
+                next_model_hash: Hash256([6; 32]),
+            }),
+        );
+        let lottery = d.state.lottery.clone().unwrap();
+        let scores: Vec<(u64, &str)> = lottery
+            .scored
+            .iter()
+            .map(|s| (s.score, s.verification.name()))
+            .collect();
+        assert!(scores.contains(&(consensus::score::score(100, 10), "verified")));
+        assert!(scores.contains(&(0, "failed")));
+        assert!(scores.contains(&(0, "unanswered")));
+        assert_eq!(lottery.draw_order, vec![key(1).public_key(&env.secp)]);
     }
 }

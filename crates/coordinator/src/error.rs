@@ -21,8 +21,31 @@ pub enum ServiceError {
     RateLimited,
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// A request body (other than an update) is over its route's limit.
+    #[error("request body is over the {limit_bytes}-byte limit of this route")]
+    BodyTooLarge { limit_bytes: usize },
+    /// The client did not send the whole body in time.
+    #[error("request body not received within {secs} s")]
+    BodyTimeout { secs: u64 },
+    /// This miner already has an upload in flight.
+    #[error("an upload from this miner is already in progress")]
+    UploadInProgress,
+    /// Every upload slot or the whole upload buffer is taken; retry shortly.
+    #[error("too many uploads in flight; retry shortly")]
+    Busy,
     #[error("no certificate for this miner in this cycle")]
     NoCertificate,
+    /// The commitment names another task than the one issued to the miner.
+    #[error("the commitment is for task {found}, the miner's task is {expected}")]
+    WrongTask {
+        expected: primitives::Hash256,
+        found: primitives::Hash256,
+    },
+    /// An answer to a challenge that does not decode.
+    #[error("bad answer: {0}")]
+    BadAnswer(#[from] proof::ResponseDecodeError),
+    #[error("no fraud evidence for this miner in this cycle")]
+    NoEvidence,
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("learning: {0}")]
@@ -57,6 +80,10 @@ impl ServiceError {
                 Refusal::Late { .. } => "late",
                 Refusal::AlreadySubmitted => "already_submitted",
                 Refusal::DuplicateUpdate => "duplicate_update",
+                Refusal::NotSubmitted => "not_submitted",
+                Refusal::ChallengeNotOpen { .. } => "challenge_not_open",
+                Refusal::AnswerLate { .. } => "answer_late",
+                Refusal::AlreadyAnswered => "already_answered",
             },
             ServiceError::BadUpdate(u) => match u {
                 UpdateError::Oversize { .. } => "update_oversize",
@@ -71,7 +98,17 @@ impl ServiceError {
             ServiceError::NotOpen => "not_open",
             ServiceError::RateLimited => "rate_limited",
             ServiceError::BadRequest(_) => "bad_request",
+            ServiceError::BodyTooLarge { .. } => "body_too_large",
+            ServiceError::BodyTimeout { .. } => "body_timeout",
+            ServiceError::UploadInProgress => "upload_in_progress",
+            ServiceError::Busy => "busy",
             ServiceError::NoCertificate => "no_certificate",
+            ServiceError::WrongTask { .. } => "wrong_task",
+            ServiceError::BadAnswer(proof::ResponseDecodeError::Oversize { .. }) => {
+                "answer_oversize"
+            }
+            ServiceError::BadAnswer(_) => "answer_malformed",
+            ServiceError::NoEvidence => "no_evidence",
             ServiceError::Store(_)
             | ServiceError::Learning(_)
             | ServiceError::Chain(_)
@@ -94,10 +131,19 @@ impl ServiceError {
             },
             ServiceError::BadUpdate(UpdateError::Oversize { .. }) => 413,
             ServiceError::BadUpdate(_) => 422,
-            ServiceError::UnknownCycle(_) | ServiceError::NoCertificate => 404,
+            ServiceError::UnknownCycle(_)
+            | ServiceError::NoCertificate
+            | ServiceError::NoEvidence => 404,
+            ServiceError::WrongTask { .. } => 409,
+            ServiceError::BadAnswer(proof::ResponseDecodeError::Oversize { .. }) => 413,
+            ServiceError::BadAnswer(_) => 422,
             ServiceError::NotOpen => 503,
             ServiceError::RateLimited => 429,
             ServiceError::BadRequest(_) => 400,
+            ServiceError::BodyTooLarge { .. } => 413,
+            ServiceError::BodyTimeout { .. } => 408,
+            ServiceError::UploadInProgress => 409,
+            ServiceError::Busy => 503,
             _ => 500,
         }
     }

@@ -17,11 +17,12 @@ pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod verification;
 pub mod work;
 
 pub use chain::{ChainSource, MemoryChain, RpcAuth, RpcChain};
 pub use client::CoordinatorClient;
 pub use cycle::CycleTiming;
 pub use error::ServiceError;
-pub use service::{ChainView, Coordinator};
+pub use service::{ChainView, Coordinator, SubmissionClaim};
 pub use work::WorkSetup;

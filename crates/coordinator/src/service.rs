@@ -6,14 +6,17 @@ use crate::api::{
     CertificateHex, CycleRecord, CycleStatus, Health, MinerCertificates, Receipt, RegisterRequest,
     RegisterResponse, TaskInfo,
 };
-use crate::cycle::{tick, Action, CycleEnv, CycleState, CycleTiming, Event, Phase, Refusal};
+use crate::cycle::{
+    tick, Action, CycleEnv, CycleState, CycleTiming, Event, Phase, ProofParams, Refusal,
+};
 use crate::error::ServiceError;
-use crate::limits::{RateLimiter, REGISTRATIONS_PER_SECOND, REGISTRATION_BURST};
+use crate::limits::CYCLE_RECORDS_PAGE_BYTES_MAX;
 use crate::metrics::Metrics;
 use crate::store::{ModelInfo, Store};
 use crate::work::{check_update, WorkSetup, Workload};
 use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 use bitcoin::BlockHash;
+use bytes::Bytes;
 use learning::{
     model_from_safetensors, model_hash, model_to_safetensors, write_export, ExpectedSegment, Model,
     ModelCard,
@@ -23,6 +26,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
+
+/// What a miner claims with an upload besides the bytes (its signed commitment's other fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubmissionClaim {
+    pub task_hash: Hash256,
+    pub transcript_root: Hash256,
+    pub steps: u64,
+}
 
 /// File name of the coordinator's store inside its data directory.
 pub const STORE_FILE: &str = "coordinator.redb";
@@ -40,28 +51,36 @@ pub struct ChainView {
     pub at_target: Option<(BlockHash, Certificate)>,
 }
 
-/// The serialised shards of one cycle: (cycle, shard bytes by index).
-type CachedShards = (u64, Arc<Vec<Vec<u8>>>);
+/// The serialised shards of one cycle: (cycle, shard bytes by index). Built once per cycle;
+/// every download is a reference-counted view of the same bytes.
+type CachedShards = (u64, Arc<Vec<Bytes>>);
 
 /// A global model loaded for serving and scoring.
-struct LoadedModel {
-    model: Model,
-    bytes: Arc<Vec<u8>>,
+pub(crate) struct LoadedModel {
+    pub(crate) model: Model,
+    bytes: Bytes,
+}
+
+/// The newest global model as served by `/v1/model` and `/v1/model/card`: rebuilt when the
+/// coordinator opens and after each merge, never per request.
+struct LatestModel {
+    bytes: Bytes,
+    card: ModelCard,
 }
 
 pub struct Coordinator {
-    env: CycleEnv,
-    work: Workload,
-    store: Store,
+    pub(crate) env: CycleEnv,
+    pub(crate) work: Workload,
+    pub(crate) store: Store,
     data_dir: PathBuf,
-    state: Mutex<Option<CycleState>>,
+    pub(crate) state: Mutex<Option<CycleState>>,
     models: Mutex<BTreeMap<u64, Arc<LoadedModel>>>,
     shards: Mutex<Option<CachedShards>>,
-    limiter: Mutex<RateLimiter>,
+    latest: Mutex<Option<Arc<LatestModel>>>,
     pub metrics: Metrics,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding a lock would be a bug; the data (plain state) is still usable.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -107,6 +126,7 @@ impl Coordinator {
             timing,
             registrations_max: work.registrations_max(),
             segments: Workload::segments(&initial),
+            proof: ProofParams::default(),
             secp,
             key,
         };
@@ -119,10 +139,7 @@ impl Coordinator {
             state: Mutex::new(state),
             models: Mutex::new(BTreeMap::new()),
             shards: Mutex::new(None),
-            limiter: Mutex::new(RateLimiter::new(
-                REGISTRATIONS_PER_SECOND,
-                REGISTRATION_BURST,
-            )),
+            latest: Mutex::new(None),
             metrics: Metrics::default(),
         };
         coordinator.export_latest()?;
@@ -254,6 +271,9 @@ impl Coordinator {
     ) -> Result<Vec<Action>, ServiceError> {
         let state = self.state().ok_or(ServiceError::NotOpen)?;
         let global = self.model(cycle)?;
+        let replay_started = std::time::Instant::now();
+        let mut verdicts = self.verify_submissions(&state, &global.model)?;
+        let replay_secs = replay_started.elapsed().as_secs_f64();
         let mut updates = Vec::new();
         for miner in state.submissions.keys() {
             let segment = state.registrations[miner]
@@ -262,8 +282,15 @@ impl Coordinator {
                 .map(|a| a.segment.clone())
                 .unwrap_or_default();
             let bytes = self.store.update(cycle, miner)?.unwrap_or_default();
-            updates.push((*miner, segment, bytes));
+            let verdict = verdicts.remove(miner).unwrap_or(proof::Verdict::Unanswered);
+            updates.push((*miner, segment, bytes, verdict));
         }
+        info!(
+            cycle,
+            submissions = updates.len(),
+            replay_secs,
+            "submissions replay-checked"
+        );
         let started = std::time::Instant::now();
         let evaluation = self.work.evaluate_cycle(&global.model, &updates)?;
         self.metrics
@@ -334,16 +361,38 @@ impl Coordinator {
         }
     }
 
-    /// Registers a miner for the live cycle.
+    /// The cheap checks of a registration, before any rate limit or signature: a cycle is
+    /// open, it is `cycle`, and its registration has not closed at `now_ms`. Reads memory only.
+    pub fn registration_open(&self, now_ms: u64, cycle: u64) -> Result<(), ServiceError> {
+        let guard = lock(&self.state);
+        let state = guard.as_ref().ok_or(ServiceError::NotOpen)?;
+        let a = state.announcement();
+        if a.cycle != cycle {
+            return Err(Refusal::WrongCycle {
+                current: a.cycle,
+                found: cycle,
+            }
+            .into());
+        }
+        if state.phase != Phase::Registration || now_ms >= a.registration_deadline_ms {
+            return Err(Refusal::RegistrationClosed {
+                cycle,
+                deadline_ms: a.registration_deadline_ms,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Registers a miner for the live cycle. The machine checks, in order: cycle, phase,
+    /// signature, payout address, hardware, then a free slot. Rate limits are the server's
+    /// (per peer address, after [`Coordinator::registration_open`]).
     pub fn register(
         &self,
         now_ms: u64,
         entropy: [u8; 32],
         request: RegisterRequest,
     ) -> Result<RegisterResponse, ServiceError> {
-        if !lock(&self.limiter).try_take(now_ms) {
-            return Err(ServiceError::RateLimited);
-        }
         let miner = request.miner;
         let mut guard = lock(&self.state);
         let state = guard.clone().ok_or(ServiceError::NotOpen)?;
@@ -375,8 +424,48 @@ impl Coordinator {
         Err(ServiceError::NotOpen)
     }
 
+    /// The checks of an upload that need no body byte: the cycle is live and `cycle`, `miner`
+    /// is registered in it, training is on (not before the registration deadline, not after the
+    /// submission deadline) and `miner` has not submitted yet. Returns the most bytes its
+    /// update may have (its segment's `ExpectedSegment::limit_bytes`), which the server caps the
+    /// body at. The signature is checked after the body arrives, by [`Coordinator::submit`].
+    pub fn upload_limit(
+        &self,
+        now_ms: u64,
+        cycle: u64,
+        miner: &PublicKey,
+    ) -> Result<usize, ServiceError> {
+        let state = self.live(now_ms, cycle)?;
+        let a = state.announcement();
+        let registration = state
+            .registrations
+            .get(miner)
+            .ok_or(Refusal::NotRegistered)?;
+        let not_started = Refusal::TrainingNotStarted {
+            registration_deadline_ms: a.registration_deadline_ms,
+        };
+        match state.phase {
+            Phase::Registration => return Err(not_started.into()),
+            Phase::Training if now_ms < a.submission_deadline_ms => {}
+            _ => {
+                return Err(Refusal::Late {
+                    deadline_ms: a.submission_deadline_ms,
+                    now_ms,
+                }
+                .into())
+            }
+        }
+        if state.submissions.contains_key(miner) {
+            return Err(Refusal::AlreadySubmitted.into());
+        }
+        let assignment = registration.assignment.as_ref().ok_or(not_started)?;
+        let global = self.model(cycle)?;
+        Ok(ExpectedSegment::of(&global.model, &assignment.segment)?.limit_bytes())
+    }
+
     /// Checks, stores and receipts an uploaded update. The receipt is returned only after
     /// the update and the state that lists it are committed.
+    #[allow(clippy::too_many_arguments)]
     pub fn submit(
         &self,
         now_ms: u64,
@@ -384,9 +473,10 @@ impl Coordinator {
         cycle: u64,
         miner: PublicKey,
         signature: crate::api::CompactSignature,
+        claim: SubmissionClaim,
         bytes: &[u8],
     ) -> Result<Receipt, ServiceError> {
-        let result = self.try_submit(now_ms, entropy, cycle, miner, signature, bytes);
+        let result = self.try_submit(now_ms, entropy, cycle, miner, signature, claim, bytes);
         match &result {
             Ok(_) => self.metrics.add_submission_accepted(),
             Err(e) => {
@@ -397,6 +487,7 @@ impl Coordinator {
         result
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn try_submit(
         &self,
         now_ms: u64,
@@ -404,11 +495,17 @@ impl Coordinator {
         cycle: u64,
         miner: PublicKey,
         signature: crate::api::CompactSignature,
+        claim: SubmissionClaim,
         bytes: &[u8],
     ) -> Result<Receipt, ServiceError> {
-        let update_hash = sha256(bytes);
+        let commitment = proof::Commitment {
+            task_hash: claim.task_hash,
+            update_hash: sha256(bytes),
+            transcript_root: claim.transcript_root,
+            steps: claim.steps,
+        };
         // Cheap checks before decoding: signature, cycle, registration and assignment.
-        let digest = crate::api::submission_signing_hash(cycle, &miner, &update_hash);
+        let digest = commitment.signing_hash(cycle, &miner);
         if !signature.verify(&self.env.secp, &miner, &digest) {
             return Err(Refusal::BadSignature.into());
         }
@@ -429,6 +526,13 @@ impl Coordinator {
         if let Some(assignment) = &registration.assignment {
             let global = self.model(cycle)?;
             check_update(&global.model, &assignment.segment, bytes)?;
+            let expected = self.replay_task(&state, &miner)?.hash();
+            if commitment.task_hash != expected {
+                return Err(ServiceError::WrongTask {
+                    expected,
+                    found: commitment.task_hash,
+                });
+            }
         }
         let mut guard = lock(&self.state);
         let current = guard.clone().ok_or(ServiceError::NotOpen)?;
@@ -440,7 +544,7 @@ impl Coordinator {
             Event::Submit {
                 cycle,
                 miner,
-                update_hash,
+                commitment,
                 signature,
             },
         );
@@ -478,7 +582,7 @@ impl Coordinator {
     }
 
     /// The global model a cycle trains (cached).
-    fn model(&self, cycle: u64) -> Result<Arc<LoadedModel>, ServiceError> {
+    pub(crate) fn model(&self, cycle: u64) -> Result<Arc<LoadedModel>, ServiceError> {
         if let Some(m) = lock(&self.models).get(&cycle) {
             return Ok(m.clone());
         }
@@ -489,7 +593,7 @@ impl Coordinator {
         let model = model_from_safetensors(self.work.setup.model.clone(), &bytes)?;
         let loaded = Arc::new(LoadedModel {
             model,
-            bytes: Arc::new(bytes),
+            bytes: Bytes::from(bytes),
         });
         let mut models = lock(&self.models);
         models.insert(cycle, loaded.clone());
@@ -501,13 +605,18 @@ impl Coordinator {
         Ok(loaded)
     }
 
-    /// Global weights of `cycle` as safetensors.
-    pub fn weights(&self, cycle: u64) -> Result<Arc<Vec<u8>>, ServiceError> {
-        match self.model(cycle) {
-            Ok(m) => Ok(m.bytes.clone()),
-            Err(ServiceError::MissingModel(c)) => Err(ServiceError::UnknownCycle(c)),
-            Err(e) => Err(e),
+    /// Global weights of `cycle` as safetensors. The live cycle's come from the model cache
+    /// (shared bytes, no copy); an older or newer cycle's are read from the store as they are,
+    /// neither decoded nor cached, so asking for old cycles cannot evict the live model.
+    pub fn weights(&self, cycle: u64) -> Result<Bytes, ServiceError> {
+        let live = lock(&self.state).as_ref().map(CycleState::cycle);
+        if live == Some(cycle) {
+            return Ok(self.model(cycle)?.bytes.clone());
         }
+        self.store
+            .model(cycle)?
+            .map(Bytes::from)
+            .ok_or(ServiceError::UnknownCycle(cycle))
     }
 
     /// A registered miner's task for the live cycle (after registration closed).
@@ -558,16 +667,12 @@ impl Coordinator {
             class_count: self.work.class_count,
             submission_deadline_ms: a.submission_deadline_ms,
             hints: self.work.setup.hints,
+            replay: self.replay_task(&state, miner)?,
         })
     }
 
     /// A registered miner's shard of the live cycle, as safetensors.
-    pub fn shard(
-        &self,
-        now_ms: u64,
-        cycle: u64,
-        miner: &PublicKey,
-    ) -> Result<Vec<u8>, ServiceError> {
+    pub fn shard(&self, now_ms: u64, cycle: u64, miner: &PublicKey) -> Result<Bytes, ServiceError> {
         let state = self.live(now_ms, cycle)?;
         let registration = state
             .registrations
@@ -585,7 +690,7 @@ impl Coordinator {
 
     /// The live state of `cycle`, advanced to `now_ms` (so a task is available as soon as the
     /// registration deadline passed, even between driver ticks).
-    fn live(&self, now_ms: u64, cycle: u64) -> Result<CycleState, ServiceError> {
+    pub(crate) fn live(&self, now_ms: u64, cycle: u64) -> Result<CycleState, ServiceError> {
         let mut guard = lock(&self.state);
         let state = guard.clone().ok_or(ServiceError::NotOpen)?;
         if state.cycle() != cycle {
@@ -606,7 +711,7 @@ impl Coordinator {
         Ok(state)
     }
 
-    fn shards(&self, state: &CycleState) -> Result<Arc<Vec<Vec<u8>>>, ServiceError> {
+    pub(crate) fn shards(&self, state: &CycleState) -> Result<Arc<Vec<Bytes>>, ServiceError> {
         let mut cache = lock(&self.shards);
         if let Some((cycle, shards)) = cache.as_ref() {
             if *cycle == state.cycle() {
@@ -618,14 +723,14 @@ impl Coordinator {
             .work
             .shards(state.announcement().shard_seed(), count)?
             .iter()
-            .map(|s| s.to_safetensors())
+            .map(|s| s.to_safetensors().map(Bytes::from))
             .collect::<Result<Vec<_>, _>>()?;
         let shards = Arc::new(shards);
         *cache = Some((state.cycle(), shards.clone()));
         Ok(shards)
     }
 
-    fn cycle_state(&self, cycle: u64) -> Result<CycleState, ServiceError> {
+    pub(crate) fn cycle_state(&self, cycle: u64) -> Result<CycleState, ServiceError> {
         if let Some(state) = self.state().filter(|s| s.cycle() == cycle) {
             return Ok(state);
         }
@@ -646,7 +751,7 @@ impl Coordinator {
         let live = lock(&self.state);
         let mut out: Vec<CycleRecord> = self
             .store
-            .closed_cycles(from, limit as usize)?
+            .closed_cycles(from, limit as usize, CYCLE_RECORDS_PAGE_BYTES_MAX)?
             .iter()
             .map(CycleState::record)
             .collect();
@@ -708,15 +813,29 @@ impl Coordinator {
         })
     }
 
-    /// The newest global model as safetensors, with its card.
-    pub fn latest_model(&self) -> Result<(Vec<u8>, ModelCard), ServiceError> {
+    /// The newest global model as safetensors, with its card (cached; see [`LatestModel`]).
+    pub fn latest_model(&self) -> Result<(Bytes, ModelCard), ServiceError> {
+        if let Some(latest) = lock(&self.latest).clone() {
+            return Ok((latest.bytes.clone(), latest.card.clone()));
+        }
+        let latest = self.load_latest()?.1;
+        Ok((latest.bytes.clone(), latest.card.clone()))
+    }
+
+    /// Reads and decodes the newest model from the store and caches it for serving.
+    fn load_latest(&self) -> Result<(Model, Arc<LatestModel>), ServiceError> {
         let (cycle, bytes) = self
             .store
             .latest_model()?
             .ok_or(ServiceError::MissingModel(0))?;
         let model = model_from_safetensors(self.work.setup.model.clone(), &bytes)?;
         let card = self.card(cycle, &model)?;
-        Ok((bytes, card))
+        let latest = Arc::new(LatestModel {
+            bytes: Bytes::from(bytes),
+            card,
+        });
+        *lock(&self.latest) = Some(latest.clone());
+        Ok((model, latest))
     }
 
     fn card(&self, cycle: u64, model: &Model) -> Result<ModelCard, ServiceError> {
@@ -742,16 +861,17 @@ impl Coordinator {
         ))
     }
 
-    /// Writes the newest model to `<data_dir>/model/global.{safetensors,json}`.
+    /// Refreshes the served newest model and writes it to
+    /// `<data_dir>/model/global.{safetensors,json}` (at start and after each merge).
     fn export_latest(&self) -> Result<(), ServiceError> {
-        let (bytes, card) = self.latest_model()?;
-        let model = model_from_safetensors(self.work.setup.model.clone(), &bytes)?;
+        let (model, latest) = self.load_latest()?;
+        let card = &latest.card;
         let dir = self.data_dir.join(EXPORT_DIR);
         std::fs::create_dir_all(&dir).map_err(|source| ServiceError::Io {
             path: dir.clone(),
             source,
         })?;
-        write_export(&dir, EXPORT_STEM, &model, &card)?;
+        write_export(&dir, EXPORT_STEM, &model, card)?;
         Ok(())
     }
 }

@@ -16,6 +16,13 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const CYCLES: TableDefinition<u64, &[u8]> = TableDefinition::new("cycles");
 /// Receipted updates: cycle (u64 BE) || miner key (33) -> safetensors bytes.
 const UPDATES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("updates");
+/// Answers to challenges: cycle (u64 BE) || miner key (33) -> `proof::ChallengeResponse` bytes.
+const ANSWERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("answers");
+/// Fraud evidence: cycle (u64 BE) || miner key (33) -> JSON `proof::FraudEvidence`.
+const EVIDENCE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("evidence");
+/// The shard (safetensors, as served) of each piece of fraud evidence, same key: with the
+/// cycle's start model it is all a third party needs to recheck the evidence.
+const EVIDENCE_SHARDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("evidence_shards");
 /// Global models: cycle in which the model is trained -> safetensors bytes.
 const MODELS: TableDefinition<u64, &[u8]> = TableDefinition::new("models");
 /// Per-model facts: cycle -> JSON [`ModelInfo`].
@@ -85,6 +92,9 @@ impl Store {
         txn.open_table(META)?;
         txn.open_table(CYCLES)?;
         txn.open_table(UPDATES)?;
+        txn.open_table(ANSWERS)?;
+        txn.open_table(EVIDENCE)?;
+        txn.open_table(EVIDENCE_SHARDS)?;
         txn.open_table(MODELS)?;
         txn.open_table(MODEL_INFO)?;
         txn.commit()?;
@@ -136,13 +146,85 @@ impl Store {
         miner: &PublicKey,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
+        self.put_with_state(UPDATES, state, miner, bytes)
+    }
+
+    /// `bytes` under (cycle, miner) in `table` and the live state, in one transaction.
+    fn put_with_state(
+        &self,
+        table: TableDefinition<&[u8], &[u8]>,
+        state: &CycleState,
+        miner: &PublicKey,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
-        txn.open_table(UPDATES)?
+        txn.open_table(table)?
             .insert(update_key(state.cycle(), miner).as_slice(), bytes)?;
         txn.open_table(META)?
             .insert(META_CURRENT, to_json(state).as_slice())?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// Saves the live state together with a miner's accepted answer, atomically.
+    pub fn put_answer(
+        &self,
+        state: &CycleState,
+        miner: &PublicKey,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        self.put_with_state(ANSWERS, state, miner, bytes)
+    }
+
+    pub fn answer(&self, cycle: u64, miner: &PublicKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ANSWERS)?;
+        Ok(table
+            .get(update_key(cycle, miner).as_slice())?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// Keeps fraud evidence with the shard it was found on, atomically.
+    pub fn put_evidence(
+        &self,
+        cycle: u64,
+        miner: &PublicKey,
+        evidence: &proof::FraudEvidence,
+        shard: &[u8],
+    ) -> Result<(), StoreError> {
+        let key = update_key(cycle, miner);
+        let txn = self.db.begin_write()?;
+        txn.open_table(EVIDENCE)?
+            .insert(key.as_slice(), to_json(evidence).as_slice())?;
+        txn.open_table(EVIDENCE_SHARDS)?
+            .insert(key.as_slice(), shard)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn evidence_shard(
+        &self,
+        cycle: u64,
+        miner: &PublicKey,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EVIDENCE_SHARDS)?;
+        Ok(table
+            .get(update_key(cycle, miner).as_slice())?
+            .map(|v| v.value().to_vec()))
+    }
+
+    pub fn evidence(
+        &self,
+        cycle: u64,
+        miner: &PublicKey,
+    ) -> Result<Option<proof::FraudEvidence>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EVIDENCE)?;
+        table
+            .get(update_key(cycle, miner).as_slice())?
+            .map(|v| from_json("evidence", v.value()))
+            .transpose()
     }
 
     /// Archives a closed cycle and makes `next` the live one, atomically.
@@ -178,12 +260,24 @@ impl Store {
     }
 
     /// Archived cycles `from..`, at most `limit`, in order.
-    pub fn closed_cycles(&self, from: u64, limit: usize) -> Result<Vec<CycleState>, StoreError> {
+    /// Closed cycles `from..`: at most `limit` of them, and no more than `bytes_max` of stored
+    /// JSON together (but always the first one found), so a page's memory is bounded.
+    pub fn closed_cycles(
+        &self,
+        from: u64,
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<Vec<CycleState>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(CYCLES)?;
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for entry in table.range(from..)?.take(limit) {
             let (_, v) = entry?;
+            bytes = bytes.saturating_add(v.value().len());
+            if bytes > bytes_max && !out.is_empty() {
+                break;
+            }
             out.push(from_json("cycle record", v.value())?);
         }
         Ok(out)

@@ -11,6 +11,7 @@ use learning::{
     Samples, SegmentUpdate, Split, SplitFractions, UpdateError,
 };
 use primitives::Hash256;
+use proof::Verdict;
 use serde::{Deserialize, Serialize};
 
 /// Most registrations accepted per cycle. Each submission costs one forward pass over the
@@ -134,17 +135,18 @@ impl Workload {
     }
 
     /// Evaluates every submission of a cycle against `global` and merges the ones that
-    /// scored above zero. `updates` are (miner, segment, bytes) of receipted submissions.
+    /// passed their replay check and scored above zero. `updates` are (miner, segment, bytes,
+    /// replay verdict) of receipted submissions.
     pub fn evaluate_cycle(
         &self,
         global: &Model,
-        updates: &[(PublicKey, String, Vec<u8>)],
+        updates: &[(PublicKey, String, Vec<u8>, Verdict)],
     ) -> Result<CycleEvaluation, LearningError> {
         let global_loss = f64::from(evaluate(global, &self.split.held_out)?.loss);
         let mut measurements = Vec::with_capacity(updates.len());
         let mut accepted = Vec::new();
         let mut best_single: Option<(f32, SegmentUpdate)> = None;
-        for (miner, segment, bytes) in updates {
+        for (miner, segment, bytes, verification) in updates {
             // Bytes were checked at upload; a failure here means the stored copy is damaged,
             // which scores as no work rather than stopping the cycle.
             let Ok(update) = check_update(global, segment, bytes) else {
@@ -152,15 +154,23 @@ impl Workload {
                     miner: *miner,
                     params_trained: 0,
                     loss_reduction: 0,
+                    verification: verification.clone(),
                 });
                 continue;
             };
             let measured = measure(global, global_loss, &update, &self.split.held_out)?;
-            let score = consensus::score::score(measured.params_trained, measured.loss_reduction);
+            // An update whose training did not replay has no say in the merge and no weight in
+            // the lottery, however much it lowers the held-out loss.
+            let score = crate::api::verified_score(
+                verification,
+                measured.params_trained,
+                measured.loss_reduction,
+            );
             measurements.push(Measurement {
                 miner: *miner,
                 params_trained: measured.params_trained,
                 loss_reduction: measured.loss_reduction,
+                verification: verification.clone(),
             });
             if score > 0 {
                 let candidate_loss = (global_loss - measured.loss_reduction as f64 / 1e6) as f32;

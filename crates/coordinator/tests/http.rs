@@ -70,13 +70,31 @@ async fn miner(client: CoordinatorClient, chain: Arc<MemoryChain>, key: SecretKe
         .await;
         let weights = client.weights(cycle).await.unwrap();
         let shard = client.shard(cycle, &me).await.unwrap();
-        let update =
-            tokio::task::spawn_blocking(move || honest_update(&task, &weights, &shard, 40))
-                .await
-                .unwrap();
-        let receipt = client.submit(&secp, &key, cycle, update).await.unwrap();
+        let work = tokio::task::spawn_blocking(move || honest_work(&task, &weights, &shard, 40))
+            .await
+            .unwrap();
+        let receipt = client
+            .submit(&secp, &key, cycle, work.commitment, work.update)
+            .await
+            .unwrap();
         assert!(receipt.verify(&secp));
+        assert_eq!(receipt.transcript_root, work.commitment.transcript_root);
         receipts += 1;
+        // After the deadline: open the challenged intervals.
+        let challenge = poll("the challenge", || async {
+            match client.challenge(cycle, &me).await {
+                Ok(c) => Some(c),
+                Err(ClientError::Api { status: 409, .. }) => None,
+                Err(e) => panic!("challenge: {e}"),
+            }
+        })
+        .await;
+        assert_eq!(*challenge.intervals.last().unwrap(), {
+            let leaves = proof::leaf_count(work.commitment.steps, 16);
+            leaves - 2
+        });
+        let answer = work.record.respond(&challenge.intervals).encode();
+        client.answer(&secp, &key, cycle, answer).await.unwrap();
         let certs = poll("the certificates", || async {
             client.certificates(cycle, &me).await.ok()
         })
@@ -98,6 +116,7 @@ async fn three_cycles_over_http_with_two_training_miners() {
     let timing = CycleTiming {
         registration_ms: 1_000,
         training_ms: 1_500,
+        challenge_ms: 1_500,
         block_window_ms: 3_000,
     };
     let coordinator = Arc::new(
@@ -200,6 +219,10 @@ async fn three_cycles_over_http_with_two_training_miners() {
             );
         }
         assert!(record.submissions.iter().any(|s| s.score > 0));
+        // Honest miners are never accused: every transcript replayed.
+        for s in &record.submissions {
+            assert!(s.verification.passed(), "{}: {:?}", s.miner, s.verification);
+        }
         parent = hash;
     }
     // The global model improved and is downloadable with its card.
@@ -216,7 +239,7 @@ async fn three_cycles_over_http_with_two_training_miners() {
     );
     let metrics = client.metrics().await.unwrap();
     assert!(metrics.contains("trainchain_coordinator_cycles_produced_total"));
-    // Errors are JSON with a code; oversized bodies are refused by the router.
+    // Errors are JSON with a code; oversized bodies are refused (413) before they are read.
     let raw = reqwest::Client::new();
     let r = raw
         .post(format!("{}/v1/register", url.trim()))
@@ -225,7 +248,9 @@ async fn three_cycles_over_http_with_two_training_miners() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(r.status().as_u16(), 413);
+    let body: coordinator::api::ApiError = r.json().await.unwrap();
+    assert_eq!(body.error, "body_too_large");
     let r = raw
         .get(format!("{}/v1/cycles/999/record", url.trim()))
         .send()

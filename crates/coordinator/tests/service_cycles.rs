@@ -8,7 +8,7 @@ use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use bitcoin::BlockHash;
 use common::*;
-use coordinator::api::{submission_signing_hash, CompactSignature, CycleOutcome, PhaseName};
+use coordinator::api::{CompactSignature, CycleOutcome, PhaseName};
 use coordinator::cycle::Refusal;
 use coordinator::{ChainView, Coordinator, CycleTiming, ServiceError, WorkSetup};
 use learning::UpdateError;
@@ -22,6 +22,7 @@ fn timing() -> CycleTiming {
     CycleTiming {
         registration_ms: 1_000,
         training_ms: 4_000,
+        challenge_ms: 1_000,
         block_window_ms: 2_000,
     }
 }
@@ -43,15 +44,21 @@ fn submit(
     key: &SecretKey,
     cycle: u64,
     bytes: &[u8],
+    commitment: proof::Commitment,
 ) -> Result<coordinator::api::Receipt, ServiceError> {
     let secp = Secp256k1::new();
     let miner = key.public_key(&secp);
-    let sig = CompactSignature::sign(
-        &secp,
-        key,
-        &submission_signing_hash(cycle, &miner, &sha256(bytes)),
-    );
-    c.submit(now, [1; 32], cycle, miner, sig, bytes)
+    let commitment = proof::Commitment {
+        update_hash: sha256(bytes),
+        ..commitment
+    };
+    let sig = CompactSignature::sign(&secp, key, &commitment.signing_hash(cycle, &miner));
+    let claim = coordinator::SubmissionClaim {
+        task_hash: commitment.task_hash,
+        transcript_root: commitment.transcript_root,
+        steps: commitment.steps,
+    };
+    c.submit(now, [1; 32], cycle, miner, sig, claim, bytes)
 }
 
 #[test]
@@ -104,26 +111,39 @@ fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
     let shard = open(dir.path(), &chain)
         .shard(now, 0, &honest.public_key(&secp))
         .unwrap();
-    let honest_bytes = honest_update(&t, &weights, &shard, 60);
+    let honest_run = honest_work(&t, &weights, &shard, 60);
+    let honest_bytes = honest_run.update.clone();
     let receipt = submit(
         &open(dir.path(), &chain),
         now + 100,
         &honest,
         0,
         &honest_bytes,
+        honest_run.commitment,
     )
     .unwrap();
     assert!(receipt.verify(&secp));
     assert_eq!(receipt.update_hash, sha256(&honest_bytes));
-    let lazy_bytes = unchanged_update(&task(&lazy), &weights);
-    submit(&open(dir.path(), &chain), now + 200, &lazy, 0, &lazy_bytes).unwrap();
-    let noise_bytes = noise_update(&task(&noisy), &weights, 9);
+    let lazy_task = task(&lazy);
+    let lazy_bytes = unchanged_update(&lazy_task, &weights);
+    submit(
+        &open(dir.path(), &chain),
+        now + 200,
+        &lazy,
+        0,
+        &lazy_bytes,
+        bare_commitment(&lazy_task),
+    )
+    .unwrap();
+    let noisy_task = task(&noisy);
+    let noise_bytes = noise_update(&noisy_task, &weights, 9);
     submit(
         &open(dir.path(), &chain),
         now + 300,
         &noisy,
         0,
         &noise_bytes,
+        bare_commitment(&noisy_task),
     )
     .unwrap();
     // Broken uploads: NaN, wrong shape, garbage, oversized, unsigned. Each a clear error,
@@ -146,14 +166,19 @@ fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
         }),
     ];
     for (bytes, expected) in cases {
-        let e = submit(&c, now + 400, &broken, 0, &bytes).unwrap_err();
+        let e = submit(&c, now + 400, &broken, 0, &bytes, bare_commitment(&tb)).unwrap_err();
         assert!(expected(&e), "{e}");
         assert!((400..500).contains(&e.status()), "{e}: {}", e.status());
     }
+    let claim = bare_commitment(&tb);
     let forged = CompactSignature::sign(
         &secp,
         &lazy,
-        &submission_signing_hash(0, &broken.public_key(&secp), &sha256(b"x")),
+        &proof::Commitment {
+            update_hash: sha256(b"x"),
+            ..claim
+        }
+        .signing_hash(0, &broken.public_key(&secp)),
     );
     let e = c
         .submit(
@@ -162,12 +187,25 @@ fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
             0,
             broken.public_key(&secp),
             forged,
+            coordinator::SubmissionClaim {
+                task_hash: claim.task_hash,
+                transcript_root: claim.transcript_root,
+                steps: claim.steps,
+            },
             b"x",
         )
         .unwrap_err();
     assert_eq!((e.code(), e.status()), ("bad_signature", 403));
     let stranger = testkit::key(99);
-    let e = submit(&c, now + 400, &stranger, 0, &honest_bytes).unwrap_err();
+    let e = submit(
+        &c,
+        now + 400,
+        &stranger,
+        0,
+        &honest_bytes,
+        bare_commitment(&tb),
+    )
+    .unwrap_err();
     assert_eq!(e.code(), "not_registered");
     assert_eq!(c.state().unwrap().submissions.len(), 3);
     drop(c);
@@ -176,11 +214,70 @@ fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
     let broken_shard = open(dir.path(), &chain)
         .shard(now, 0, &broken.public_key(&secp))
         .unwrap();
-    let late = honest_update(&tb, &weights, &broken_shard, 5);
-    let e = submit(&open(dir.path(), &chain), deadline, &broken, 0, &late).unwrap_err();
+    let late = honest_work(&tb, &weights, &broken_shard, 5);
+    let e = submit(
+        &open(dir.path(), &chain),
+        deadline,
+        &broken,
+        0,
+        &late.update,
+        late.commitment,
+    )
+    .unwrap_err();
     assert_eq!((e.code(), e.status()), ("late", 409));
 
-    // Evaluation at the deadline (a fresh process does it: nothing receipted was lost).
+    // The challenge: only the honest miner opens its intervals; a wrong signature and a
+    // second answer are refused.
+    let c = open(dir.path(), &chain);
+    let challenge = c
+        .challenge(deadline + 10, 0, &honest.public_key(&secp))
+        .unwrap();
+    let answer = honest_run.record.respond(&challenge.intervals).encode();
+    let sign_answer = |key: &SecretKey, bytes: &[u8]| {
+        CompactSignature::sign(
+            &secp,
+            key,
+            &coordinator::api::answer_signing_hash(0, &honest.public_key(&secp), &sha256(bytes)),
+        )
+    };
+    let e = c
+        .answer(
+            deadline + 20,
+            [1; 32],
+            0,
+            honest.public_key(&secp),
+            sign_answer(&lazy, &answer),
+            &answer,
+        )
+        .unwrap_err();
+    assert_eq!(e.code(), "bad_signature");
+    c.answer(
+        deadline + 30,
+        [1; 32],
+        0,
+        honest.public_key(&secp),
+        sign_answer(&honest, &answer),
+        &answer,
+    )
+    .unwrap();
+    drop(c);
+    let c = open(dir.path(), &chain);
+    let e = c
+        .answer(
+            deadline + 40,
+            [1; 32],
+            0,
+            honest.public_key(&secp),
+            sign_answer(&honest, &answer),
+            &answer,
+        )
+        .unwrap_err();
+    assert_eq!(e.code(), "already_answered");
+    drop(c);
+
+    // Evaluation at the challenge deadline (a fresh process does it: nothing receipted or
+    // answered was lost).
+    let deadline = deadline + 1_000;
     let c = open(dir.path(), &chain);
     c.step(deadline + 1, [3; 32], None).unwrap();
     let record = c.record(0).unwrap();
@@ -196,6 +293,9 @@ fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
     assert!(
         by(&honest).score > 0 && by(&honest).params_trained > 0 && by(&honest).loss_reduction > 0
     );
+    assert!(by(&honest).verification.passed());
+    assert_eq!(by(&lazy).verification, proof::Verdict::Unanswered);
+    assert_eq!(by(&noisy).verification, proof::Verdict::Unanswered);
     assert_eq!((by(&lazy).params_trained, by(&lazy).score), (0, 0));
     assert!(
         by(&noisy).params_trained > 0 && by(&noisy).loss_reduction < 0 && by(&noisy).score == 0

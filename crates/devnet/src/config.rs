@@ -1,6 +1,7 @@
 //! What a devnet runs.
 
 use crate::error::DevnetError;
+use miner::behaviour::Cheat;
 use miner::Behaviour;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -55,6 +56,9 @@ pub struct DevnetConfig {
     pub miners: usize,
     pub lazy_miners: usize,
     pub noise_miners: usize,
+    /// Miners that cheat at proof of training: `cheat` for all, or each kind in turn.
+    pub cheat_miners: usize,
+    pub cheat: Option<Cheat>,
     pub cycles: u64,
     pub cycle_secs: u64,
     pub dataset: String,
@@ -76,7 +80,7 @@ impl DevnetConfig {
         if self.nodes == 0 || self.nodes > ROLE_PROCESSES_MAX {
             return bad(format!("--nodes must be 1..={ROLE_PROCESSES_MAX}"));
         }
-        let miners = self.miners + self.lazy_miners + self.noise_miners;
+        let miners = self.miners + self.lazy_miners + self.noise_miners + self.cheat_miners;
         if self.miners == 0 || miners > ROLE_PROCESSES_MAX {
             return bad(format!(
                 "need at least one honest miner and at most {ROLE_PROCESSES_MAX} miners in all"
@@ -94,11 +98,15 @@ impl DevnetConfig {
         Ok(())
     }
 
-    /// Honest miners first, then lazy, then noise; spread over the nodes round-robin.
+    /// Honest miners first, then lazy, noise and cheating ones; spread over the nodes
+    /// round-robin.
     pub fn miner_roles(&self) -> Vec<MinerRole> {
+        let cheats = (0..self.cheat_miners)
+            .map(|i| Behaviour::Cheat(self.cheat.unwrap_or(Cheat::ALL[i % Cheat::ALL.len()])));
         let kinds = std::iter::repeat_n(Behaviour::Honest, self.miners)
             .chain(std::iter::repeat_n(Behaviour::Lazy, self.lazy_miners))
-            .chain(std::iter::repeat_n(Behaviour::Noise, self.noise_miners));
+            .chain(std::iter::repeat_n(Behaviour::Noise, self.noise_miners))
+            .chain(cheats);
         kinds
             .enumerate()
             .map(|(i, behaviour)| MinerRole {

@@ -4,7 +4,7 @@ use crate::chain::{self, COORDINATOR_KEY_FILE, PARAMS_FILE};
 use crate::config::{DevnetConfig, MinerRole};
 use crate::error::{io, DevnetError};
 use crate::process::{free_loopback_port, Child};
-use crate::summary::{BlockLine, ChainTip, CycleLine, ModelLine, Summary};
+use crate::summary::{BlockLine, ChainTip, CycleLine, MinerLine, ModelLine, Summary};
 use bitcoin::secp256k1::{PublicKey, Secp256k1};
 use coordinator::api::{CycleOutcome, CycleRecord, PhaseName};
 use coordinator::client::ClientError;
@@ -82,7 +82,7 @@ pub struct Outcome {
     pub audit: Result<AuditReport, String>,
     /// Held-out loss and test accuracy of the initial model.
     pub initial: (f32, f32),
-    pub miners: Vec<(String, Behaviour, usize, f64)>,
+    pub miners: Vec<MinerLine>,
     pub data_dir: PathBuf,
 }
 
@@ -336,12 +336,13 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
     let setup = work_setup(&config.dataset, &config.model.hidden)?;
     let workload = Workload::load(setup.clone())?;
     println!(
-        "devnet in {}: {} nodes, {} miners ({} lazy, {} noise), {} cycles of {} s, {} on {}",
+        "devnet in {}: {} nodes, {} miners ({} lazy, {} noise, {} cheating), {} cycles of {} s, {} on {}",
         layout.root.display(),
         config.nodes,
         config.miners,
         config.lazy_miners,
         config.noise_miners,
+        config.cheat_miners,
         config.cycles,
         config.cycle_secs,
         config.model,
@@ -417,6 +418,8 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
     );
 
     let mut cycles = Vec::new();
+    // Per miner key: (verified, failed, unanswered, failure reasons).
+    let mut checks: BTreeMap<String, (usize, usize, usize, Vec<String>)> = BTreeMap::new();
     for cycle in 0..config.cycles {
         let record = wait_cycle(&config, &client, &mut coordinator, cycle).await?;
         let model = global_model(&client, &setup, cycle + 1, record.next_model_hash).await?;
@@ -451,12 +454,28 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
             }
             other => (None, format!("no block ({other:?})")),
         };
+        let tally = miner::audit::CycleVerification::of(&record);
         println!(
-            "cycle {cycle}: {} entries of {} submissions, {produced}, held-out loss {held_out_loss:.4}, test accuracy {:.1}%",
+            "cycle {cycle}: {} entries of {} submissions (checks: {} verified, {} failed, {} unanswered), {produced}, held-out loss {held_out_loss:.4}, test accuracy {:.1}%",
             entries.len(),
             record.submissions.len(),
+            tally.verified,
+            tally.failed,
+            tally.unanswered,
             100.0 * test_accuracy
         );
+        for s in &record.submissions {
+            let entry = checks.entry(s.miner.to_string()).or_default();
+            match &s.verification {
+                proof::Verdict::Verified { .. } => entry.0 += 1,
+                proof::Verdict::Failed { failure } => {
+                    entry.1 += 1;
+                    entry.3.push(failure.to_string());
+                    println!("  caught: {}: {failure}", name_of(&miners, &s.miner));
+                }
+                proof::Verdict::Unanswered => entry.2 += 1,
+            }
+        }
         cycles.push(CycleLine {
             cycle,
             entries: entries.len(),
@@ -464,6 +483,9 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
             seed: record.lottery_seed.map(|s| s.to_string()),
             held_out_loss,
             test_accuracy,
+            verified: tally.verified,
+            failed: tally.failed,
+            unanswered: tally.unanswered,
         });
     }
 
@@ -530,12 +552,20 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
             .iter()
             .filter(|b| b.winner == m.public_key.to_string())
             .count();
-        per_miner.push((
-            m.role.name.clone(),
-            m.role.behaviour,
-            won,
-            account.useful_work_fraction(),
-        ));
+        let (verified, failed, unanswered, failures) = checks
+            .get(&m.public_key.to_string())
+            .cloned()
+            .unwrap_or_default();
+        per_miner.push(MinerLine {
+            name: m.role.name.clone(),
+            behaviour: m.role.behaviour.to_string(),
+            blocks: won,
+            useful_work_fraction: account.useful_work_fraction(),
+            verified,
+            failed,
+            unanswered,
+            failures,
+        });
     }
     let summary = Summary {
         chain: ChainTip {
@@ -545,6 +575,7 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
         blocks,
         cycles,
         model,
+        miners: per_miner.clone(),
         useful_work_fraction: honest.useful_work_fraction(),
         nodes_agree,
     };
@@ -599,11 +630,20 @@ pub fn render(outcome: &Outcome) -> String {
         s.chain.best_hash,
         if s.nodes_agree { "yes" } else { "NO" }
     ));
-    for (name, behaviour, won, fraction) in &outcome.miners {
+    for m in &outcome.miners {
         out.push_str(&format!(
-            "  {name} ({behaviour}): {won} block(s), useful work {:.1}%\n",
-            100.0 * fraction
+            "  {} ({}): {} block(s), useful work {:.1}%, checks {} verified / {} failed / {} unanswered\n",
+            m.name,
+            m.behaviour,
+            m.blocks,
+            100.0 * m.useful_work_fraction,
+            m.verified,
+            m.failed,
+            m.unanswered
         ));
+        if let Some(reason) = m.failures.first() {
+            out.push_str(&format!("    caught: {reason}\n"));
+        }
     }
     out.push_str(&format!(
         "  global model: held-out loss {:.4} -> {:.4}, test accuracy {:.1}% -> {:.1}%\n",
@@ -624,8 +664,8 @@ pub fn render(outcome: &Outcome) -> String {
     ));
     match &outcome.audit {
         Ok(a) => out.push_str(&format!(
-            "  audit: passed ({} blocks, {} cycle records, {} lotteries recomputed)\n",
-            a.blocks_checked, a.cycles_checked, a.lotteries_recomputed
+            "  audit: passed ({} blocks, {} cycle records, {} lotteries recomputed, {} fraud evidence rechecked by replay)\n",
+            a.blocks_checked, a.cycles_checked, a.lotteries_recomputed, a.evidence_rechecked
         )),
         Err(e) => out.push_str(&format!("  audit: FAILED: {e}\n")),
     }

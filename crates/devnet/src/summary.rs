@@ -4,7 +4,10 @@
 //! ```json
 //! {"chain": {"height", "best_hash"},
 //!  "blocks": [{"height", "hash", "cycle", "attempt", "winner"}],
-//!  "cycles": [{"cycle", "entries", "winner", "seed", "held_out_loss", "test_accuracy"}],
+//!  "cycles": [{"cycle", "entries", "winner", "seed", "held_out_loss", "test_accuracy",
+//!              "verified", "failed", "unanswered"}],
+//!  "miners": [{"name", "behaviour", "blocks", "useful_work_fraction", "verified", "failed",
+//!              "unanswered", "failures"}],
 //!  "model": {"path", "test_accuracy", "parameters"},
 //!  "useful_work_fraction", "nodes_agree"}
 //! ```
@@ -39,6 +42,28 @@ pub struct CycleLine {
     pub seed: Option<String>,
     pub held_out_loss: f32,
     pub test_accuracy: f32,
+    /// Submissions whose replay check passed, failed (fraud evidence) or went unanswered.
+    #[serde(default)]
+    pub verified: usize,
+    #[serde(default)]
+    pub failed: usize,
+    #[serde(default)]
+    pub unanswered: usize,
+}
+
+/// One miner over the whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MinerLine {
+    pub name: String,
+    pub behaviour: String,
+    pub blocks: usize,
+    pub useful_work_fraction: f64,
+    /// Its replay checks: passed, failed, unanswered.
+    pub verified: usize,
+    pub failed: usize,
+    pub unanswered: usize,
+    /// The reason of each failed check, in cycle order.
+    pub failures: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +80,8 @@ pub struct Summary {
     pub blocks: Vec<BlockLine>,
     pub cycles: Vec<CycleLine>,
     pub model: ModelLine,
+    #[serde(default)]
+    pub miners: Vec<MinerLine>,
     /// Training CPU over all CPU of the honest miners' processes, over the devnet's cycles.
     pub useful_work_fraction: f64,
     pub nodes_agree: bool,

@@ -83,7 +83,34 @@ impl Stepper for AutogradStepper<'_> {
         Ok(loss.to_scalar::<f32>()?)
     }
 
-    fn finish(self, model: &mut Model) -> Result<()> {
+    fn state(&self) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+        self.trained
+            .iter()
+            .map(|(_, var, velocity)| {
+                let values: Vec<f32> = var.as_tensor().flatten_all()?.to_vec1()?;
+                let velocity = match velocity {
+                    Some(v) => v.flatten_all()?.to_vec1()?,
+                    None if self.momentum > 0.0 => vec![0.0; values.len()],
+                    None => Vec::new(),
+                };
+                Ok((values, velocity))
+            })
+            .collect()
+    }
+
+    fn set_velocity(&mut self, velocity: &[Vec<f32>]) -> Result<()> {
+        for ((_, var, slot), values) in self.trained.iter_mut().zip(velocity) {
+            // v = momentum * 0 + g is exactly g, so a zero velocity and none step alike.
+            *slot = Some(Tensor::from_slice(
+                values,
+                var.as_tensor().shape(),
+                &Device::Cpu,
+            )?);
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, model: &mut Model) -> Result<()> {
         let params = model.params_mut();
         for (index, var, _) in self.trained {
             params[index].values = var.as_tensor().flatten_all()?.to_vec1()?;

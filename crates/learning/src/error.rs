@@ -50,6 +50,9 @@ pub enum LearningError {
     /// A training configuration that cannot run (zero batch, zero threads, bad rate).
     #[error("invalid training config: {0}")]
     InvalidTrainConfig(String),
+    /// A training state that does not fit the run it is for, or bytes that are not one.
+    #[error("invalid training state: {0}")]
+    InvalidState(String),
     /// Aggregation inputs that cannot be merged.
     #[error("cannot aggregate: {0}")]
     InvalidAggregation(String),
@@ -71,6 +74,9 @@ pub enum LearningError {
     /// A tensor operation failed inside candle.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
+    /// A SIMD level that is unknown or that this CPU does not offer.
+    #[error("{0}")]
+    Simd(#[from] crate::kernel::SimdError),
     /// The worker thread pool could not be created.
     #[error("thread pool: {0}")]
     ThreadPool(#[from] rayon::ThreadPoolBuildError),

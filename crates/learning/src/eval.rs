@@ -1,11 +1,18 @@
 //! Loss and accuracy of a model on a set, and the score input of the coordinator: the
 //! held-out loss with one miner's segment substituted into the global model.
+//!
+//! An MLP's logits come from the same kernel and passes as training
+//! ([`crate::fused_mlp::mlp_logits`]), so a loss recomputed on another machine has the
+//! same bits; the loss itself is sequential f64 code in sample order. CNNs go through
+//! candle's forward pass (reproducible on one machine, not yet across CPUs).
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::model::Model;
+use crate::fused_mlp::{mlp_logits, ForwardBuffers};
+use crate::kernel::{Kernel, Simd};
+use crate::model::{Model, ModelSpec};
 use crate::samples::Samples;
 use crate::train::check_samples_fit;
 use crate::update::SegmentUpdate;
@@ -24,28 +31,63 @@ pub struct Eval {
     pub accuracy: f32,
 }
 
-/// Evaluates `model` on `samples` (accumulated in f64 in sample order: deterministic).
+/// Evaluates `model` on `samples` (accumulated in f64 in sample order: deterministic), at
+/// the process's SIMD level ([`Simd::from_env`]).
 pub fn evaluate(model: &Model, samples: &Samples) -> Result<Eval> {
+    evaluate_with_kernel(model, samples, Kernel::Reproducible(Simd::from_env()?))
+}
+
+/// [`evaluate`] with an MLP's matrix products on `kernel`.
+pub fn evaluate_with_kernel(model: &Model, samples: &Samples, kernel: Kernel) -> Result<Eval> {
     check_samples_fit(model.spec(), samples)?;
     if samples.is_empty() {
         return Err(crate::LearningError::TooFewSamples {
             reason: "cannot evaluate on an empty set".into(),
         });
     }
-    let params = model.tensors(&Device::Cpu)?;
     let d = samples.feature_count();
     let classes = model.spec().classes();
-    let mut loss_sum = 0f64;
-    let mut correct = 0usize;
-    for (features, labels) in samples
+    let mut totals = Totals::default();
+    let batches = samples
         .features()
         .chunks(EVAL_BATCH * d)
-        .zip(samples.labels().chunks(EVAL_BATCH))
-    {
-        let inputs = Tensor::from_slice(features, (labels.len(), d), &Device::Cpu)?;
-        let logits: Vec<f32> = crate::model::forward(model.spec(), &params, &inputs)?
-            .flatten_all()?
-            .to_vec1()?;
+        .zip(samples.labels().chunks(EVAL_BATCH));
+    match model.spec() {
+        ModelSpec::Mlp { .. } => {
+            let mut buffers = ForwardBuffers::default();
+            for (features, labels) in batches {
+                let logits = mlp_logits(kernel, model, features, labels.len(), &mut buffers);
+                totals.add(logits, classes, labels);
+            }
+        }
+        ModelSpec::Cnn { .. } => {
+            let params = model.tensors(&Device::Cpu)?;
+            for (features, labels) in batches {
+                let inputs = Tensor::from_slice(features, (labels.len(), d), &Device::Cpu)?;
+                let logits: Vec<f32> = crate::model::forward(model.spec(), &params, &inputs)?
+                    .flatten_all()?
+                    .to_vec1()?;
+                totals.add(&logits, classes, labels);
+            }
+        }
+    }
+    let n = samples.len() as f64;
+    Ok(Eval {
+        loss: (totals.loss_sum / n) as f32,
+        accuracy: (totals.correct as f64 / n) as f32,
+    })
+}
+
+/// Loss and hits summed over samples in order.
+#[derive(Default)]
+struct Totals {
+    loss_sum: f64,
+    correct: usize,
+}
+
+impl Totals {
+    /// Adds the softmax cross-entropy and hit of each row of `logits`, in order.
+    fn add(&mut self, logits: &[f32], classes: usize, labels: &[u32]) {
         for (row, &label) in logits.chunks_exact(classes).zip(labels) {
             let (argmax, max) =
                 row.iter()
@@ -57,16 +99,14 @@ pub fn evaluate(model: &Model, samples: &Samples) -> Result<Eval> {
                             best
                         }
                     });
-            let sum: f64 = row.iter().map(|&z| f64::from(z - max).exp()).sum();
-            loss_sum += sum.ln() + f64::from(max) - f64::from(row[label as usize]);
-            correct += usize::from(argmax == label as usize);
+            let mut sum = 0f64;
+            for &z in row {
+                sum += f64::from(z - max).exp();
+            }
+            self.loss_sum += sum.ln() + f64::from(max) - f64::from(row[label as usize]);
+            self.correct += usize::from(argmax == label as usize);
         }
     }
-    let n = samples.len() as f64;
-    Ok(Eval {
-        loss: (loss_sum / n) as f32,
-        accuracy: (correct as f64 / n) as f32,
-    })
 }
 
 /// Evaluates `global` with the tensors of `update` substituted (what a miner's work is

@@ -1,19 +1,20 @@
-//! The MLP training step, fused by hand on buffers allocated once per run.
+//! The MLP training step, fused by hand on buffers allocated once per run, and the MLP
+//! forward pass that evaluation shares with it.
 //!
 //! candle's op-by-op autograd allocates and zero-fills a fresh tensor for every
 //! intermediate and spends most of a small MLP step outside the matrix products. This
-//! step calls the same `gemm` kernel candle uses, but writes into reused buffers, adds the
-//! bias and applies ReLU in one pass, computes the softmax cross-entropy gradient in
-//! place, and folds the SGD update into the weight-gradient product (`W += -lr * dZ^T A`),
-//! so a step is three matrix products per layer and a few linear passes.
+//! step runs the products on [`crate::kernel`] into reused buffers, adds the bias and
+//! applies ReLU in one pass, computes the softmax cross-entropy gradient in place, and
+//! folds plain SGD into the weight-gradient product (`W += (-lr dZ)^T A`), so a step is
+//! three matrix products per layer and a few linear passes.
 //!
-//! Determinism: `gemm` splits work across threads by output tiles and reduces along the
-//! inner dimension in a fixed order, and every other pass here is sequential, so the
-//! result does not depend on the thread count.
-
-use gemm::{gemm, Parallelism};
+//! Determinism: the kernel's products are defined element by element (one FMA chain in
+//! ascending order, whatever the SIMD level or thread count), and every other pass here
+//! is sequential scalar code in a fixed order (Rust never contracts `a * b + c` into an
+//! FMA), so the bits depend only on the inputs.
 
 use crate::error::Result;
+use crate::kernel::{matmul, Accumulate, Kernel, MatRef};
 use crate::model::{Model, ModelSpec};
 use crate::samples::Samples;
 use crate::train::{Stepper, TrainConfig};
@@ -48,9 +49,13 @@ pub(crate) struct MlpStepper<'a> {
     grad_below: Vec<f32>,
     labels: Vec<u32>,
     batch: usize,
+    /// `-lr * grad` for plain SGD's weight update.
+    scaled_grad: Vec<f32>,
+    /// The weight gradient of one layer, for momentum's velocity update.
+    weight_grad: Vec<f32>,
     lr: f32,
     momentum: f32,
-    parallelism: Parallelism,
+    kernel: Kernel,
 }
 
 impl<'a> MlpStepper<'a> {
@@ -59,6 +64,7 @@ impl<'a> MlpStepper<'a> {
         trainable: &[bool],
         shard: &'a Samples,
         config: &TrainConfig,
+        kernel: Kernel,
     ) -> Result<Self> {
         let ModelSpec::Mlp { .. } = model.spec() else {
             unreachable!("train() routes only MLPs here");
@@ -103,7 +109,23 @@ impl<'a> MlpStepper<'a> {
             .map(|l| l.fan_out.max(l.fan_in))
             .max()
             .unwrap_or(0);
-        let threads = rayon::current_num_threads();
+        let widest_trained = layers
+            .iter()
+            .filter(|l| l.trainable)
+            .map(|l| l.fan_out)
+            .max()
+            .unwrap_or(0);
+        let largest_trained = layers
+            .iter()
+            .filter(|l| l.trainable)
+            .map(|l| l.weight.len())
+            .max()
+            .unwrap_or(0);
+        let (scaled_grad, weight_grad) = if config.momentum > 0.0 {
+            (Vec::new(), vec![0.0; largest_trained])
+        } else {
+            (vec![0.0; batch * widest_trained], Vec::new())
+        };
         Ok(Self {
             shard,
             layers,
@@ -113,13 +135,11 @@ impl<'a> MlpStepper<'a> {
             grad_below: vec![0.0; batch * widest],
             labels: vec![0; batch],
             batch,
+            scaled_grad,
+            weight_grad,
             lr: config.lr,
             momentum: config.momentum,
-            parallelism: if threads > 1 {
-                Parallelism::Rayon(threads)
-            } else {
-                Parallelism::None
-            },
+            kernel,
         })
     }
 
@@ -139,41 +159,24 @@ impl<'a> MlpStepper<'a> {
         let last = self.layers.len() - 1;
         for (l, layer) in self.layers.iter().enumerate() {
             let (below, above) = self.activations.split_at_mut(l + 1);
-            let input = &below[l];
-            let output = &mut above[0];
-            // output[b, j] = sum_i input[b, i] * weight[j, i]
-            // SAFETY: the slices hold exactly batch*fan_in, fan_out*fan_in and
-            // batch*fan_out values, matching the dimensions and strides passed.
-            unsafe {
-                gemm(
-                    self.batch,
-                    layer.fan_out,
-                    layer.fan_in,
-                    output.as_mut_ptr(),
-                    1,
-                    layer.fan_out as isize,
-                    false,
-                    input.as_ptr(),
-                    1,
-                    layer.fan_in as isize,
-                    layer.weight.as_ptr(),
-                    layer.fan_in as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    self.parallelism,
-                );
-            }
-            let relu = l < last;
-            for row in output.chunks_exact_mut(layer.fan_out) {
-                for (value, bias) in row.iter_mut().zip(&layer.bias) {
-                    let z = *value + bias;
-                    *value = if relu && z <= 0.0 { 0.0 } else { z };
-                }
-            }
+            let activation = if l < last {
+                Activation::Relu
+            } else {
+                Activation::Identity
+            };
+            linear_forward(
+                self.kernel,
+                LayerRef {
+                    fan_in: layer.fan_in,
+                    fan_out: layer.fan_out,
+                    weight: &layer.weight,
+                    bias: &layer.bias,
+                },
+                &below[l],
+                self.batch,
+                activation,
+                &mut above[0],
+            );
         }
     }
 
@@ -213,30 +216,14 @@ impl<'a> MlpStepper<'a> {
             if l > self.first_trainable {
                 // grad_below[b, i] = sum_j grad[b, j] * weight[j, i], masked by ReLU'.
                 let below = &mut self.grad_below[..self.batch * fan_in];
-                // SAFETY: dimensions and strides match the slice lengths.
-                unsafe {
-                    gemm(
-                        self.batch,
-                        fan_in,
-                        fan_out,
-                        below.as_mut_ptr(),
-                        1,
-                        fan_in as isize,
-                        false,
-                        grad.as_ptr(),
-                        1,
-                        fan_out as isize,
-                        layer.weight.as_ptr(),
-                        1,
-                        fan_in as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        self.parallelism,
-                    );
-                }
+                matmul(
+                    self.kernel,
+                    below,
+                    fan_in,
+                    MatRef::row_major(grad, self.batch, fan_out),
+                    MatRef::row_major(&layer.weight, fan_out, fan_in),
+                    Accumulate::Overwrite,
+                );
                 for (g, &a) in below.iter_mut().zip(input.iter()) {
                     if a <= 0.0 {
                         *g = 0.0;
@@ -249,14 +236,26 @@ impl<'a> MlpStepper<'a> {
                     grad,
                     input,
                     self.batch,
-                    self.lr,
-                    self.momentum,
-                    self.parallelism,
+                    Sgd {
+                        lr: self.lr,
+                        momentum: self.momentum,
+                        kernel: self.kernel,
+                    },
+                    &mut self.scaled_grad,
+                    &mut self.weight_grad,
                 );
             }
             std::mem::swap(&mut self.grad, &mut self.grad_below);
         }
     }
+}
+
+/// The update rule of a run.
+#[derive(Clone, Copy)]
+struct Sgd {
+    lr: f32,
+    momentum: f32,
+    kernel: Kernel,
 }
 
 /// SGD on one layer from the gradient w.r.t. its pre-activation and its input.
@@ -265,46 +264,53 @@ fn update_layer(
     grad: &[f32],
     input: &[f32],
     batch: usize,
-    lr: f32,
-    momentum: f32,
-    parallelism: Parallelism,
+    sgd: Sgd,
+    scaled_grad: &mut [f32],
+    weight_grad: &mut [f32],
 ) {
+    let Sgd {
+        lr,
+        momentum,
+        kernel,
+    } = sgd;
     let (fan_in, fan_out) = (layer.fan_in, layer.fan_out);
-    // dW[j, i] = sum_b grad[b, j] * input[b, i]; with plain SGD it goes straight into
-    // the weights (dst = 1 * W + (-lr) * dW), with momentum into the velocity.
-    let (dst, alpha, beta) = if momentum > 0.0 {
-        (&mut layer.weight_velocity, momentum, 1.0)
-    } else {
-        (&mut layer.weight, 1.0, -lr)
-    };
-    // SAFETY: dst is [fan_out, fan_in], grad [batch, fan_out], input [batch, fan_in].
-    unsafe {
-        gemm(
-            fan_out,
-            fan_in,
-            batch,
-            dst.as_mut_ptr(),
-            1,
-            fan_in as isize,
-            true,
-            grad.as_ptr(),
-            fan_out as isize,
-            1,
-            input.as_ptr(),
-            1,
-            fan_in as isize,
-            alpha,
-            beta,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+    // dW[j, i] = sum_b grad[b, j] * input[b, i].
+    let input = MatRef::row_major(input, batch, fan_in);
     if momentum > 0.0 {
-        for (w, v) in layer.weight.iter_mut().zip(&layer.weight_velocity) {
-            *w -= lr * v;
+        // As PyTorch: v = momentum * v + dW; w -= lr * v.
+        let weight_grad = &mut weight_grad[..fan_out * fan_in];
+        matmul(
+            kernel,
+            weight_grad,
+            fan_in,
+            MatRef::row_major(grad, batch, fan_out).t(),
+            input,
+            Accumulate::Overwrite,
+        );
+        for ((w, v), g) in layer
+            .weight
+            .iter_mut()
+            .zip(layer.weight_velocity.iter_mut())
+            .zip(weight_grad.iter())
+        {
+            *v = momentum * *v + g;
+            *w -= lr * *v;
         }
+    } else {
+        // Plain SGD goes straight into the weights: W += (-lr * grad)^T input, each
+        // weight one FMA chain over the batch starting from its old value.
+        let scaled = &mut scaled_grad[..batch * fan_out];
+        for (s, g) in scaled.iter_mut().zip(grad) {
+            *s = -lr * g;
+        }
+        matmul(
+            kernel,
+            &mut layer.weight,
+            fan_in,
+            MatRef::row_major(scaled, batch, fan_out).t(),
+            input,
+            Accumulate::Add,
+        );
     }
     layer.bias_grad.fill(0.0);
     for row in grad.chunks_exact(fan_out) {
@@ -338,7 +344,28 @@ impl Stepper for MlpStepper<'_> {
         Ok(loss)
     }
 
-    fn finish(self, model: &mut Model) -> Result<()> {
+    fn state(&self) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+        let mut out = Vec::new();
+        for layer in self.layers.iter().filter(|l| l.trainable) {
+            out.push((layer.weight.clone(), layer.weight_velocity.clone()));
+            out.push((layer.bias.clone(), layer.bias_velocity.clone()));
+        }
+        Ok(out)
+    }
+
+    fn set_velocity(&mut self, velocity: &[Vec<f32>]) -> Result<()> {
+        let mut velocity = velocity.iter();
+        for layer in self.layers.iter_mut().filter(|l| l.trainable) {
+            for slot in [&mut layer.weight_velocity, &mut layer.bias_velocity] {
+                if let Some(values) = velocity.next() {
+                    slot.clone_from(values);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, model: &mut Model) -> Result<()> {
         let params = model.params_mut();
         for (pair, layer) in params.chunks_exact_mut(2).zip(self.layers) {
             if layer.trainable {
@@ -348,4 +375,106 @@ impl Stepper for MlpStepper<'_> {
         }
         Ok(())
     }
+}
+
+/// A layer's parameters, borrowed.
+#[derive(Clone, Copy)]
+pub(crate) struct LayerRef<'a> {
+    pub(crate) fan_in: usize,
+    pub(crate) fan_out: usize,
+    /// `[fan_out, fan_in]` row-major.
+    pub(crate) weight: &'a [f32],
+    pub(crate) bias: &'a [f32],
+}
+
+/// What follows a layer's affine map.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Activation {
+    Relu,
+    Identity,
+}
+
+/// `output[b, j] = act(sum_i input[b, i] * weight[j, i] + bias[j])` for `rows` samples.
+pub(crate) fn linear_forward(
+    kernel: Kernel,
+    layer: LayerRef<'_>,
+    input: &[f32],
+    rows: usize,
+    activation: Activation,
+    output: &mut [f32],
+) {
+    let output = &mut output[..rows * layer.fan_out];
+    matmul(
+        kernel,
+        output,
+        layer.fan_out,
+        MatRef::row_major(&input[..rows * layer.fan_in], rows, layer.fan_in),
+        MatRef::row_major(layer.weight, layer.fan_out, layer.fan_in).t(),
+        Accumulate::Overwrite,
+    );
+    let relu = activation == Activation::Relu;
+    for row in output.chunks_exact_mut(layer.fan_out) {
+        for (value, bias) in row.iter_mut().zip(layer.bias) {
+            let z = *value + bias;
+            *value = if relu && z <= 0.0 { 0.0 } else { z };
+        }
+    }
+}
+
+/// Buffers of [`mlp_logits`], grown on first use and reused across batches.
+#[derive(Default)]
+pub(crate) struct ForwardBuffers {
+    ping: Vec<f32>,
+    pong: Vec<f32>,
+}
+
+/// Logits `[rows, classes]` of an MLP `model` for `rows` row-major samples, on the
+/// kernel (the same products and passes as the training step's forward pass).
+pub(crate) fn mlp_logits<'b>(
+    kernel: Kernel,
+    model: &Model,
+    input: &[f32],
+    rows: usize,
+    buffers: &'b mut ForwardBuffers,
+) -> &'b [f32] {
+    let params = model.params();
+    let layers = params.len() / 2;
+    let widest = params
+        .chunks_exact(2)
+        .map(|pair| pair[0].shape[0])
+        .max()
+        .unwrap_or(0);
+    for buffer in [&mut buffers.ping, &mut buffers.pong] {
+        if buffer.len() < rows * widest {
+            buffer.resize(rows * widest, 0.0);
+        }
+    }
+    let mut width = 0;
+    for (l, pair) in params.chunks_exact(2).enumerate() {
+        let layer = LayerRef {
+            fan_in: pair[0].shape[1],
+            fan_out: pair[0].shape[0],
+            weight: &pair[0].values,
+            bias: &pair[1].values,
+        };
+        let activation = if l + 1 < layers {
+            Activation::Relu
+        } else {
+            Activation::Identity
+        };
+        let (from, to) = if l % 2 == 0 {
+            (&buffers.pong, &mut buffers.ping)
+        } else {
+            (&buffers.ping, &mut buffers.pong)
+        };
+        let layer_input = if l == 0 { input } else { from.as_slice() };
+        linear_forward(kernel, layer, layer_input, rows, activation, to);
+        width = layer.fan_out;
+    }
+    let last = if layers % 2 == 1 {
+        &buffers.ping
+    } else {
+        &buffers.pong
+    };
+    &last[..rows * width]
 }

@@ -14,15 +14,18 @@
 //! 5. [`write_export`] the global model with its [`ModelCard`].
 //!
 //! Training is bitwise reproducible: same weights, shard, segments and [`TrainConfig`]
-//! (any thread count) give the same [`model_hash`].
+//! (any thread count) give the same [`model_hash`]; for MLPs, training and evaluation give
+//! the same bits on any x86-64 CPU with FMA under any SIMD level ([`kernel`]).
 
 mod aggregate;
 mod autograd;
+mod checkpoint;
 mod dataset;
 mod error;
 mod eval;
 mod export;
 mod fused_mlp;
+pub mod kernel;
 mod model;
 mod normalisation;
 mod samples;
@@ -31,21 +34,26 @@ mod train;
 mod update;
 
 pub use aggregate::{aggregate, AcceptedUpdate, Aggregation};
+pub use checkpoint::{TrainState, STATE_BYTES_MAX};
 pub use dataset::{
     parse_csv, parse_idx_images, parse_idx_labels, Dataset, DatasetSource, ImageShape, Split,
     SplitFractions, CLASSES_MAX, DATASET_FILE_BYTES_MAX,
 };
 pub use error::{LearningError, Result};
-pub use eval::{evaluate, loss_with_segment, Eval, EVAL_BATCH};
+pub use eval::{evaluate, evaluate_with_kernel, loss_with_segment, Eval, EVAL_BATCH};
 pub use export::{
     model_from_safetensors, model_hash, model_hash_hex, model_to_safetensors, write_export,
     ExportPaths, ModelCard, Preprocessing, MODEL_CARD_FORMAT,
 };
+pub use kernel::{Kernel, Simd, SimdError, SimdLevel, SIMD_ENV};
 pub use model::{segment_of, Model, ModelSpec, NamedTensor, Segment, PARAMS_MAX};
 pub use normalisation::{Normalisation, STD_FLOOR};
 pub use samples::{Samples, Shard, SHARD_BYTES_MAX};
 pub use shard::{make_shards, shard_assignment};
-pub use train::{train, BatchOrder, Budget, TrainConfig, TrainReport, BATCH_MAX, THREADS_MAX};
+pub use train::{
+    train, train_with_kernel, BatchOrder, Budget, TrainConfig, TrainReport, Trainer, BATCH_MAX,
+    THREADS_MAX,
+};
 pub use update::{
     decode_update, encode_update, ExpectedSegment, SegmentUpdate, UpdateError,
     UPDATE_HEADER_BYTES_MAX,

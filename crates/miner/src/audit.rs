@@ -8,6 +8,11 @@
 //! the shared [`consensus::lottery`] code. Each block's certificate must name the miner the
 //! draw picked for its attempt. Any equivocation the node has seen fails the audit.
 //!
+//! Proof of training: a score counts only if the submission's replay check passed; the
+//! digest of the cycle's commitments (which fixes every challenge) is recomputed; and every
+//! piece of fraud evidence is rechecked by replaying it on the cycle's start model and the
+//! shard it names, so a coordinator cannot fail an honest miner without being caught.
+//!
 //! The pure checks ([`check_record`], [`check_chain_block`]) take fetched data; [`audit`]
 //! fetches it.
 
@@ -127,6 +132,18 @@ pub enum AuditError {
         hash: BlockHash,
         found: Option<BlockHash>,
     },
+    #[error("cycle {cycle}: commitments digest {listed:?} published, recomputed {recomputed}")]
+    CommitmentsDigestMismatch {
+        cycle: u64,
+        listed: Option<Hash256>,
+        recomputed: Hash256,
+    },
+    #[error("cycle {cycle}: miner {miner} failed its check but the evidence does not hold: {why}")]
+    EvidenceDoesNotHold {
+        cycle: u64,
+        miner: PublicKey,
+        why: String,
+    },
     #[error("the node holds {count} equivocation(s); first at height {height}, attempt {attempt}")]
     Equivocation {
         count: usize,
@@ -152,6 +169,36 @@ pub struct AuditReport {
     pub blocks_checked: u32,
     pub cycles_checked: usize,
     pub lotteries_recomputed: usize,
+    /// Replay checks per cycle, and fraud evidence rechecked.
+    pub verification: Vec<CycleVerification>,
+    pub evidence_rechecked: usize,
+}
+
+/// How a cycle's submissions fared in their replay checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CycleVerification {
+    pub cycle: u64,
+    pub verified: usize,
+    pub failed: usize,
+    pub unanswered: usize,
+}
+
+impl CycleVerification {
+    pub fn of(record: &CycleRecord) -> Self {
+        let count = |name: &str| {
+            record
+                .submissions
+                .iter()
+                .filter(|s| s.verification.name() == name)
+                .count()
+        };
+        CycleVerification {
+            cycle: record.announcement.announcement.cycle,
+            verified: count("verified"),
+            failed: count("failed"),
+            unanswered: count("unanswered"),
+        }
+    }
 }
 
 /// Checks one cycle record on its own and recomputes its lottery (if published).
@@ -189,8 +236,22 @@ pub fn check_record(
     let secret = record
         .revealed_secret
         .ok_or(AuditError::MissingSecret { cycle })?;
+    let commitments: Vec<(PublicKey, proof::Commitment)> = record
+        .submissions
+        .iter()
+        .map(|s| (s.miner, s.commitment))
+        .collect();
+    let digest = proof::commitments_digest(&commitments);
+    if record.commitments_digest != Some(digest) {
+        return Err(AuditError::CommitmentsDigestMismatch {
+            cycle,
+            listed: record.commitments_digest,
+            recomputed: digest,
+        });
+    }
     for s in &record.submissions {
-        let recomputed = consensus::score::score(s.params_trained, s.loss_reduction);
+        let recomputed =
+            coordinator::api::verified_score(&s.verification, s.params_trained, s.loss_reduction);
         if recomputed != s.score {
             return Err(AuditError::ScoreMismatch {
                 cycle,
@@ -409,6 +470,15 @@ pub async fn audit(
             }
         }
     }
+    let mut evidence_rechecked = 0;
+    for record in &records {
+        for s in &record.submissions {
+            if let proof::Verdict::Failed { failure } = &s.verification {
+                recheck_evidence(coordinator, record, s.miner, failure).await?;
+                evidence_rechecked += 1;
+            }
+        }
+    }
     let equivocations = node.equivocations().await?;
     if let Some(first) = equivocations.first() {
         let number = |key: &str| first.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
@@ -424,5 +494,54 @@ pub async fn audit(
         blocks_checked: height,
         cycles_checked: records.len(),
         lotteries_recomputed: lotteries,
+        verification: records.iter().map(CycleVerification::of).collect(),
+        evidence_rechecked,
     })
+}
+
+/// Fetches the evidence of `miner`'s failed check in `record`'s cycle, the cycle's start model
+/// and the shard, and replays it: the failure must be the one the record lists, under the
+/// record's secret and commitments.
+pub async fn recheck_evidence(
+    coordinator: &CoordinatorClient,
+    record: &CycleRecord,
+    miner: PublicKey,
+    listed: &proof::Failure,
+) -> Result<(), AuditError> {
+    let a = &record.announcement.announcement;
+    let cycle = a.cycle;
+    let fail = |why: String| AuditError::EvidenceDoesNotHold { cycle, miner, why };
+    let evidence = coordinator.evidence(cycle, &miner).await?;
+    let submission = record.submissions.iter().find(|s| s.miner == miner);
+    if Some(evidence.commitment) != submission.map(|s| s.commitment)
+        || Some(evidence.revealed_secret) != record.revealed_secret
+        || Some(evidence.commitments_digest) != record.commitments_digest
+        || evidence.task.cycle != cycle
+        || evidence.task.miner != miner
+        || evidence.task.model_hash != a.model_hash
+    {
+        return Err(fail(
+            "it is not about this cycle's commitment, secret or model".into(),
+        ));
+    }
+    if &evidence.failure != listed {
+        return Err(fail(format!(
+            "the record says {listed}, the evidence {}",
+            evidence.failure
+        )));
+    }
+    let weights = coordinator.weights(cycle).await?;
+    let shard = coordinator.evidence_shard(cycle, &miner).await?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    tokio::task::spawn_blocking(move || {
+        let model = learning::model_from_safetensors(evidence.model.clone(), &weights)
+            .map_err(|e| e.to_string())?;
+        evidence
+            .recheck(&model, &shard, threads)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| fail(e.to_string()))?
+    .map_err(fail)
 }

@@ -1,39 +1,76 @@
-//! What a miner uploads: honest training, or (for devnet bad-actor tests) an unchanged or a
-//! random segment. The coordinator must score the last two at zero.
+//! What a miner uploads: honest training of its replayable task, or (for devnet bad-actor
+//! runs) an unchanged segment, random noise, or one of the cheats proof of training must
+//! catch. Every behaviour also says what transcript it commits to; the coordinator must score
+//! every one but honest training at zero.
 
-use learning::{evaluate, train, Budget, Model, Samples, SegmentUpdate, TrainConfig, TrainReport};
+use learning::{evaluate, Model, Samples, SegmentUpdate, TrainState};
+use proof::{ReplayTask, RunRecord};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// Early stopping, one checkpoint per epoch over the miner's training part of the shard: the
-/// coordinator pays only for a lower held-out loss, and a small shard overfits within a few
-/// epochs (a 3-second devnet window is hundreds of epochs of a digits shard). An epoch that does
-/// not improve the validation loss is undone and the learning rate halved (backtracking), so a
-/// miner starting from an already good global model still finds a step that helps; after this
-/// many such epochs in a row the miner stops for the cycle.
-pub const PATIENCE_EPOCHS: u32 = 4;
-
-/// Upper bound on epochs per cycle, a guard for a window far longer than the shard needs; the
-/// window and [`PATIENCE_EPOCHS`] end training well before it in practice.
-pub const EPOCHS_MAX: u32 = 10_000;
-
-/// Fraction of the shard kept aside for validation (the rest is trained on).
-pub const VALIDATION_FRACTION: f64 = 0.2;
+/// Early stopping: after this many checkpoints in a row that do not lower the loss on the
+/// miner's validation part of the shard, the miner stops for the cycle. The coordinator pays
+/// only for a lower held-out loss, and a small shard overfits within a few epochs.
+pub const PATIENCE_CHECKPOINTS: u32 = 6;
 
 /// Largest magnitude of a noise weight: large enough to wreck the layer's output, finite.
 pub const NOISE_MAGNITUDE: f32 = 1.0;
 
+/// A cheat a rational miner might try instead of training; each is caught by the replay check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cheat {
+    /// Trains on samples its task does not include (its validation part), and commits the
+    /// states of that run.
+    OtherData,
+    /// No training: rescales its segment (a temperature found by search on the validation
+    /// part), with a transcript made up to end there.
+    Rescale,
+    /// Runs half the steps it claims in every interval.
+    SkipSteps,
+    /// Trains with another batch order than the task's.
+    WrongOrder,
+    /// Trains with twice the task's learning rate.
+    WrongRate,
+    /// Trains honestly, then nudges the result (a "perturbation that helps") before uploading.
+    Perturb,
+}
+
+impl Cheat {
+    pub const ALL: [Cheat; 6] = [
+        Cheat::OtherData,
+        Cheat::Rescale,
+        Cheat::SkipSteps,
+        Cheat::WrongOrder,
+        Cheat::WrongRate,
+        Cheat::Perturb,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cheat::OtherData => "other-data",
+            Cheat::Rescale => "rescale",
+            Cheat::SkipSteps => "skip-steps",
+            Cheat::WrongOrder => "wrong-order",
+            Cheat::WrongRate => "wrong-rate",
+            Cheat::Perturb => "perturb",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Behaviour {
-    /// Trains its segment for the whole training window.
+    /// Trains its task for the whole window (early-stopping on its validation part).
     Honest,
-    /// Uploads its segment unchanged (no training).
+    /// Uploads its segment unchanged (no training), committing to zero steps.
     Lazy,
     /// Uploads uniform noise in place of its segment.
     Noise,
+    /// Cheats.
+    Cheat(Cheat),
 }
 
 impl FromStr for Behaviour {
@@ -43,9 +80,17 @@ impl FromStr for Behaviour {
             "honest" => Ok(Behaviour::Honest),
             "lazy" => Ok(Behaviour::Lazy),
             "noise" => Ok(Behaviour::Noise),
-            other => Err(format!(
-                "unknown behaviour {other:?}: honest, lazy or noise"
-            )),
+            other => Cheat::ALL
+                .iter()
+                .find(|c| c.name() == other)
+                .map(|c| Behaviour::Cheat(*c))
+                .ok_or_else(|| {
+                    let cheats: Vec<&str> = Cheat::ALL.iter().map(|c| c.name()).collect();
+                    format!(
+                        "unknown behaviour {other:?}: honest, lazy, noise or a cheat ({})",
+                        cheats.join(", ")
+                    )
+                }),
         }
     }
 }
@@ -56,127 +101,269 @@ impl std::fmt::Display for Behaviour {
             Behaviour::Honest => "honest",
             Behaviour::Lazy => "lazy",
             Behaviour::Noise => "noise",
+            Behaviour::Cheat(c) => c.name(),
         })
     }
 }
 
-/// The training a task asks for.
+/// The training a task asks for, and the miner's resources.
 #[derive(Debug, Clone)]
 pub struct Work {
-    pub segment: String,
-    pub lr: f32,
-    pub momentum: f32,
-    pub batch: usize,
-    pub seed: u64,
+    pub task: ReplayTask,
     pub threads: usize,
-    pub window: Duration,
+    /// Training must end by then (the submission deadline less a margin).
+    pub deadline: Instant,
 }
 
-/// Produces the segment to upload, changing `model` in place. Blocking (CPU-bound): run it
-/// off the async executor.
+/// What a behaviour produced: the update and the record of the run it commits to.
+#[derive(Debug, Clone)]
+pub struct Produced {
+    pub update: SegmentUpdate,
+    pub record: RunRecord,
+}
+
+impl Produced {
+    pub fn steps(&self) -> u64 {
+        self.record.last().map_or(0, |s| s.step)
+    }
+}
+
+/// Produces the upload from the task's start `model` and the miner's `shard`. Blocking
+/// (CPU-bound): run it off the async executor.
 pub fn produce(
     behaviour: Behaviour,
-    model: &mut Model,
+    model: &Model,
     shard: &Samples,
     work: &Work,
-) -> learning::Result<Option<TrainReport>> {
+) -> learning::Result<Produced> {
+    let task = &work.task;
+    let (train, validation) = split(shard, task.train_samples)?;
+    let initial = TrainState::initial(model, &[&task.segment], task.momentum)?;
     match behaviour {
-        Behaviour::Honest => train_with_early_stopping(model, shard, work).map(Some),
-        Behaviour::Lazy => Ok(None),
+        Behaviour::Honest => honest(model, &train, &validation, work),
+        Behaviour::Lazy => Ok(untrained(model, task, initial, None)?),
         Behaviour::Noise => {
             let mut rng = rand::thread_rng();
-            let mut update = SegmentUpdate::from_model(model, &work.segment)?;
+            let mut update = SegmentUpdate::from_model(model, &task.segment)?;
             for tensor in &mut update.tensors {
                 for value in &mut tensor.values {
                     *value = rng.gen_range(-NOISE_MAGNITUDE..=NOISE_MAGNITUDE);
                 }
             }
-            update.apply_to(model)?;
-            Ok(None)
+            untrained(model, task, initial, Some(update))
         }
+        Behaviour::Cheat(cheat) => cheat_run(cheat, model, &train, &validation, work),
     }
 }
 
-/// Trains epoch by epoch on most of the shard until the window ends, patience runs out or
-/// [`EPOCHS_MAX`], and leaves `model` at the epoch with the lowest loss on the rest of the shard
-/// (the starting weights included).
-fn train_with_early_stopping(
-    model: &mut Model,
-    shard: &Samples,
-    work: &Work,
-) -> learning::Result<TrainReport> {
-    let started = Instant::now();
-    let validation_len = ((shard.len() as f64) * VALIDATION_FRACTION) as usize;
-    let (train_set, validation) = if validation_len == 0 || validation_len == shard.len() {
-        (shard.clone(), shard.clone())
+/// The task's training part and the miner's validation part of its shard.
+fn split(shard: &Samples, train_samples: u64) -> learning::Result<(Samples, Samples)> {
+    let n = (train_samples as usize).min(shard.len());
+    let train = shard.select(&(0..n).collect::<Vec<_>>());
+    let validation = if n < shard.len() {
+        shard.select(&(n..shard.len()).collect::<Vec<_>>())
     } else {
-        let split = shard.len() - validation_len;
-        (
-            shard.select(&(0..split).collect::<Vec<_>>()),
-            shard.select(&(split..shard.len()).collect::<Vec<_>>()),
-        )
+        train.clone()
     };
-    let epoch_steps = train_set.len().div_ceil(work.batch.max(1)).max(1) as u64;
-    let mut best = (evaluate(model, &validation)?.loss, model.clone());
-    let mut total = TrainReport {
-        steps: 0,
-        samples: 0,
-        train_secs: 0.0,
-        loss_curve: Vec::new(),
+    Ok((train, validation))
+}
+
+/// A zero-step run (only the step-0 state), uploading `update` or the segment unchanged.
+fn untrained(
+    model: &Model,
+    task: &ReplayTask,
+    initial: TrainState,
+    update: Option<SegmentUpdate>,
+) -> learning::Result<Produced> {
+    let mut record = RunRecord::new(task.checkpoint_interval);
+    record.push(initial);
+    let update = match update {
+        Some(u) => u,
+        None => SegmentUpdate::from_model(model, &task.segment)?,
     };
-    let mut lr = work.lr;
+    Ok(Produced { update, record })
+}
+
+fn validation_loss(
+    model: &Model,
+    segment: &str,
+    state: &TrainState,
+    validation: &Samples,
+) -> learning::Result<f32> {
+    let mut trial = model.clone();
+    state.to_update(model, segment)?.apply_to(&mut trial)?;
+    Ok(evaluate(&trial, validation)?.loss)
+}
+
+/// The task's run until the deadline, the step budget or [`PATIENCE_CHECKPOINTS`]
+/// checkpoints without a better validation loss; it ends at the checkpoint with the lowest
+/// validation loss. If none beats the start, it ends at the first checkpoint: the smallest
+/// real step, which the coordinator's held-out measurement may still find useful (an
+/// unchanged segment is sure to score zero).
+fn honest(
+    model: &Model,
+    train: &Samples,
+    validation: &Samples,
+    work: &Work,
+) -> learning::Result<Produced> {
+    let task = &work.task;
+    let start = evaluate(model, validation)?.loss;
+    let mut checkpoints = 0usize;
+    // (loss, index among the recorded states); read again when the run picks its end.
+    let best = std::cell::Cell::new((start, 0usize));
     let mut failures = 0;
-    let mut last_epoch = Duration::ZERO;
-    // The weights of the last epoch that did not improve: trained with the smallest rate tried.
-    let mut smallest_step: Option<Model> = None;
-    let mut improved = false;
-    for epoch in 0..EPOCHS_MAX {
-        // Stop before an epoch that would not finish inside the window.
-        if started.elapsed() + last_epoch >= work.window || failures >= PATIENCE_EPOCHS {
-            break;
+    let run = proof::run_task(
+        task,
+        model,
+        train,
+        work.threads,
+        |state| {
+            let loss = validation_loss(model, &task.segment, state, validation).unwrap_or(f32::MAX);
+            checkpoints += 1;
+            if loss < best.get().0 {
+                best.set((loss, checkpoints));
+                failures = 0;
+            } else {
+                failures += 1;
+            }
+            failures < PATIENCE_CHECKPOINTS && Instant::now() < work.deadline
+        },
+        |states| match best.get().1 {
+            0 => 1.min(states.len() - 1),
+            index => index,
+        },
+    )?;
+    Ok(Produced {
+        update: run.update,
+        record: run.record,
+    })
+}
+
+fn cheat_run(
+    cheat: Cheat,
+    model: &Model,
+    train: &Samples,
+    validation: &Samples,
+    work: &Work,
+) -> learning::Result<Produced> {
+    let task = &work.task;
+    // Each cheat stays within the window by running at most a quarter of the budget.
+    let steps = (task.steps_max / 4).max(task.checkpoint_interval);
+    let run_with = |task: &ReplayTask, samples: &Samples, stride: u64| {
+        let mut t = task.clone();
+        t.steps_max = steps / stride;
+        proof::run_task(&t, model, samples, work.threads, |_| true, |s| s.len() - 1)
+    };
+    let relabel = |record: &RunRecord, factor: u64| {
+        let mut out = RunRecord::new(task.checkpoint_interval);
+        for state in record.states() {
+            let mut state = state.clone();
+            state.step *= factor;
+            if out.is_checkpoint(state.step)
+                || state.step == record.last().map_or(0, |l| l.step) * factor
+            {
+                out.push(state);
+            }
         }
-        let epoch_started = Instant::now();
-        let config = TrainConfig {
-            lr,
-            momentum: work.momentum,
-            batch: work.batch,
-            budget: Budget::Steps(epoch_steps),
-            seed: work.seed.wrapping_add(u64::from(epoch)),
-            threads: work.threads,
-        };
-        let report = train(model, &[&work.segment], &train_set, &config)?;
-        total.steps += report.steps;
-        total.samples += report.samples;
-        total.train_secs += report.train_secs;
-        total.loss_curve.extend(report.loss_curve);
-        let loss = evaluate(model, &validation)?.loss;
-        last_epoch = epoch_started.elapsed();
-        if loss < best.0 {
-            best = (loss, model.clone());
-            improved = true;
-            failures = 0;
-        } else {
-            smallest_step = Some(model.clone());
-            model.clone_from(&best.1);
-            lr /= 2.0;
-            failures += 1;
+        out
+    };
+    match cheat {
+        Cheat::OtherData => {
+            let run = run_with(task, validation, 1)?;
+            Ok(Produced {
+                update: run.update,
+                record: run.record,
+            })
+        }
+        Cheat::WrongOrder => {
+            let mut t = task.clone();
+            t.batch_seed = t.batch_seed.wrapping_add(1);
+            let run = run_with(&t, train, 1)?;
+            Ok(Produced {
+                update: run.update,
+                record: run.record,
+            })
+        }
+        Cheat::WrongRate => {
+            let mut t = task.clone();
+            t.lr *= 2.0;
+            let run = run_with(&t, train, 1)?;
+            Ok(Produced {
+                update: run.update,
+                record: run.record,
+            })
+        }
+        Cheat::SkipSteps => {
+            // Half the steps with half the interval, each state labelled with twice its step.
+            let mut t = task.clone();
+            t.checkpoint_interval = (task.checkpoint_interval / 2).max(1);
+            let run = run_with(&t, train, 2)?;
+            let record = relabel(&run.record, 2);
+            let update = record
+                .last()
+                .expect("a run has a state")
+                .to_update(model, &task.segment)?;
+            Ok(Produced { update, record })
+        }
+        Cheat::Perturb => {
+            let mut run = run_with(task, train, 1)?;
+            let mut rng = rand::thread_rng();
+            for tensor in &mut run.update.tensors {
+                for value in &mut tensor.values {
+                    *value += rng.gen_range(-1e-3..=1e-3);
+                }
+            }
+            Ok(Produced {
+                update: run.update,
+                record: run.record,
+            })
+        }
+        Cheat::Rescale => {
+            let base = SegmentUpdate::from_model(model, &task.segment)?;
+            let mut best = (evaluate(model, validation)?.loss, base.clone());
+            for factor in [0.5f32, 0.8, 1.25, 1.5, 2.0, 3.0] {
+                let mut scaled = base.clone();
+                scaled
+                    .tensors
+                    .iter_mut()
+                    .for_each(|t| t.values.iter_mut().for_each(|v| *v *= factor));
+                let mut trial = model.clone();
+                scaled.apply_to(&mut trial)?;
+                let loss = evaluate(&trial, validation)?.loss;
+                if loss < best.0 {
+                    best = (loss, scaled);
+                }
+            }
+            // A transcript that claims a run ending in the rescaled weights.
+            let initial = TrainState::initial(model, &[&task.segment], task.momentum)?;
+            let mut record = RunRecord::new(task.checkpoint_interval);
+            let claimed = steps;
+            record.push(initial.clone());
+            for step in proof::checkpoint_steps(claimed, task.checkpoint_interval)
+                .into_iter()
+                .skip(1)
+            {
+                record.push(TrainState {
+                    step,
+                    weights: best.1.tensors.iter().map(|t| t.values.clone()).collect(),
+                    velocity: initial.velocity.clone(),
+                });
+            }
+            Ok(Produced {
+                update: best.1,
+                record,
+            })
         }
     }
-    *model = match smallest_step {
-        // No epoch beat the starting weights on the validation part, which is too small to tell
-        // a tiny step from noise: submit the smallest step tried (real SGD on the shard) rather
-        // than the unchanged segment, which is sure to score zero. The coordinator's held-out
-        // measurement decides whether it helped.
-        Some(step) if !improved => step,
-        _ => best.1,
-    };
-    Ok(total)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use learning::{evaluate, ModelSpec};
+    use bitcoin::secp256k1::{Secp256k1, SecretKey};
+    use learning::{evaluate, model_hash, ModelSpec};
+    use primitives::Hash256;
+    use std::time::Duration;
 
     fn setup() -> (Model, Samples, Work) {
         let spec = ModelSpec::Mlp {
@@ -184,52 +371,68 @@ mod tests {
             hidden: vec![8],
             classes: 2,
         };
-        let features: Vec<f32> = (0..64 * 4)
+        let features: Vec<f32> = (0..80 * 4)
             .map(|i| ((i * 13 % 17) as f32 / 8.0) - 1.0)
             .collect();
-        let labels: Vec<u32> = (0..64)
+        let labels: Vec<u32> = (0..80)
             .map(|i| u32::from(features[i * 4] + features[i * 4 + 1] > 0.0))
             .collect();
         let shard = Samples::new(features, labels, 4).unwrap();
-        let work = Work {
+        let model = Model::new(spec, 3).unwrap();
+        let task = ReplayTask {
+            cycle: 1,
+            miner: SecretKey::from_slice(&[3; 32])
+                .unwrap()
+                .public_key(&Secp256k1::new()),
+            model_hash: Hash256(model_hash(&model)),
             segment: "layer0".into(),
+            shard_hash: Hash256::ZERO,
+            train_samples: 64,
             lr: 0.1,
             momentum: 0.0,
             batch: 16,
-            seed: 1,
-            threads: 1,
-            window: Duration::from_millis(100),
+            steps_max: 256,
+            checkpoint_interval: 4,
+            batch_seed: 5,
         };
-        (Model::new(spec, 3).unwrap(), shard, work)
+        let work = Work {
+            task,
+            threads: 1,
+            deadline: Instant::now() + Duration::from_secs(30),
+        };
+        (model, shard, work)
     }
 
     #[test]
     fn honest_trains_lazy_changes_nothing_noise_changes_only_the_segment() {
         let (initial, shard, work) = setup();
 
-        let mut honest = initial.clone();
-        let report = produce(Behaviour::Honest, &mut honest, &shard, &work)
-            .unwrap()
-            .unwrap();
-        assert!(report.steps > 0);
-        assert!(evaluate(&honest, &shard).unwrap().loss < evaluate(&initial, &shard).unwrap().loss);
-
-        let mut lazy = initial.clone();
-        assert!(produce(Behaviour::Lazy, &mut lazy, &shard, &work)
-            .unwrap()
-            .is_none());
-        assert_eq!(lazy, initial);
-
-        let mut noise = initial.clone();
-        produce(Behaviour::Noise, &mut noise, &shard, &work).unwrap();
-        assert_ne!(
-            noise.param("layer0.weight").unwrap(),
-            initial.param("layer0.weight").unwrap()
+        let honest = produce(Behaviour::Honest, &initial, &shard, &work).unwrap();
+        assert!(honest.steps() > 0);
+        assert!(honest.record.is_complete());
+        let mut trained = initial.clone();
+        honest.update.apply_to(&mut trained).unwrap();
+        assert!(
+            evaluate(&trained, &shard).unwrap().loss < evaluate(&initial, &shard).unwrap().loss
         );
+
+        let lazy = produce(Behaviour::Lazy, &initial, &shard, &work).unwrap();
+        assert_eq!(lazy.steps(), 0);
         assert_eq!(
-            noise.param("layer1.weight").unwrap(),
-            initial.param("layer1.weight").unwrap()
+            lazy.update,
+            SegmentUpdate::from_model(&initial, "layer0").unwrap()
         );
+
+        let noise = produce(Behaviour::Noise, &initial, &shard, &work).unwrap();
+        assert_ne!(noise.update, lazy.update);
         assert!("greedy".parse::<Behaviour>().is_err());
+        for cheat in Cheat::ALL {
+            assert_eq!(
+                cheat.name().parse::<Behaviour>(),
+                Ok(Behaviour::Cheat(cheat))
+            );
+            let produced = produce(Behaviour::Cheat(cheat), &initial, &shard, &work).unwrap();
+            assert!(produced.record.is_complete(), "{}", cheat.name());
+        }
     }
 }

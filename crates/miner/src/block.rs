@@ -9,7 +9,7 @@ use bitcoin::{
 };
 use primitives::block::coinbase_script_sig;
 use primitives::header::HEADER_VERSION;
-use primitives::merkle::merkle_root;
+use primitives::merkle::block_merkle_root;
 use primitives::{Block, BlockHeader, Certificate, CertificateKind};
 
 /// Bytes after the BIP34 height in the miner's coinbase `script_sig`, naming the software.
@@ -94,11 +94,10 @@ pub fn assemble<C: Signing>(
     }
     let mut txdata = vec![coinbase(template.height, template.coinbase_value, payout)];
     txdata.extend(template.transactions.iter().cloned());
-    let txids: Vec<_> = txdata.iter().map(Transaction::compute_txid).collect();
     let header = BlockHeader {
         version: HEADER_VERSION,
         prev_block_hash: template.prev_hash,
-        merkle_root: merkle_root(&txids).root,
+        merkle_root: block_merkle_root(&txdata).root,
         time: template.cur_time.max(template.min_time),
         certificate: certificate.clone(),
     };

@@ -15,8 +15,8 @@ use coordinator::api::{
 };
 use coordinator::client::ClientError;
 use coordinator::CoordinatorClient;
-use learning::{encode_update, model_from_safetensors, model_hash, Samples};
-use primitives::{sha256, tagged_hash, Certificate, Hash256};
+use learning::{model_from_safetensors, model_hash, Samples};
+use primitives::{sha256, Certificate, Hash256};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,10 +38,6 @@ pub const SUBMIT_MARGIN_FRACTION: f64 = 0.1;
 
 /// Memory declared when the machine's cannot be read: what a small VM has.
 const MEMORY_FALLBACK_BYTES: u64 = 1 << 30;
-
-/// Tag deriving the miner's batch-order seed from the cycle and its key, so runs differ
-/// between miners and cycles but replay exactly.
-const TRAIN_SEED_TAG: &str = "trainchain/miner/train-seed";
 
 /// How a miner runs.
 #[derive(Debug, Clone)]
@@ -273,14 +269,15 @@ impl Miner {
         report.shard_samples = Some(task.shard_samples);
         let weights = retry("weights", || self.client.weights(cycle)).await?;
         let shard = retry("shard", || self.client.shard(cycle, &self.public_key)).await?;
-        let mut model = model_from_safetensors(task.model.clone(), &weights)?;
+        let model = model_from_safetensors(task.model.clone(), &weights)?;
         if Hash256(model_hash(&model)) != task.model_hash {
             return Err(MinerError::BadTask {
                 cycle,
                 detail: "downloaded weights do not hash to the announced model".into(),
             });
         }
-        let shard = Samples::from_safetensors(&shard, task.feature_count, task.class_count)?;
+        let shard_bytes = shard;
+        let shard = Samples::from_safetensors(&shard_bytes, task.feature_count, task.class_count)?;
 
         let remaining = skew.until(task.submission_deadline_ms);
         let margin = SUBMIT_MARGIN_MIN.max(remaining.mul_f64(SUBMIT_MARGIN_FRACTION));
@@ -291,26 +288,31 @@ impl Miner {
                 detail: "no time left to train before the submission deadline".into(),
             });
         }
-        let seed = tagged_hash(
-            TRAIN_SEED_TAG,
-            &[&cycle.to_le_bytes(), &self.public_key.serialize()],
-        );
+        if task.replay.miner != self.public_key
+            || task.replay.cycle != cycle
+            || task.replay.model_hash != task.model_hash
+            || task.replay.segment != task.segment.segment
+            || task.replay.shard_hash != sha256(&shard_bytes)
+            || task.replay.batch_seed
+                != proof::batch_seed(&announcement.commitment, cycle, &self.public_key)
+        {
+            return Err(MinerError::BadTask {
+                cycle,
+                detail:
+                    "the replayable task does not match the announcement, the segment or the shard"
+                        .into(),
+            });
+        }
         let work = Work {
-            segment: task.segment.segment.clone(),
-            lr: task.hints.lr,
-            momentum: task.hints.momentum,
-            batch: task.hints.batch,
-            seed: u64::from_le_bytes(seed.0[..8].try_into().expect("8 bytes")),
+            task: task.replay.clone(),
             threads: self.config.threads,
-            window,
+            deadline: std::time::Instant::now() + window,
         };
         let behaviour = self.config.behaviour;
         let bar = self.progress.training(cycle, window);
         let training_cpu = crate::cpu::process_cpu_time();
-        let mut job = tokio::task::spawn_blocking(move || {
-            let result = produce(behaviour, &mut model, &shard, &work);
-            result.map(|trained| (model, trained))
-        });
+        let mut job =
+            tokio::task::spawn_blocking(move || produce(behaviour, &model, &shard, &work));
         let joined = loop {
             tokio::select! {
                 joined = &mut job => break joined,
@@ -319,14 +321,25 @@ impl Miner {
         };
         clock.book_training(training_cpu);
         bar.finish();
-        let (model, trained) = joined.map_err(|e| MinerError::TrainingTask(e.to_string()))??;
-        report.steps = trained.as_ref().map_or(0, |t| t.steps);
+        let produced = joined.map_err(|e| MinerError::TrainingTask(e.to_string()))??;
+        report.steps = produced.steps();
 
-        let update = encode_update(&model, &task.segment.segment)?;
+        let update = produced.update.to_safetensors()?;
         let update_hash = sha256(&update);
+        let commitment = proof::Commitment {
+            task_hash: task.replay.hash(),
+            update_hash,
+            transcript_root: produced.record.transcript().root(),
+            steps: produced.steps(),
+        };
         let submitted = retry("submit", || {
-            self.client
-                .submit(&self.secp, &self.config.key, cycle, update.clone())
+            self.client.submit(
+                &self.secp,
+                &self.config.key,
+                cycle,
+                commitment,
+                update.clone(),
+            )
         })
         .await;
         match submitted {
@@ -350,7 +363,67 @@ impl Miner {
         // Nothing is decided before the submission deadline: sleep through it rather than poll
         // (an early submission would otherwise spend its wait fetching records).
         tokio::time::sleep(skew.until(task.submission_deadline_ms)).await;
+        self.answer_challenge(cycle, announcement, &produced.record)
+            .await?;
         self.await_outcome(cycle, payout, report).await
+    }
+
+    /// Opens the intervals the challenge picked, once the secret is revealed. The challenge is
+    /// checked before answering: the secret must open the announcement's commitment and the
+    /// intervals must follow from it.
+    async fn answer_challenge(
+        &self,
+        cycle: u64,
+        announcement: &coordinator::api::Announcement,
+        record: &proof::RunRecord,
+    ) -> Result<(), MinerError> {
+        let challenge = loop {
+            match retry("challenge", || {
+                self.client.challenge(cycle, &self.public_key)
+            })
+            .await
+            {
+                Err(e) if code_of(&e) == Some("challenge_not_open") => {
+                    tokio::time::sleep(POLL_INTERVAL).await
+                }
+                other => break other?,
+            }
+        };
+        let seed = proof::challenge_seed(
+            &challenge.revealed_secret,
+            &challenge.commitments_digest,
+            &self.public_key,
+        );
+        let intervals = record.states().len().saturating_sub(1) as u64;
+        let expected = proof::challenged_intervals(&seed, intervals, challenge.challenges);
+        if !consensus::lottery::verify_reveal(
+            &announcement.commitment,
+            &challenge.revealed_secret.0,
+        ) || expected != challenge.intervals
+        {
+            warn!(
+                cycle,
+                "the challenge does not follow from the revealed secret; answering it anyway"
+            );
+        }
+        let answer = record.respond(&challenge.intervals).encode();
+        let bytes = answer.len();
+        match retry("answer", || {
+            self.client
+                .answer(&self.secp, &self.config.key, cycle, answer.clone())
+        })
+        .await
+        {
+            Ok(()) => {
+                self.progress.say(format!(
+                    "cycle {cycle}: opened intervals {:?} ({bytes} bytes)",
+                    challenge.intervals
+                ));
+                Ok(())
+            }
+            Err(e) if code_of(&e) == Some("already_answered") => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The task, once the coordinator assigned it (it may lag the deadline by a tick).
@@ -382,8 +455,26 @@ impl Miner {
                         report.contribution = certs.contribution;
                         report.block_certificates = certs.block_signing.clone();
                         if record.outcome.is_none() {
+                            // Only the attempt whose window is open: a block for an attempt the
+                            // coordinator has moved past would compete with the next winner's
+                            // (and fork choice prefers the lower attempt), so a miner that was
+                            // too slow stays silent rather than fork the chain under the cycle.
+                            let open_attempt = record
+                                .block_certificates
+                                .iter()
+                                .map(|c| c.0.body.attempt)
+                                .max();
                             for CertificateHex(cert) in certs.block_signing {
                                 if produced_attempts.contains(&cert.body.attempt) {
+                                    continue;
+                                }
+                                if Some(cert.body.attempt) != open_attempt {
+                                    warn!(
+                                        cycle,
+                                        attempt = cert.body.attempt,
+                                        "the block window of this attempt is over; not producing"
+                                    );
+                                    produced_attempts.push(cert.body.attempt);
                                     continue;
                                 }
                                 produced_attempts.push(cert.body.attempt);

@@ -28,6 +28,7 @@ fn honest_record(chain: &TestChain, miners: u32) -> CycleRecord {
         opened_at_ms: 1_000,
         registration_deadline_ms: 2_000,
         submission_deadline_ms: 5_000,
+        challenge_deadline_ms: 6_000,
         block_window_ms: 3_000,
         commitment: lottery::commitment(&SECRET),
         coordinator: chain.coordinator.public_key(secp),
@@ -41,14 +42,29 @@ fn honest_record(chain: &TestChain, miners: u32) -> CycleRecord {
                 payout_address: String::new(),
                 segment: "layer0".into(),
                 update_hash: Hash256([i as u8; 32]),
+                commitment: proof::Commitment {
+                    task_hash: Hash256([0xa0; 32]),
+                    update_hash: Hash256([i as u8; 32]),
+                    transcript_root: Hash256([0xb0 + i as u8; 32]),
+                    steps: 64,
+                },
                 received_at_ms: 4_000,
                 params_trained,
                 loss_reduction,
                 score: consensus::score::score(params_trained, loss_reduction),
+                verification: proof::Verdict::Verified {
+                    intervals: vec![1, 3],
+                    replayed_steps: 32,
+                },
             }
         })
         .collect();
     submissions.sort_by_key(|s| s.miner.serialize());
+    let commitments: Vec<_> = submissions
+        .iter()
+        .map(|s| (s.miner, s.commitment))
+        .collect();
+    let commitments_digest = proof::commitments_digest(&commitments);
     let contributions: Vec<_> = submissions.iter().map(|s| s.contribution()).collect();
     let root = lottery::contributions_root(&contributions);
     let seed = lottery::lottery_seed(&SECRET, &announcement.parent, &root);
@@ -74,6 +90,7 @@ fn honest_record(chain: &TestChain, miners: u32) -> CycleRecord {
         registered: u64::from(miners),
         submitted: u64::from(miners),
         revealed_secret: Some(Hash256(SECRET)),
+        commitments_digest: Some(commitments_digest),
         global_loss_units: Some(2_000_000),
         submissions,
         contributions_root: Some(root),
@@ -133,7 +150,21 @@ fn every_tampering_is_refused_with_its_reason() {
             Box::new(|r| {
                 r.submissions.remove(0);
             }),
-            |e| matches!(e, AuditError::RootMismatch { .. }),
+            |e| matches!(e, AuditError::CommitmentsDigestMismatch { .. }),
+        ),
+        (
+            "a transcript root changed after the challenges were fixed",
+            Box::new(|r| r.submissions[2].commitment.transcript_root = Hash256([1; 32])),
+            |e| matches!(e, AuditError::CommitmentsDigestMismatch { .. }),
+        ),
+        (
+            "a failed replay check that still scores",
+            Box::new(|r| {
+                r.submissions[1].verification = proof::Verdict::Failed {
+                    failure: proof::Failure::UpdateNotFinalState,
+                }
+            }),
+            |e| matches!(e, AuditError::ScoreMismatch { .. }),
         ),
         (
             "a different seed",

@@ -6,13 +6,14 @@ use bitcoin::hashes::Hash;
 use bitcoin::{BlockHash, OutPoint, Transaction};
 use consensus::{
     check_block, check_block_context, connect_block, is_equivocation, median_time_past,
-    prefer_branch, verify_block_certificate, BlockContext, BlockError, BranchTip, SpendContext,
-    MEDIAN_TIME_SPAN,
+    prefer_branch, BlockContext, BlockError, BranchTip, SpendContext, MEDIAN_TIME_SPAN,
 };
 use primitives::{Block, Certificate, ChainParams, Coin};
 use std::collections::HashMap;
 use std::path::Path;
-use storage::{BlockStatus, EquivocationEvidence, EvidenceOutcome, IndexEntry, Store, StoreError};
+use storage::{
+    BlockStatus, EquivocationEvidence, EvidenceOutcome, IndexEntry, Slot, Store, StoreError,
+};
 use thiserror::Error;
 use tracing::{info, warn};
 
@@ -63,8 +64,9 @@ pub enum BlockOutcome {
 pub struct ChainState {
     params: ChainParams,
     store: Store,
-    /// One certificate per (height, attempt) seen in a block, to detect equivocation.
-    certificate_slots: HashMap<(u32, u32), Certificate>,
+    /// One certificate per (cycle, height, attempt) seen in a block that passed every
+    /// context-free check, to detect equivocation.
+    certificate_slots: HashMap<Slot, Certificate>,
 }
 
 impl ChainState {
@@ -120,7 +122,12 @@ impl ChainState {
 
     fn load_certificate_slots(&mut self) -> Result<(), ChainError> {
         let view = self.store.read()?;
-        for (hash, _) in view.index_entries()? {
+        for (hash, entry) in view.index_entries()? {
+            // Only blocks that passed `check_block` are stored with a body; a bare header has
+            // not shown a valid producer signature, so it is no witness against the coordinator.
+            if entry.status == BlockStatus::HeaderOnly {
+                continue;
+            }
             if let Some(header) = view.header(&hash)? {
                 self.remember_slot(&header.certificate);
             }
@@ -129,9 +136,8 @@ impl ChainState {
     }
 
     fn remember_slot(&mut self, cert: &Certificate) {
-        let slot = (cert.body.height, cert.body.attempt);
         self.certificate_slots
-            .entry(slot)
+            .entry(Slot::of(cert))
             .or_insert_with(|| cert.clone());
     }
 
@@ -216,9 +222,12 @@ impl ChainState {
                 BlockStatus::Stored | BlockStatus::HeaderOnly => {}
             }
         }
-        self.check_equivocation(&block.header.certificate)?;
         let invalid = |error| ChainError::Invalid { hash, error };
         check_block(&block, &self.params).map_err(invalid)?;
+        // Only now: a block that fails a context-free check (no transactions, a bad producer
+        // signature, ...) costs nothing to make around a public certificate, so it proves
+        // nothing about the coordinator.
+        self.check_equivocation(&block.header.certificate)?;
 
         let parent_hash = block.header.prev_block_hash;
         let Some(parent) = self.store.index_entry(&parent_hash)? else {
@@ -371,13 +380,11 @@ impl ChainState {
         }))
     }
 
-    /// Records evidence if `cert` is a validly signed block-signing certificate that conflicts
-    /// with one already seen for its (height, attempt).
+    /// Records evidence if `cert`, the certificate of a block that passed `check_block` (so a
+    /// block-signing certificate validly signed by a coordinator of this chain, in a block its
+    /// miner signed), conflicts with one already seen for its (cycle, height, attempt).
     fn check_equivocation(&mut self, cert: &Certificate) -> Result<(), ChainError> {
-        if verify_block_certificate(cert, &self.params).is_err() {
-            return Ok(()); // not the coordinator's: proves nothing about it
-        }
-        let slot = (cert.body.height, cert.body.attempt);
+        let slot = Slot::of(cert);
         let Some(known) = self.certificate_slots.get(&slot) else {
             self.certificate_slots.insert(slot, cert.clone());
             return Ok(());
@@ -388,11 +395,7 @@ impl ChainState {
         let evidence = EquivocationEvidence::new(found.first, found.second)
             .expect("is_equivocation returns two block-signing certificates for one slot");
         if self.store.put_equivocation(&evidence)? == EvidenceOutcome::Recorded {
-            warn!(
-                height = slot.0,
-                attempt = slot.1,
-                "coordinator equivocation detected"
-            );
+            warn!(%slot, "coordinator equivocation detected");
         }
         Ok(())
     }

@@ -4,7 +4,9 @@
 pub mod chain;
 pub mod config;
 pub mod mempool;
+pub mod mempool_file;
 pub mod p2p;
+pub mod persist;
 pub mod rpc;
 pub mod service;
 

@@ -494,6 +494,16 @@ impl Mempool {
         self.entries.keys().copied().collect()
     }
 
+    /// Every pooled transaction with its entry time, parents before children, so that
+    /// accepting them in this order into an empty pool over the same chain succeeds.
+    pub fn entries_in_order(&self) -> Vec<(Transaction, u64)> {
+        self.ordered_txids()
+            .into_iter()
+            .filter_map(|id| self.entries.get(&id))
+            .map(|e| (e.tx.clone(), e.entry_secs))
+            .collect()
+    }
+
     /// Removes one entry and unlinks it; its children (if any) remain and lose it as a parent.
     fn remove_entry(&mut self, txid: &Txid) -> Option<MempoolEntry> {
         let entry = self.entries.remove(txid)?;

@@ -271,7 +271,21 @@ impl NodeHandle {
 
     /// Validates `tx` into the mempool.
     pub fn submit_transaction(&self, tx: Transaction) -> Result<Txid, SubmitTxError> {
-        let now_secs = now_unix_secs();
+        self.submit_transaction_at(tx, now_unix_secs())
+    }
+
+    /// Every pooled transaction with its entry time, parents first (to save the mempool).
+    pub fn mempool_entries(&self) -> Vec<(Transaction, u64)> {
+        self.lock().mempool.entries_in_order()
+    }
+
+    /// Validates `tx` into the mempool as if it arrived at `entry_secs` (a saved mempool's
+    /// transactions keep their first-seen time, so expiry counts from then).
+    pub fn submit_transaction_at(
+        &self,
+        tx: Transaction,
+        now_secs: u64,
+    ) -> Result<Txid, SubmitTxError> {
         let mut state = self.lock();
         let NodeState { chain, mempool } = &mut *state;
         let view = chain.store().read().map_err(ChainError::from)?;

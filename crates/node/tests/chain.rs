@@ -5,7 +5,10 @@ use bitcoin::{Amount, TxOut};
 use node::chain::{BlockOutcome, ChainError, ChainState};
 use primitives::{Block, Coin};
 use std::collections::BTreeMap;
-use testkit::{block_time, coinbase_output, key, p2wpkh, TestChain};
+use testkit::{
+    block_time, coinbase_output, key, malleate_witness, p2wpkh, replace_producer_signature,
+    TestChain,
+};
 
 /// Far enough after every test block that no block is "in the future".
 const NOW: u64 = 2_000_000_000;
@@ -243,10 +246,120 @@ fn conflicting_certificates_for_one_slot_are_kept_as_evidence_across_restarts() 
         feed(&mut node, &b);
         let evidence = node.equivocations().unwrap();
         assert_eq!(evidence.len(), 1);
-        assert_eq!(evidence[0].slot(), (1, 0));
+        assert_eq!(
+            evidence[0].slot(),
+            storage::Slot {
+                cycle: 1,
+                height: 1,
+                attempt: 0
+            }
+        );
     }
     let node = open(&dir, &chain);
     assert_eq!(node.equivocations().unwrap().len(), 1);
+}
+
+#[test]
+fn a_copy_malleated_in_transit_never_makes_the_genuine_block_invalid() {
+    let chain = TestChain::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = open(&dir, &chain);
+    // Block 2 spends block 1's coinbase with a P2WPKH signature.
+    let blocks = branch(&chain, 2, 1, 0);
+    feed(&mut node, &blocks[..1]);
+    let genuine = blocks[1].clone();
+    let hash = genuine.block_hash();
+
+    let copies = [
+        ("witness", malleate_witness(&genuine, 1)),
+        (
+            "producer signature",
+            replace_producer_signature(&chain.secp, &genuine, &key(9)),
+        ),
+    ];
+    for (what, copy) in copies {
+        assert_eq!(copy.block_hash(), hash, "{what}: same block hash");
+        let err = node.process_block(copy.clone(), NOW).unwrap_err();
+        assert!(matches!(err, ChainError::Invalid { .. }), "{what}: {err}");
+        // Refused again on its merits, never as a remembered invalid block.
+        let err = node.process_block(copy, NOW).unwrap_err();
+        assert!(matches!(err, ChainError::Invalid { .. }), "{what}: {err}");
+        assert!(
+            node.store().block(&hash).unwrap().is_none(),
+            "{what}: nothing stored"
+        );
+    }
+
+    assert!(matches!(
+        node.process_block(genuine.clone(), NOW),
+        Ok(BlockOutcome::NewTip { height: 2, .. })
+    ));
+    assert_eq!(node.tip().unwrap(), (hash, 2));
+    assert_eq!(node.store().block(&hash).unwrap(), Some(genuine));
+}
+
+#[test]
+fn junk_blocks_around_public_certificates_are_no_evidence_against_the_coordinator() {
+    let chain = TestChain::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = open(&dir, &chain);
+    let genesis = chain.params.genesis_hash();
+    let miner = key(1).public_key(&chain.secp);
+    // Two conflicting certificates for one slot, as a misbehaving coordinator would sign them
+    // (here they are merely public): each wrapped in a block anyone can make without the miner's
+    // key: no transactions, or a valid body with someone else's producer signature.
+    let first = chain.sign_certificate(chain.certificate_body(1, genesis, 0, miner));
+    let mut body = chain.certificate_body(1, genesis, 0, miner);
+    body.score += 1;
+    let second = chain.sign_certificate(body);
+    let empty = chain.assemble(first, block_time(1), vec![], &key(1));
+    let valid_body = chain.assemble(
+        second,
+        block_time(1),
+        vec![chain.coinbase(1, chain.subsidy(), &key(1))],
+        &key(1),
+    );
+    let forged_producer = replace_producer_signature(&chain.secp, &valid_body, &key(66));
+    for junk in [empty, forged_producer] {
+        assert!(node.process_block(junk, NOW).is_err());
+    }
+    assert_eq!(node.equivocations().unwrap(), vec![]);
+    assert_eq!(node.tip().unwrap(), (genesis, 0));
+}
+
+#[test]
+fn an_honest_reissue_in_the_next_cycle_is_no_evidence_but_a_second_certificate_in_one_cycle_is() {
+    let chain = TestChain::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = open(&dir, &chain);
+    let genesis = chain.params.genesis_hash();
+    let block_in_cycle = |cycle: u64, miner: u32| {
+        let mut body = chain.certificate_body(1, genesis, 0, key(miner).public_key(&chain.secp));
+        body.cycle = cycle;
+        let coinbase = chain.coinbase(1, chain.subsidy(), &key(miner));
+        chain.assemble(
+            chain.sign_certificate(body),
+            block_time(1),
+            vec![coinbase],
+            &key(miner),
+        )
+    };
+    // Cycle 7's winner stayed silent and published late, after cycle 8 drew again from
+    // attempt 0 at the same height: a fork, not equivocation.
+    feed(&mut node, &[block_in_cycle(8, 2), block_in_cycle(7, 1)]);
+    assert_eq!(node.equivocations().unwrap(), vec![]);
+    // Two certificates for (cycle 8, height 1, attempt 0) are.
+    let _ = node.process_block(block_in_cycle(8, 3), NOW);
+    let evidence = node.equivocations().unwrap();
+    assert_eq!(evidence.len(), 1);
+    assert_eq!(
+        evidence[0].slot(),
+        storage::Slot {
+            cycle: 8,
+            height: 1,
+            attempt: 0
+        }
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use crate::encoding::{DecodeError, Reader, Writer};
 use crate::hash::{tagged_hash, Hash256};
 use crate::header::{BlockHeader, HEADER_BYTES};
-use crate::merkle::{merkle_root, MerkleRoot};
+use crate::merkle::{block_merkle_root, MerkleRoot};
 use bitcoin::consensus::encode;
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{ecdsa, Message, Secp256k1, SecretKey, Signing};
@@ -72,9 +72,10 @@ impl Block {
         self.txdata.iter().map(Transaction::compute_txid).collect()
     }
 
-    /// Merkle root of the transactions, with the mutation flag.
+    /// Merkle root of the transactions' wtxids (what the header commits to), with the mutation
+    /// flag; see [`crate::merkle::block_merkle_root`].
     pub fn compute_merkle_root(&self) -> MerkleRoot {
-        merkle_root(&self.txids())
+        block_merkle_root(&self.txdata)
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -164,8 +165,7 @@ pub(crate) mod tests {
         let key = SecretKey::from_slice(&[9; 32]).unwrap();
         let cert = sample_unsigned(seed, &key).sign(&secp, &key);
         let txdata: Vec<_> = (0..txs).map(|i| coinbase(i as u32, seed)).collect();
-        let merkle_root =
-            merkle_root(&txdata.iter().map(|t| t.compute_txid()).collect::<Vec<_>>()).root;
+        let merkle_root = block_merkle_root(&txdata).root;
         let header = BlockHeader {
             version: HEADER_VERSION,
             prev_block_hash: BlockHash::from_byte_array([1; 32]),

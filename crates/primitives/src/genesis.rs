@@ -9,7 +9,7 @@ use crate::block::{coinbase_script_sig, Block};
 use crate::certificate::{CertificateKind, UnsignedCertificate};
 use crate::hash::Hash256;
 use crate::header::{BlockHeader, HEADER_VERSION};
-use crate::merkle::merkle_root;
+use crate::merkle::block_merkle_root;
 use bitcoin::absolute::LockTime;
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{Secp256k1, SecretKey, Signing};
@@ -74,7 +74,7 @@ pub fn build_genesis<C: Signing>(
     let header = BlockHeader {
         version: HEADER_VERSION,
         prev_block_hash: BlockHash::all_zeros(),
-        merkle_root: merkle_root(&[coinbase.compute_txid()]).root,
+        merkle_root: block_merkle_root(std::slice::from_ref(&coinbase)).root,
         time: spec.time,
         certificate,
     };

@@ -4,9 +4,17 @@
 //! (CVE-2012-2459): a peer could send the mutated list and get the honest block marked invalid.
 //! Like Core's `ComputeMerkleRoot`, we report a level holding two equal adjacent nodes as
 //! *mutated*; consensus rejects such blocks without marking the header invalid.
+//!
+//! A block header commits to its transactions through [`block_merkle_root`], whose leaves are
+//! *wtxids* (BIP141's hash of the full serialisation, witnesses included; equal to the txid of a
+//! transaction without witnesses). Bitcoin commits to txids in the header and to wtxids in the
+//! coinbase only for backward compatibility; a new chain commits to wtxids directly. So no byte
+//! of a block except the producer signature can change without changing the block hash: a
+//! relayer that malleates a witness sends a block whose root does not match its header, which a
+//! node refuses without remembering the (honest) header as invalid.
 
 use bitcoin::hashes::{sha256d, Hash, HashEngine};
-use bitcoin::{TxMerkleNode, Txid};
+use bitcoin::{Transaction, TxMerkleNode, Txid};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MerkleRoot {
@@ -15,9 +23,23 @@ pub struct MerkleRoot {
     pub mutated: bool,
 }
 
+/// The root a block header carries: the Merkle root over every transaction's wtxid, coinbase
+/// included, in block order.
+pub fn block_merkle_root(txdata: &[Transaction]) -> MerkleRoot {
+    root_of_leaves(
+        txdata
+            .iter()
+            .map(|tx| tx.compute_wtxid().to_raw_hash())
+            .collect(),
+    )
+}
+
 /// Merkle root of `txids`, Bitcoin's algorithm. The root of an empty list is all zeros.
 pub fn merkle_root(txids: &[Txid]) -> MerkleRoot {
-    let mut level: Vec<sha256d::Hash> = txids.iter().map(|t| t.to_raw_hash()).collect();
+    root_of_leaves(txids.iter().map(|t| t.to_raw_hash()).collect())
+}
+
+fn root_of_leaves(mut level: Vec<sha256d::Hash>) -> MerkleRoot {
     let mut mutated = false;
     if level.is_empty() {
         return MerkleRoot {

@@ -1,18 +1,54 @@
-//! Equivocation evidence: two block-signing certificates for the same (height, attempt) with
-//! different contents. An honest coordinator issues one per slot, so the pair proves misbehaviour
-//! to anyone holding the coordinator's public key.
+//! Equivocation evidence: two block-signing certificates for the same (cycle, height, attempt)
+//! with different contents. An honest coordinator issues one per slot, so the pair proves
+//! misbehaviour to anyone holding the coordinator's public key. (The cycle is in the slot because
+//! an honest coordinator reissues attempt 0 at the same height in the next cycle when every
+//! winner of a cycle stayed silent; see `consensus::equivocation`.)
 
 use primitives::certificate::CERTIFICATE_BYTES;
 use primitives::{Certificate, CertificateKind, DecodeError};
 use thiserror::Error;
+
+/// The (cycle, height, attempt) for which an honest coordinator signs one block-signing
+/// certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slot {
+    pub cycle: u64,
+    pub height: u32,
+    pub attempt: u32,
+}
+
+impl Slot {
+    pub fn of(cert: &Certificate) -> Slot {
+        Slot {
+            cycle: cert.body.cycle,
+            height: cert.body.height,
+            attempt: cert.body.attempt,
+        }
+    }
+
+    /// The table key: (cycle, height, attempt).
+    pub(crate) fn key(&self) -> (u64, u32, u32) {
+        (self.cycle, self.height, self.attempt)
+    }
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "(cycle {}, height {}, attempt {})",
+            self.cycle, self.height, self.attempt
+        )
+    }
+}
 
 /// Bytes of encoded evidence: two certificates back to back.
 pub const EVIDENCE_BYTES: usize = 2 * CERTIFICATE_BYTES;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum EvidenceError {
-    #[error("certificates are for different slots: (height {0}, attempt {1}) and (height {2}, attempt {3})")]
-    DifferentSlots(u32, u32, u32, u32),
+    #[error("certificates are for different slots: {0} and {1}")]
+    DifferentSlots(Slot, Slot),
     #[error("the two certificates are identical")]
     Identical,
     #[error("a {0:?} certificate cannot sign a block, so it cannot equivocate")]
@@ -41,11 +77,9 @@ impl EquivocationEvidence {
                 return Err(EvidenceError::NotBlockSigning(cert.body.kind));
             }
         }
-        let (slot_a, slot_b) = (slot(&a), slot(&b));
+        let (slot_a, slot_b) = (Slot::of(&a), Slot::of(&b));
         if slot_a != slot_b {
-            return Err(EvidenceError::DifferentSlots(
-                slot_a.0, slot_a.1, slot_b.0, slot_b.1,
-            ));
+            return Err(EvidenceError::DifferentSlots(slot_a, slot_b));
         }
         let (enc_a, enc_b) = (a.encode(), b.encode());
         match enc_a.cmp(&enc_b) {
@@ -61,9 +95,9 @@ impl EquivocationEvidence {
         }
     }
 
-    /// (height, attempt) both certificates claim.
-    pub fn slot(&self) -> (u32, u32) {
-        slot(&self.first)
+    /// The slot both certificates claim.
+    pub fn slot(&self) -> Slot {
+        Slot::of(&self.first)
     }
 
     pub fn certificates(&self) -> (&Certificate, &Certificate) {
@@ -87,8 +121,4 @@ impl EquivocationEvidence {
         }
         Ok(evidence)
     }
-}
-
-fn slot(cert: &Certificate) -> (u32, u32) {
-    (cert.body.height, cert.body.attempt)
 }

@@ -14,7 +14,7 @@ mod tables;
 mod view;
 
 pub use error::StoreError;
-pub use evidence::{EquivocationEvidence, EvidenceError, EVIDENCE_BYTES};
+pub use evidence::{EquivocationEvidence, EvidenceError, Slot, EVIDENCE_BYTES};
 pub use index::{BlockStatus, IndexEntry, INDEX_ENTRY_BYTES, INDEX_ENTRY_VERSION};
 pub use store::{EvidenceOutcome, Store};
 pub use tables::{OUTPOINT_KEY_BYTES, SCHEMA_VERSION};

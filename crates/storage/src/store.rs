@@ -412,7 +412,7 @@ impl Store {
         Ok(block)
     }
 
-    /// Keeps evidence of an equivocation. The first evidence for a (height, attempt) stays;
+    /// Keeps evidence of an equivocation. The first evidence for a (cycle, height, attempt) stays;
     /// later ones for the same slot are reported as [`EvidenceOutcome::AlreadyKnown`].
     pub fn put_equivocation(
         &self,
@@ -422,20 +422,16 @@ impl Store {
         let txn = self.db.begin_write()?;
         let outcome = {
             let mut table = txn.open_table(EQUIVOCATIONS)?;
-            if table.get(slot)?.is_some() {
+            if table.get(slot.key())?.is_some() {
                 EvidenceOutcome::AlreadyKnown
             } else {
-                table.insert(slot, evidence.encode().as_slice())?;
+                table.insert(slot.key(), evidence.encode().as_slice())?;
                 EvidenceOutcome::Recorded
             }
         };
         txn.commit()?;
         if outcome == EvidenceOutcome::Recorded {
-            warn!(
-                height = slot.0,
-                attempt = slot.1,
-                "coordinator equivocation recorded"
-            );
+            warn!(%slot, "coordinator equivocation recorded");
         }
         Ok(outcome)
     }

@@ -13,7 +13,8 @@ use primitives::{Block, BlockHeader, BlockUndo, Coin};
 use redb::TableDefinition;
 
 /// Version of this table layout; a store written with another one is refused at open.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: header Merkle roots over wtxids, equivocation evidence keyed by (cycle, height, attempt).
+pub const SCHEMA_VERSION: u32 = 2;
 
 pub(crate) type HashKey = [u8; 32];
 pub(crate) type OutPointKey = [u8; OUTPOINT_KEY_BYTES];
@@ -31,7 +32,8 @@ pub(crate) const UNDO: TableDefinition<HashKey, &[u8]> = TableDefinition::new("u
 pub(crate) const CREATED: TableDefinition<HashKey, &[u8]> = TableDefinition::new("created");
 pub(crate) const CERT_USES: TableDefinition<HashKey, HashKey> =
     TableDefinition::new("certificate_uses");
-pub(crate) const EQUIVOCATIONS: TableDefinition<(u32, u32), &[u8]> =
+/// Keyed by (cycle, height, attempt).
+pub(crate) const EQUIVOCATIONS: TableDefinition<(u64, u32, u32), &[u8]> =
     TableDefinition::new("equivocations");
 
 /// Keys of the `meta` table.
@@ -97,16 +99,16 @@ pub(crate) fn decode_undo(hash: &BlockHash, bytes: &[u8]) -> Result<BlockUndo, S
 }
 
 pub(crate) fn decode_evidence(
-    slot: (u32, u32),
+    key: (u64, u32, u32),
     bytes: &[u8],
 ) -> Result<EquivocationEvidence, StoreError> {
     let evidence = EquivocationEvidence::decode(bytes)
-        .map_err(|e| StoreError::corrupt("equivocations", format!("{slot:?}"), e))?;
-    if evidence.slot() != slot {
+        .map_err(|e| StoreError::corrupt("equivocations", format!("{key:?}"), e))?;
+    if evidence.slot().key() != key {
         return Err(StoreError::corrupt(
             "equivocations",
-            format!("{slot:?}"),
-            format!("evidence is for slot {:?}", evidence.slot()),
+            format!("{key:?}"),
+            format!("evidence is for slot {}", evidence.slot()),
         ));
     }
     Ok(evidence)

@@ -1,7 +1,7 @@
 //! Reads from one consistent snapshot of the store.
 
 use crate::error::StoreError;
-use crate::evidence::EquivocationEvidence;
+use crate::evidence::{EquivocationEvidence, Slot};
 use crate::index::{BlockStatus, IndexEntry};
 use crate::tables::*;
 use bitcoin::hashes::Hash;
@@ -136,18 +136,14 @@ impl ReadView {
         }
     }
 
-    pub fn equivocation(
-        &self,
-        height: u32,
-        attempt: u32,
-    ) -> Result<Option<EquivocationEvidence>, StoreError> {
-        match self.table(EQUIVOCATIONS)?.get((height, attempt))? {
-            Some(bytes) => decode_evidence((height, attempt), bytes.value()).map(Some),
+    pub fn equivocation(&self, slot: Slot) -> Result<Option<EquivocationEvidence>, StoreError> {
+        match self.table(EQUIVOCATIONS)?.get(slot.key())? {
+            Some(bytes) => decode_evidence(slot.key(), bytes.value()).map(Some),
             None => Ok(None),
         }
     }
 
-    /// All recorded equivocations, ordered by (height, attempt).
+    /// All recorded equivocations, ordered by (cycle, height, attempt).
     pub fn equivocations(&self) -> Result<Vec<EquivocationEvidence>, StoreError> {
         let mut out = Vec::new();
         for item in self.table(EQUIVOCATIONS)?.iter()? {

@@ -7,7 +7,7 @@ use primitives::{Block, BlockUndo, Coin};
 use redb::{ReadableDatabase, TableDefinition};
 use std::path::Path;
 use storage::{
-    BlockStatus, EquivocationEvidence, EvidenceError, EvidenceOutcome, Store, StoreError,
+    BlockStatus, EquivocationEvidence, EvidenceError, EvidenceOutcome, Slot, Store, StoreError,
     SCHEMA_VERSION,
 };
 use tempfile::TempDir;
@@ -411,14 +411,19 @@ fn equivocation_evidence_round_trips_and_keeps_the_first() {
 
     let ab = EquivocationEvidence::new(a.clone(), b.clone()).unwrap();
     assert_eq!(ab, EquivocationEvidence::new(b.clone(), a.clone()).unwrap());
-    assert_eq!(ab.slot(), (1, 2));
+    let slot = |cycle, height, attempt| Slot {
+        cycle,
+        height,
+        attempt,
+    };
+    assert_eq!(ab.slot(), slot(1, 1, 2));
     assert_eq!(
         EquivocationEvidence::new(a.clone(), a.clone()),
         Err(EvidenceError::Identical)
     );
     assert!(matches!(
         EquivocationEvidence::new(a.clone(), other_slot),
-        Err(EvidenceError::DifferentSlots(1, 2, 1, 3))
+        Err(EvidenceError::DifferentSlots(a, b)) if a == slot(1, 1, 2) && b == slot(1, 1, 3)
     ));
     let mut contribution = b.clone();
     contribution.body.kind = primitives::CertificateKind::Contribution;
@@ -438,10 +443,13 @@ fn equivocation_evidence_round_trips_and_keeps_the_first() {
     );
     assert_eq!(store.equivocations().unwrap(), vec![ab.clone()]);
     assert_eq!(
-        store.read().unwrap().equivocation(1, 2).unwrap(),
+        store.read().unwrap().equivocation(slot(1, 1, 2)).unwrap(),
         Some(ab.clone())
     );
-    assert_eq!(store.read().unwrap().equivocation(1, 3).unwrap(), None);
+    assert_eq!(
+        store.read().unwrap().equivocation(slot(1, 1, 3)).unwrap(),
+        None
+    );
 
     // The decoder refuses a swapped pair and wrong lengths.
     let bytes = ab.encode();

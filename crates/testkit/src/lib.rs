@@ -12,7 +12,7 @@ use bitcoin::{
 };
 use primitives::block::coinbase_script_sig;
 use primitives::genesis::{build_genesis, GenesisSpec};
-use primitives::merkle::merkle_root;
+use primitives::merkle::block_merkle_root;
 use primitives::params::{SubsidySchedule, DEFAULT_BLOCK_BYTES_MAX};
 use primitives::{
     Block, BlockHeader, Certificate, CertificateKind, ChainParams, Hash256, UnsignedCertificate,
@@ -151,11 +151,10 @@ impl TestChain {
         txdata: Vec<Transaction>,
         producer: &SecretKey,
     ) -> Block {
-        let txids: Vec<_> = txdata.iter().map(|t| t.compute_txid()).collect();
         let header = BlockHeader {
             version: primitives::header::HEADER_VERSION,
             prev_block_hash: certificate.body.prev_block_hash,
-            merkle_root: merkle_root(&txids).root,
+            merkle_root: block_merkle_root(&txdata).root,
             time,
             certificate,
         };
@@ -275,4 +274,29 @@ pub fn coinbase_output(block: &Block) -> (OutPoint, TxOut) {
         OutPoint::new(coinbase.compute_txid(), 0),
         coinbase.output[0].clone(),
     )
+}
+
+/// A copy of `block` as a hostile relayer could make it without any key: one byte of the DER
+/// signature in the witness of input 0 of transaction `tx_index` flipped. The txid, the block
+/// hash and the producer signature are unchanged; the witness no longer verifies, and the wtxid
+/// (so the header's Merkle root over wtxids) no longer matches.
+pub fn malleate_witness(block: &Block, tx_index: usize) -> Block {
+    let mut copy = block.clone();
+    let input = &mut copy.txdata[tx_index].input[0];
+    let mut elements: Vec<Vec<u8>> = input.witness.iter().map(<[u8]>::to_vec).collect();
+    // Byte 8 lies inside the signature's r value (DER: 0x30 len 0x02 len r...), so the
+    // encoding still parses and only the signature check can fail.
+    elements[0][8] ^= 0x01;
+    input.witness = Witness::from_slice(&elements);
+    copy
+}
+
+/// A copy of `block` with its producer signature replaced by one from `key` (not the miner):
+/// another thing a relayer can change without changing the block hash.
+pub fn replace_producer_signature(secp: &Secp256k1<All>, block: &Block, key: &SecretKey) -> Block {
+    let msg = Message::from_digest(Block::signing_hash(&block.block_hash()).0);
+    Block {
+        producer_signature: secp.sign_ecdsa(&msg, key),
+        ..block.clone()
+    }
 }

@@ -39,6 +39,8 @@ enum Command {
     Devnet(cmd::devnet::Args),
     /// Check a chain and its coordinator's lotteries independently.
     Audit(cmd::audit::Args),
+    /// Recheck one piece of fraud evidence (a failed proof-of-training check) by replaying it.
+    VerifyEvidence(cmd::verify_evidence::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Miner(args) => cmd::miner::run(args),
         Command::Devnet(args) => cmd::devnet::run(args),
         Command::Audit(args) => cmd::audit::run(args),
+        Command::VerifyEvidence(args) => cmd::verify_evidence::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,7 +11,19 @@ use std::process::Command;
 /// the small MLP hundreds of steps on a loaded 2-core machine.
 const CYCLE_SECS: &str = "3";
 
+/// One devnet at a time: each is a dozen processes on a 2-core machine, and a winner that
+/// misses its block window under the load of four devnets at once turns a test of the protocol
+/// into a test of the scheduler.
+static ONE_DEVNET_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run_devnet(dir: &Path, extra: &[&str]) -> (std::process::Output, Value) {
+    run_devnet_with(dir, CYCLE_SECS, extra)
+}
+
+fn run_devnet_with(dir: &Path, cycle_secs: &str, extra: &[&str]) -> (std::process::Output, Value) {
+    let _serial = ONE_DEVNET_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let json = dir.join("summary.json");
     let output = Command::new(env!("CARGO_BIN_EXE_trainchain"))
         .arg("devnet")
@@ -19,7 +31,7 @@ fn run_devnet(dir: &Path, extra: &[&str]) -> (std::process::Output, Value) {
         .arg(dir.join("net"))
         .arg("--json")
         .arg(&json)
-        .args(["--cycle-secs", CYCLE_SECS, "--miner-threads", "1"])
+        .args(["--cycle-secs", cycle_secs, "--miner-threads", "1"])
         .args(extra)
         .output()
         .expect("running trainchain devnet");
@@ -170,4 +182,50 @@ fn lazy_and_noise_miners_win_no_block() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("miner-2 (lazy): 0 block(s)"), "{stdout}");
     assert!(stdout.contains("miner-3 (noise): 0 block(s)"), "{stdout}");
+}
+
+#[test]
+fn cheating_miners_are_caught_by_replay_and_win_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // Five miners: 6 s cycles give a 3 s block window, so that a loaded machine does not make
+    // the first winner miss it (what the test is about is the check, not the fallback).
+    let (output, summary) = run_devnet_with(
+        dir.path(),
+        "6",
+        &["--cycles", "2", "--miners", "2", "--cheat-miners", "3"],
+    );
+    assert!(output.status.success(), "{}", explain(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let honest = miners_with(dir.path(), "honest");
+    let blocks = summary["blocks"].as_array().unwrap();
+    assert!(!blocks.is_empty(), "{summary}");
+    for block in blocks {
+        assert!(
+            honest.contains(&block["winner"].as_str().unwrap().to_owned()),
+            "a block won by a cheat: {block}"
+        );
+    }
+    let miners = summary["miners"].as_array().unwrap();
+    let mut caught = 0;
+    for m in miners {
+        let (verified, failed) = (
+            m["verified"].as_u64().unwrap(),
+            m["failed"].as_u64().unwrap(),
+        );
+        if m["behaviour"] == "honest" {
+            assert_eq!(failed, 0, "an honest miner was accused: {m}");
+            assert!(verified >= 1, "{m}");
+        } else {
+            assert_eq!(verified, 0, "a cheat passed its check: {m}");
+            assert_eq!(m["blocks"], 0, "{m}");
+            caught += failed;
+        }
+    }
+    assert!(
+        caught >= 3,
+        "every cheat is caught at least once: {summary}"
+    );
+    // The audit replayed every piece of evidence itself.
+    assert!(stdout.contains("audit: passed"), "{stdout}");
+    assert!(stdout.contains("caught: "), "{stdout}");
 }

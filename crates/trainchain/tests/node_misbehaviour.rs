@@ -4,141 +4,13 @@
 
 mod support;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
-use libp2p::request_response::{self, ProtocolSupport};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{gossipsub, identity::Keypair, noise, tcp, yamux, Multiaddr, StreamProtocol};
-use node::p2p::wire::{REQUEST_BYTES_MAX, SYNC_PROTOCOL};
-use node::p2p::{block_topic, gossipsub_behaviour};
+use libp2p::Multiaddr;
+use node::p2p::wire::REQUEST_BYTES_MAX;
 use primitives::{Block, BlockHeader};
 use serde_json::Value;
-use std::io;
-use std::time::Duration;
+use support::rogue::{launch, Attack};
 use support::{eventually, start_node};
 use testkit::{block_time, key, TestChain};
-
-/// Sends raw bytes as a sync request, to produce frames the node's own codec never would.
-#[derive(Clone, Default)]
-struct RawCodec;
-
-impl request_response::Codec for RawCodec {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-
-    async fn read_request<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Vec<u8>> {
-        let mut out = Vec::new();
-        io.read_to_end(&mut out).await?;
-        Ok(out)
-    }
-
-    async fn read_response<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Vec<u8>> {
-        let mut out = Vec::new();
-        io.read_to_end(&mut out).await?;
-        Ok(out)
-    }
-
-    async fn write_request<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        bytes: Vec<u8>,
-    ) -> io::Result<()> {
-        io.write_all(&bytes).await?;
-        io.close().await
-    }
-
-    async fn write_response<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        bytes: Vec<u8>,
-    ) -> io::Result<()> {
-        io.write_all(&bytes).await?;
-        io.close().await
-    }
-}
-
-#[derive(NetworkBehaviour)]
-struct Rogue {
-    gossipsub: gossipsub::Behaviour,
-    raw: request_response::Behaviour<RawCodec>,
-}
-
-enum Attack {
-    GossipBlock(Vec<u8>),
-    SyncFrame(Vec<u8>),
-}
-
-/// Connects a fresh identity to `target`, delivers `attack`, and keeps the swarm running until
-/// the returned task is aborted. Returns the rogue's peer id.
-fn launch(
-    target: Multiaddr,
-    chain_id: u32,
-    attack: Attack,
-) -> (String, tokio::task::JoinHandle<()>) {
-    let key = Keypair::generate_ed25519();
-    let peer_id = key.public().to_peer_id().to_string();
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|key| Rogue {
-            gossipsub: gossipsub_behaviour(key, chain_id).unwrap(),
-            raw: request_response::Behaviour::with_codec(
-                RawCodec,
-                [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
-                request_response::Config::default(),
-            ),
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
-    let topic = block_topic(chain_id);
-    swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
-    swarm.dial(target).unwrap();
-    let task = tokio::spawn(async move {
-        let mut attack = Some(attack);
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        loop {
-            tokio::select! {
-                event = swarm.select_next_some() => {
-                    if let SwarmEvent::ConnectionEstablished { peer_id, .. } = event {
-                        if let Some(Attack::SyncFrame(bytes)) = attack.take_if(|a| matches!(a, Attack::SyncFrame(_))) {
-                            swarm.behaviour_mut().raw.send_request(&peer_id, bytes);
-                        }
-                    }
-                }
-                _ = tick.tick() => {
-                    // Publish once the node's subscription to the block topic has arrived.
-                    let subscribed = swarm
-                        .behaviour()
-                        .gossipsub
-                        .all_peers()
-                        .any(|(_, topics)| topics.contains(&&topic.hash()));
-                    if subscribed {
-                        if let Some(Attack::GossipBlock(bytes)) = attack.take_if(|a| matches!(a, Attack::GossipBlock(_))) {
-                            swarm.behaviour_mut().gossipsub.publish(topic.clone(), bytes).unwrap();
-                        }
-                    }
-                }
-            }
-        }
-    });
-    (peer_id, task)
-}
 
 fn block_on_tip(
     chain: &TestChain,
@@ -147,9 +19,8 @@ fn block_on_tip(
     height: u32,
 ) -> Block {
     let txdata = vec![chain.coinbase(height, chain.subsidy(), producer)];
-    let txids: Vec<_> = txdata.iter().map(|t| t.compute_txid()).collect();
     let header = BlockHeader {
-        merkle_root: primitives::merkle::merkle_root(&txids).root,
+        merkle_root: primitives::merkle::block_merkle_root(&txdata).root,
         ..header
     };
     Block::sign(&chain.secp, header, txdata, producer)

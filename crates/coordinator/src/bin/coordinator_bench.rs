@@ -8,9 +8,9 @@
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use bitcoin::{Address, BlockHash, CompressedPublicKey, Network};
-use coordinator::api::{submission_signing_hash, CompactSignature, Hardware, RegisterRequest};
+use coordinator::api::{CompactSignature, Hardware, RegisterRequest};
 use coordinator::cycle::{
-    tick, CycleEnv, CycleState, EvaluationInput, Event, Measurement, SegmentSize,
+    tick, CycleEnv, CycleState, EvaluationInput, Event, Measurement, ProofParams, SegmentSize,
 };
 use coordinator::work::{measure, Workload};
 use coordinator::{CycleTiming, WorkSetup};
@@ -63,18 +63,23 @@ fn cycle_with(env: &CycleEnv, n: u32) -> (CycleState, EvaluationInput) {
             } else {
                 1 + i64::from(i % 977)
             },
+            verification: proof::Verdict::Verified {
+                intervals: vec![0, 5, 63],
+                replayed_steps: 48,
+            },
         });
     }
     let t1 = t0 + env.timing.registration_ms;
     for i in 0..n {
         let k = key(i);
         let pk = k.public_key(&env.secp);
-        let update_hash = sha256(&i.to_le_bytes());
-        let signature = CompactSignature::sign(
-            &env.secp,
-            &k,
-            &submission_signing_hash(0, &pk, &update_hash),
-        );
+        let commitment = proof::Commitment {
+            task_hash: Hash256([1; 32]),
+            update_hash: sha256(&i.to_le_bytes()),
+            transcript_root: Hash256([2; 32]),
+            steps: 1_024,
+        };
+        let signature = CompactSignature::sign(&env.secp, &k, &commitment.signing_hash(0, &pk));
         state = tick(
             state,
             env,
@@ -83,13 +88,14 @@ fn cycle_with(env: &CycleEnv, n: u32) -> (CycleState, EvaluationInput) {
             Event::Submit {
                 cycle: 0,
                 miner: pk,
-                update_hash,
+                commitment,
                 signature,
             },
         )
         .0;
     }
-    let deadline = t1 + env.timing.training_ms;
+    // Nobody answers: evaluation starts at the challenge deadline.
+    let deadline = t1 + env.timing.training_ms + env.timing.challenge_ms;
     state = tick(state, env, deadline, [0; 32], Event::Tick).0;
     let input = EvaluationInput {
         global_loss_units: 2_300_000,
@@ -112,6 +118,7 @@ fn main() {
             name: "layer0".into(),
             params: 2_080,
         }],
+        proof: ProofParams::default(),
     };
     println!("closing a cycle (scores, root, seed, draws, certificates), median of {REPEATS}:");
     println!(
@@ -127,7 +134,7 @@ fn main() {
     for _ in 0..REPEATS {
         for (i, (state, input)) in prepared.iter().enumerate() {
             let (state, input) = (state.clone(), input.clone());
-            let deadline = state.announcement().submission_deadline_ms;
+            let deadline = state.announcement().challenge_deadline_ms;
             let started = Instant::now();
             let (closed, _) = tick(state, &env, deadline + 10, [5; 32], Event::Evaluated(input));
             close_ms[i].push(started.elapsed().as_secs_f64() * 1e3);

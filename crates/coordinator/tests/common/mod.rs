@@ -4,10 +4,7 @@
 use bitcoin::secp256k1::{All, Secp256k1, SecretKey};
 use bitcoin::{Address, CompressedPublicKey, Network};
 use coordinator::api::{Hardware, RegisterRequest, TaskInfo};
-use learning::{
-    encode_update, model_from_safetensors, train, Budget, Model, Samples, SegmentUpdate,
-    TrainConfig,
-};
+use learning::{model_from_safetensors, Model, Samples, SegmentUpdate};
 use rand::{Rng, SeedableRng};
 
 pub fn hardware() -> Hardware {
@@ -25,26 +22,52 @@ pub fn registration(secp: &Secp256k1<All>, key: &SecretKey, cycle: u64) -> Regis
     RegisterRequest::new_signed(secp, key, cycle, payout(secp, key), hardware())
 }
 
-/// Trains the task's segment on the shard for a fixed number of steps; returns the upload.
-pub fn honest_update(task: &TaskInfo, weights: &[u8], shard: &[u8], steps: u64) -> Vec<u8> {
-    let mut model = model_from_safetensors(task.model.clone(), weights).unwrap();
+/// What an honest miner uploads and keeps: the update bytes, the commitment it signs, and the
+/// record of its run (to answer its challenge).
+pub struct HonestWork {
+    pub update: Vec<u8>,
+    pub commitment: proof::Commitment,
+    pub record: proof::RunRecord,
+}
+
+/// Runs the task's replayable training for `steps` steps (at most the task's budget),
+/// recording its transcript.
+pub fn honest_work(task: &TaskInfo, weights: &[u8], shard: &[u8], steps: u64) -> HonestWork {
+    let model = model_from_safetensors(task.model.clone(), weights).unwrap();
     let shard = Samples::from_safetensors(shard, task.feature_count, task.class_count).unwrap();
-    let config = TrainConfig {
-        lr: task.hints.lr,
-        momentum: task.hints.momentum,
-        batch: task.hints.batch,
-        budget: Budget::Steps(steps),
-        seed: task.shard_index as u64,
-        threads: 1,
-    };
-    train(
-        &mut model,
-        &[task.segment.segment.as_str()],
-        &shard,
-        &config,
+    let train = proof::evidence::train_part(&shard, task.replay.train_samples).unwrap();
+    let run = proof::run_task(
+        &task.replay,
+        &model,
+        &train,
+        1,
+        |state| state.step < steps,
+        |states| states.len() - 1,
     )
     .unwrap();
-    encode_update(&model, &task.segment.segment).unwrap()
+    let update = run.update.to_safetensors().unwrap();
+    let commitment = run.commitment(&task.replay, primitives::sha256(&update));
+    HonestWork {
+        update,
+        commitment,
+        record: run.record,
+    }
+}
+
+/// The upload of [`honest_work`].
+pub fn honest_update(task: &TaskInfo, weights: &[u8], shard: &[u8], steps: u64) -> Vec<u8> {
+    honest_work(task, weights, shard, steps).update
+}
+
+/// A commitment for an update with no transcript behind it (its check fails or goes
+/// unanswered; for tests of everything before the check).
+pub fn bare_commitment(task: &TaskInfo) -> proof::Commitment {
+    proof::Commitment {
+        task_hash: task.replay.hash(),
+        update_hash: primitives::Hash256::ZERO,
+        transcript_root: primitives::Hash256::ZERO,
+        steps: 0,
+    }
 }
 
 fn segment_of(task: &TaskInfo, weights: &[u8]) -> (Model, SegmentUpdate) {

@@ -1,7 +1,12 @@
 //! Training throughput on MNIST-shaped synthetic data, plus the cost of a held-out
 //! evaluation relative to a training task.
 //!
-//! `cargo run --release -p learning --bin train-bench -- [--threads N] [--repeats R] [--secs S]`
+//! `cargo run --release -p learning --bin train-bench -- [--threads N] [--repeats R] [--secs S]
+//! [--levels best|all]`
+//!
+//! MLPs run twice per repeat, interleaved: on the reproducible kernel at the best SIMD level
+//! (`--levels all`: at every level this CPU offers) and on the `gemm` crate (candle's
+//! kernel, not reproducible across CPUs), and the table ends with the ratio of medians.
 //!
 //! Every configuration is measured once per repeat, configurations interleaved, so
 //! machine noise hits them alike; the table shows the median over repeats. GFLOP/s counts
@@ -11,8 +16,8 @@
 use std::time::Instant;
 
 use learning::{
-    evaluate, train, Budget, Dataset, Model, ModelSpec, Normalisation, Samples, SplitFractions,
-    TrainConfig,
+    evaluate, train, train_with_kernel, Budget, Dataset, Kernel, Model, ModelSpec, Normalisation,
+    Samples, Simd, SplitFractions, TrainConfig,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -25,6 +30,7 @@ struct Options {
     threads: usize,
     repeats: usize,
     secs: f64,
+    all_levels: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -32,6 +38,7 @@ fn parse_options() -> Result<Options, String> {
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         repeats: 5,
         secs: 0.5,
+        all_levels: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -41,9 +48,16 @@ fn parse_options() -> Result<Options, String> {
             "--threads" => options.threads = value.parse().map_err(|_| bad())?,
             "--repeats" => options.repeats = value.parse().map_err(|_| bad())?,
             "--secs" => options.secs = value.parse().map_err(|_| bad())?,
+            "--levels" => {
+                options.all_levels = match value.as_str() {
+                    "best" => false,
+                    "all" => true,
+                    _ => return Err(bad()),
+                }
+            }
             _ => {
                 return Err(format!(
-                    "unknown flag {flag}; use --threads, --repeats, --secs"
+                    "unknown flag {flag}; use --threads, --repeats, --secs, --levels"
                 ))
             }
         }
@@ -63,6 +77,7 @@ struct Case {
     name: &'static str,
     spec: ModelSpec,
     batch: usize,
+    kernel: Kernel,
     steps: u64,
     samples_per_sec: Vec<f64>,
 }
@@ -78,8 +93,17 @@ fn run(case: &Case, shard: &Samples, threads: usize, steps: u64) -> learning::Re
         seed: 1,
         threads,
     };
-    let report = train(&mut model, &segments, shard, &config)?;
+    let report = train_with_kernel(&mut model, &segments, shard, &config, case.kernel)?;
     Ok(report.samples as f64 / report.train_secs)
+}
+
+/// `gemm`, or the reproducible kernel's SIMD level; CNNs train through candle either way.
+fn kernel_name(case: &Case) -> &'static str {
+    match (&case.spec, case.kernel) {
+        (ModelSpec::Cnn { .. }, _) => "candle",
+        (_, Kernel::GemmCrate) => "gemm",
+        (_, Kernel::Reproducible(simd)) => simd.level().name(),
+    }
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -102,21 +126,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         kernel: 3,
         classes: 10,
     };
-    let mut cases: Vec<Case> = [
-        ("MLP 784-256-128-10", &mlp, 64),
-        ("MLP 784-256-128-10", &mlp, 256),
-        ("CNN conv16-conv32-linear", &cnn, 64),
-        ("CNN conv16-conv32-linear", &cnn, 256),
-    ]
-    .into_iter()
-    .map(|(name, spec, batch)| Case {
-        name,
-        spec: spec.clone(),
-        batch,
-        steps: 0,
-        samples_per_sec: Vec::new(),
-    })
-    .collect();
+    let mut kernels = vec![Kernel::GemmCrate];
+    if options.all_levels {
+        kernels.extend(Simd::available().into_iter().map(Kernel::Reproducible));
+    } else {
+        kernels.push(Kernel::Reproducible(Simd::best()));
+    }
+    let mut cases = Vec::new();
+    for batch in [64, 256] {
+        for &kernel in &kernels {
+            cases.push(("MLP 784-256-128-10", &mlp, batch, kernel));
+        }
+    }
+    for batch in [64, 256] {
+        cases.push(("CNN conv16-conv32-linear", &cnn, batch, Kernel::GemmCrate));
+    }
+    let mut cases: Vec<Case> = cases
+        .into_iter()
+        .map(|(name, spec, batch, kernel)| Case {
+            name,
+            spec: spec.clone(),
+            batch,
+            kernel,
+            steps: 0,
+            samples_per_sec: Vec::new(),
+        })
+        .collect();
 
     // Calibrate: a short warm-up run sets the steps that fill `secs`.
     for case in &mut cases {
@@ -135,9 +170,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         options.threads, options.repeats
     );
     println!(
-        "{:<26} {:>5} {:>12} {:>9} {:>9} {:>9}",
-        "model", "batch", "samples/s", "GFLOP/s", "min", "max"
+        "{:<26} {:>5} {:<8} {:>12} {:>9} {:>9} {:>9}",
+        "model", "batch", "kernel", "samples/s", "GFLOP/s", "min", "max"
     );
+    let mut medians = Vec::new();
     for case in &mut cases {
         let min = case
             .samples_per_sec
@@ -147,10 +183,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let max = case.samples_per_sec.iter().copied().fold(0.0, f64::max);
         let rate = median(&mut case.samples_per_sec);
         let gflops = rate * case.spec.train_flops_per_sample() as f64 / 1e9;
+        let kernel = kernel_name(case);
         println!(
-            "{:<26} {:>5} {:>12.0} {:>9.1} {:>9.0} {:>9.0}",
-            case.name, case.batch, rate, gflops, min, max
+            "{:<26} {:>5} {:<8} {:>12.0} {:>9.1} {:>9.0} {:>9.0}",
+            case.name, case.batch, kernel, rate, gflops, min, max
         );
+        medians.push((case.name, case.batch, kernel, rate));
+    }
+    for &(name, batch, kernel, rate) in &medians {
+        let gemm = medians
+            .iter()
+            .find(|m| m.0 == name && m.1 == batch && m.2 == "gemm")
+            .map(|m| m.3);
+        if let (Some(gemm), true) = (gemm, kernel != "gemm") {
+            println!("{name} batch {batch}: {kernel} / gemm = {:.3}", rate / gemm);
+        }
     }
 
     evaluation_cost(options.threads)?;

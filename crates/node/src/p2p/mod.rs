@@ -8,6 +8,7 @@
 //! block's parent is unknown (the block waits in a bounded orphan pool), and every
 //! [`SYNC_POLL_SECS`] as a safety net for missed gossip.
 
+pub mod banlist;
 pub mod peers;
 pub mod wire;
 
@@ -16,17 +17,18 @@ use crate::mempool::DEFAULT_TX_BYTES_MAX;
 use crate::service::{now_unix_secs, NetCommand, NetworkActivity, NodeHandle, SubmitTxError};
 use bitcoin::{BlockHash, Transaction};
 use futures::StreamExt;
+use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageAuthenticity};
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{ConnectionId, ListenError, NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
 use peers::{Offence, PeerBook, Verdict};
 use primitives::block::BLOCK_BYTES_DECODE_MAX;
 use primitives::{Block, BlockHeader};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -60,6 +62,12 @@ const TICK_SECS: u64 = 1;
 /// How often the mempool's expiry runs.
 const MEMPOOL_EXPIRY_EVERY_SECS: u64 = 60;
 
+/// Block hashes queued to fetch from one peer ([`PeerSync::wanted`]). One headers batch is all
+/// a peer can add per answer, and the next batch is asked for only once the queue drains; a
+/// second batch's worth covers a poll or an orphan's headers request landing meanwhile. Hashes
+/// past it are dropped: a later headers request from our (by then higher) tip finds them again.
+pub const WANTED_BLOCKS_MAX: usize = 2 * wire::HEADERS_BATCH_MAX;
+
 /// A sync request gets this long for its answer (a batch of large blocks on a slow link).
 const SYNC_REQUEST_TIMEOUT_SECS: u64 = 60;
 
@@ -68,6 +76,57 @@ const IDLE_CONNECTION_SECS: u64 = 120;
 
 /// Ten locator entries one block apart, then doubling steps (Bitcoin's `GetLocator`).
 const LOCATOR_DENSE_ENTRIES: usize = 10;
+
+/// Established inbound connections accepted (default; `p2p_inbound_connections_max` in the
+/// config). Each costs a yamux session, gossipsub peer state and, while the peer syncs from us,
+/// one blocks response in flight (4 MiB soft limit plus one 8 MiB block): 64 bound that at
+/// under 1 GiB, and are ample for a network of tens of training nodes. Bitcoin Core's 125 slots
+/// serve a far larger network with far smaller messages.
+pub const INBOUND_CONNECTIONS_MAX: u32 = 64;
+
+/// Established outbound connections (default; `p2p_outbound_connections_max`). We dial only
+/// configured peers and `addnode`; Core keeps 8 full-relay + 2 block-relay + 8 manual = 18, and
+/// 16 leave room for a handful of configured peers plus `addnode onetry`. Counted apart from
+/// inbound, so an inbound flood never crowds out the peers the operator chose.
+pub const OUTBOUND_CONNECTIONS_MAX: u32 = 16;
+
+/// Connections to one peer. The protocol needs one; two let a simultaneous dial from both
+/// sides settle without refusing either, and stop one identity from taking many slots.
+pub const CONNECTIONS_PER_PEER_MAX: u32 = 2;
+
+/// Inbound handshakes (noise + yamux) in progress. Each holds a socket and noise buffers until
+/// the upgrade finishes or times out; 16 let honest peers in while a few stall, and bound what
+/// sockets that never finish the handshake can pin.
+pub const PENDING_INBOUND_MAX: u32 = 16;
+
+/// The connection caps the node runs with; see [`INBOUND_CONNECTIONS_MAX`] and
+/// [`OUTBOUND_CONNECTIONS_MAX`] for the defaults. The per-peer and pending-inbound caps are
+/// fixed; dials in progress are capped at `outbound`, more than we could keep anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionCaps {
+    pub inbound: u32,
+    pub outbound: u32,
+}
+
+impl Default for ConnectionCaps {
+    fn default() -> Self {
+        ConnectionCaps {
+            inbound: INBOUND_CONNECTIONS_MAX,
+            outbound: OUTBOUND_CONNECTIONS_MAX,
+        }
+    }
+}
+
+impl ConnectionCaps {
+    fn limits(self) -> ConnectionLimits {
+        ConnectionLimits::default()
+            .with_max_established_incoming(Some(self.inbound))
+            .with_max_established_outgoing(Some(self.outbound))
+            .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX))
+            .with_max_pending_incoming(Some(PENDING_INBOUND_MAX))
+            .with_max_pending_outgoing(Some(self.outbound))
+    }
+}
 
 /// Gossip topic of new blocks on chain `chain_id`.
 pub fn block_topic(chain_id: u32) -> IdentTopic {
@@ -114,6 +173,8 @@ pub fn gossipsub_behaviour(key: &Keypair, chain_id: u32) -> Result<gossipsub::Be
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// First, so a connection over a cap is refused before any other behaviour sets up state.
+    limits: connection_limits::Behaviour,
     gossipsub: gossipsub::Behaviour,
     sync: request_response::Behaviour<SyncCodec>,
     identify: identify::Behaviour,
@@ -153,16 +214,24 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     options.open(path)?.write_all(bytes)
 }
 
-/// Where the node listens and whom it dials.
+/// Where the node listens, whom it dials, how many connections it keeps, and where its bans
+/// are kept across restarts.
 #[derive(Debug, Clone)]
 pub struct P2pConfig {
     pub listen: Vec<Multiaddr>,
     pub peers: Vec<Multiaddr>,
     pub identity: Keypair,
+    pub caps: ConnectionCaps,
+    /// The ban list file ([`banlist`]); `None` keeps bans in memory only.
+    pub ban_file: Option<PathBuf>,
 }
 
-/// Builds the swarm: TCP + noise + yamux under our behaviours.
-pub fn build_swarm(identity: Keypair, chain_id: u32) -> Result<Swarm<Behaviour>, P2pError> {
+/// Builds the swarm: TCP + noise + yamux under our behaviours, within `caps`.
+pub fn build_swarm(
+    identity: Keypair,
+    chain_id: u32,
+    caps: ConnectionCaps,
+) -> Result<Swarm<Behaviour>, P2pError> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
         .with_tokio()
         .with_tcp(
@@ -188,6 +257,7 @@ pub fn build_swarm(identity: Keypair, chain_id: u32) -> Result<Swarm<Behaviour>,
                     .with_agent_version(format!("trainchain/{}", env!("CARGO_PKG_VERSION"))),
             );
             Ok(Behaviour {
+                limits: connection_limits::Behaviour::new(caps.limits()),
                 gossipsub,
                 sync,
                 identify,
@@ -219,6 +289,34 @@ struct PeerSync {
     /// Last header of a full headers batch: ask again after it once `wanted` is drained.
     continue_after: Option<BlockHash>,
     last_poll_secs: u64,
+}
+
+impl PeerSync {
+    /// Queues `announced` (in chain order, already filtered to blocks we lack) from a headers
+    /// batch, within [`WANTED_BLOCKS_MAX`]; `full_batch_last` is the batch's last hash when the
+    /// batch was full (the peer has more). Returns how many hashes were dropped.
+    fn want(&mut self, announced: Vec<BlockHash>, full_batch_last: Option<BlockHash>) -> usize {
+        let mut dropped = 0;
+        let mut last_kept = None;
+        for hash in announced {
+            if self.wanted.contains(&hash) {
+                last_kept = Some(hash);
+            } else if self.wanted.len() < WANTED_BLOCKS_MAX {
+                self.wanted.push_back(hash);
+                last_kept = Some(hash);
+            } else {
+                dropped += 1;
+            }
+        }
+        // After a cut, continue from the last hash kept, so the dropped ones are asked again;
+        // if none was kept, the next poll asks from our tip.
+        self.continue_after = if dropped > 0 {
+            last_kept
+        } else {
+            full_batch_last
+        };
+        dropped
+    }
 }
 
 /// Blocks waiting for their parent, bounded by count and bytes (oldest evicted first).
@@ -288,6 +386,9 @@ struct Network {
     active: NetworkActivity,
     block_topic: IdentTopic,
     tx_topic: IdentTopic,
+    ban_file: Option<PathBuf>,
+    /// Bans changed since the ban file was last written.
+    bans_dirty: bool,
 }
 
 /// Runs the network until the node shuts down.
@@ -297,7 +398,7 @@ pub async fn run(
     mut commands: mpsc::UnboundedReceiver<NetCommand>,
 ) -> Result<(), P2pError> {
     let chain_id = node.params().chain_id;
-    let mut swarm = build_swarm(config.identity, chain_id)?;
+    let mut swarm = build_swarm(config.identity, chain_id, config.caps)?;
     let block_topic = block_topic(chain_id);
     let tx_topic = tx_topic(chain_id);
     for topic in [&block_topic, &tx_topic] {
@@ -331,7 +432,10 @@ pub async fn run(
         active: NetworkActivity::Active,
         block_topic,
         tx_topic,
+        ban_file: config.ban_file,
+        bans_dirty: false,
     };
+    net.restore_bans();
     net.dial_configured();
     let mut tick = tokio::time::interval(Duration::from_secs(TICK_SECS));
     let mut last_expiry_secs = now_unix_secs();
@@ -352,11 +456,42 @@ pub async fn run(
             }
         }
     }
+    net.save_bans();
     info!("p2p stopped");
     Ok(())
 }
 
 impl Network {
+    /// Bans from the ban file, still in force, back into the book and gossipsub's blacklist.
+    fn restore_bans(&mut self) {
+        let Some(path) = &self.ban_file else {
+            return;
+        };
+        for entry in banlist::load(path, now_unix_secs()) {
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .blacklist_peer(&entry.peer);
+            self.book.ban(entry);
+        }
+        self.publish_status();
+    }
+
+    /// Writes the ban file if the bans changed since it was last written.
+    fn save_bans(&mut self) {
+        let Some(path) = &self.ban_file else {
+            return;
+        };
+        if !self.bans_dirty {
+            return;
+        }
+        match banlist::save(path, &self.book.bans()) {
+            Ok(()) => self.bans_dirty = false,
+            // Kept dirty: the next tick tries again.
+            Err(error) => warn!(path = %path.display(), %error, "could not write the ban list"),
+        }
+    }
+
     fn publish_status(&mut self) {
         let (peers, banned) = self.book.snapshot();
         let active = self.active;
@@ -396,7 +531,11 @@ impl Network {
     fn on_tick(&mut self) {
         self.dial_configured();
         let now = now_unix_secs();
-        self.book.prune_bans(now);
+        if self.book.prune_bans(now) > 0 {
+            self.bans_dirty = true;
+            self.publish_status();
+        }
+        self.save_bans();
         let idle: Vec<PeerId> = self
             .sync
             .iter()
@@ -509,6 +648,18 @@ impl Network {
                     debug!(%addr, %error, "could not connect");
                 }
             }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error: ListenError::Denied { cause },
+                ..
+            } => {
+                // Over a cap: the socket is closed, nothing kept.
+                let reason = match cause.downcast_ref::<connection_limits::Exceeded>() {
+                    Some(exceeded) => exceeded.to_string(),
+                    None => cause.to_string(),
+                };
+                debug!(addr = %send_back_addr, %reason, "inbound connection refused");
+            }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
         }
@@ -549,6 +700,7 @@ impl Network {
             .misbehaved(peer, offence, &detail, now_unix_secs())
             == Verdict::Banned
         {
+            self.bans_dirty = true;
             self.swarm.behaviour_mut().gossipsub.blacklist_peer(&peer);
             let _ = self.swarm.disconnect_peer_id(peer);
         }
@@ -955,12 +1107,16 @@ impl Network {
             return;
         };
         debug!(%peer, headers = hashes.len(), new = new.len(), "headers received");
-        for hash in new {
-            if !state.wanted.contains(&hash) {
-                state.wanted.push_back(hash);
-            }
+        let dropped = state.want(new, if full { hashes.last().copied() } else { None });
+        if dropped > 0 {
+            debug!(
+                %peer,
+                dropped,
+                queued = state.wanted.len(),
+                limit = WANTED_BLOCKS_MAX,
+                "wanted-block queue full; dropped announced blocks"
+            );
         }
-        state.continue_after = if full { hashes.last().copied() } else { None };
         self.request_blocks(peer);
     }
 
@@ -993,5 +1149,48 @@ impl Network {
             return;
         }
         self.request_blocks(peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+
+    fn hashes(range: std::ops::Range<u32>) -> Vec<BlockHash> {
+        range
+            .map(|i| {
+                let mut bytes = [0u8; 32];
+                bytes[..4].copy_from_slice(&i.to_le_bytes());
+                BlockHash::from_byte_array(bytes)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn wanted_queue_is_capped_and_sync_resumes_after_the_last_kept_hash() {
+        let batch = wire::HEADERS_BATCH_MAX as u32;
+        let mut sync = PeerSync::default();
+        // A full batch fits and continues after its last hash.
+        let first = hashes(0..batch);
+        assert_eq!(sync.want(first.clone(), first.last().copied()), 0);
+        assert_eq!(sync.continue_after, first.last().copied());
+        // Repeats are not queued twice.
+        assert_eq!(sync.want(first.clone(), None), 0);
+        assert_eq!(sync.wanted.len(), wire::HEADERS_BATCH_MAX);
+        // Batches keep arriving (polls, orphans): the queue stops at the cap, the rest is
+        // dropped, and sync continues after the last hash kept.
+        let second = hashes(batch..3 * batch);
+        let dropped = sync.want(second.clone(), second.last().copied());
+        assert_eq!(sync.wanted.len(), WANTED_BLOCKS_MAX);
+        assert_eq!(dropped, 3 * wire::HEADERS_BATCH_MAX - WANTED_BLOCKS_MAX);
+        assert_eq!(
+            sync.continue_after,
+            Some(second[WANTED_BLOCKS_MAX - wire::HEADERS_BATCH_MAX - 1])
+        );
+        // Nothing fits: nothing kept, and the next poll starts from our tip.
+        assert_eq!(sync.want(hashes(5000..5010), None), 10);
+        assert_eq!(sync.wanted.len(), WANTED_BLOCKS_MAX);
+        assert_eq!(sync.continue_after, None);
     }
 }

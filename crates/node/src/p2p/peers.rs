@@ -14,6 +14,15 @@ pub const BAN_SCORE: u32 = 100;
 /// How long a ban lasts: 24 hours, Bitcoin Core's `-bantime` default.
 pub const BAN_SECS: u64 = 24 * 60 * 60;
 
+/// Bans kept at once. Identities cost nothing to mint, so a hostile host can earn a ban per
+/// connection; 10,000 is far beyond what honest misbehaviour produces in a day and keeps the map
+/// and the ban file (a few MiB at most) small. At the cap the ban closest to expiry gives way.
+pub const BANS_MAX: usize = 10_000;
+
+/// Bytes of a ban's reason kept (cut at a character boundary): the offence and enough of the
+/// detail to see what was sent, without letting a peer's bytes grow the ban list.
+pub const BAN_REASON_BYTES_MAX: usize = 256;
+
 /// What a peer did wrong. The score says how sure we are that only a faulty or hostile peer
 /// would do it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +75,26 @@ struct PeerRecord {
 struct Ban {
     until_unix_secs: u64,
     reason: String,
+}
+
+/// One ban as the ban list file keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanEntry {
+    pub peer: PeerId,
+    pub until_unix_secs: u64,
+    pub reason: String,
+}
+
+/// `reason` cut to at most [`BAN_REASON_BYTES_MAX`] bytes at a character boundary.
+fn bounded_reason(mut reason: String) -> String {
+    if reason.len() > BAN_REASON_BYTES_MAX {
+        let mut end = BAN_REASON_BYTES_MAX;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
 }
 
 /// What [`PeerBook::misbehaved`] decided.
@@ -122,9 +151,52 @@ impl PeerBook {
     }
 
     /// Forgets bans that have run out, so peer ids minted to get banned cannot grow the map
-    /// without end.
-    pub fn prune_bans(&mut self, now_secs: u64) {
+    /// without end. Returns how many were dropped.
+    pub fn prune_bans(&mut self, now_secs: u64) -> usize {
+        let before = self.banned.len();
         self.banned.retain(|_, ban| ban.until_unix_secs > now_secs);
+        before - self.banned.len()
+    }
+
+    /// Records a ban, within [`BANS_MAX`] (the ban closest to expiry gives way) and with the
+    /// reason cut to [`BAN_REASON_BYTES_MAX`]. A longer ban already in force is kept.
+    pub fn ban(&mut self, entry: BanEntry) {
+        if let Some(existing) = self.banned.get(&entry.peer) {
+            if existing.until_unix_secs >= entry.until_unix_secs {
+                return;
+            }
+        } else if self.banned.len() >= BANS_MAX {
+            let soonest = self
+                .banned
+                .iter()
+                .min_by_key(|(_, ban)| ban.until_unix_secs)
+                .map(|(peer, _)| *peer);
+            if let Some(soonest) = soonest {
+                self.banned.remove(&soonest);
+            }
+        }
+        self.banned.insert(
+            entry.peer,
+            Ban {
+                until_unix_secs: entry.until_unix_secs,
+                reason: bounded_reason(entry.reason),
+            },
+        );
+    }
+
+    /// Every ban, soonest expiry first (for the ban list file).
+    pub fn bans(&self) -> Vec<BanEntry> {
+        let mut bans: Vec<BanEntry> = self
+            .banned
+            .iter()
+            .map(|(peer, ban)| BanEntry {
+                peer: *peer,
+                until_unix_secs: ban.until_unix_secs,
+                reason: ban.reason.clone(),
+            })
+            .collect();
+        bans.sort_by_key(|b| (b.until_unix_secs, b.peer));
+        bans
     }
 
     /// Scores an offence; bans the peer once its score reaches [`BAN_SCORE`].
@@ -147,13 +219,11 @@ impl PeerBook {
             return Verdict::Tolerated;
         }
         warn!(%peer, offence = offence.name(), ban_secs = BAN_SECS, "banning peer");
-        self.banned.insert(
+        self.ban(BanEntry {
             peer,
-            Ban {
-                until_unix_secs: now_secs + BAN_SECS,
-                reason: format!("{}: {detail}", offence.name()),
-            },
-        );
+            until_unix_secs: now_secs + BAN_SECS,
+            reason: format!("{}: {detail}", offence.name()),
+        });
         Verdict::Banned
     }
 
@@ -215,7 +285,34 @@ mod tests {
         }
         book.prune_bans(11);
         assert_eq!(book.snapshot().1.len(), 3, "bans in force stay");
-        book.prune_bans(10 + BAN_SECS);
+        assert_eq!(book.prune_bans(10 + BAN_SECS), 3);
         assert_eq!(book.snapshot().1.len(), 0);
+    }
+
+    #[test]
+    fn bans_are_capped_and_their_reasons_bounded() {
+        let mut book = PeerBook::default();
+        let first = PeerId::random();
+        book.ban(BanEntry {
+            peer: first,
+            until_unix_secs: 5,
+            reason: "é".repeat(BAN_REASON_BYTES_MAX),
+        });
+        let reason = &book.bans()[0].reason;
+        assert!(reason.len() <= BAN_REASON_BYTES_MAX && reason.starts_with('é'));
+        for i in 0..BANS_MAX as u64 {
+            book.ban(BanEntry {
+                peer: PeerId::random(),
+                until_unix_secs: 10 + i,
+                reason: String::new(),
+            });
+        }
+        let bans = book.bans();
+        assert_eq!(bans.len(), BANS_MAX);
+        assert!(
+            !book.is_banned(&first, 0),
+            "the ban closest to expiry gave way"
+        );
+        assert_eq!(bans[0].until_unix_secs, 10);
     }
 }

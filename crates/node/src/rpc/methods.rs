@@ -625,11 +625,12 @@ fn getequivocations(node: &NodeHandle, _: Args) -> RpcResult {
     let list: Vec<Value> = evidence
         .iter()
         .map(|e| {
-            let (height, attempt) = e.slot();
+            let slot = e.slot();
             let (first, second) = e.certificates();
             json!({
-                "height": height,
-                "attempt": attempt,
+                "cycle": slot.cycle,
+                "height": slot.height,
+                "attempt": slot.attempt,
                 "first": json::certificate(first, params),
                 "second": json::certificate(second, params),
                 "evidence": hex::encode(e.encode()),

@@ -6,7 +6,8 @@
 pub mod auth;
 pub mod client;
 pub mod json;
-mod methods;
+/// The method table; public so the `rpc` fuzz target drives it without a socket.
+pub mod methods;
 
 pub use auth::{RpcAuth, COOKIE_FILE, COOKIE_USER};
 

@@ -13,7 +13,7 @@ use bitcoin::{
 use primitives::block::coinbase_script_sig;
 use primitives::genesis::{build_genesis, GenesisSpec};
 use primitives::header::HEADER_VERSION;
-use primitives::merkle::merkle_root;
+use primitives::merkle::block_merkle_root;
 use primitives::{
     Block, BlockHeader, BlockUndo, CertificateKind, Coin, Hash256, UnsignedCertificate,
 };
@@ -139,11 +139,10 @@ pub fn child_block_with_attempt(
         coordinator: coordinator_key().public_key(&secp),
     }
     .sign(&secp, &coordinator_key());
-    let txids: Vec<_> = txdata.iter().map(Transaction::compute_txid).collect();
     let header = BlockHeader {
         version: HEADER_VERSION,
         prev_block_hash: parent.block_hash(),
-        merkle_root: merkle_root(&txids).root,
+        merkle_root: block_merkle_root(&txdata).root,
         time: GENESIS_TIME + height * 1200,
         certificate,
     };

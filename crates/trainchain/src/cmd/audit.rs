@@ -35,12 +35,20 @@ pub fn run(args: Args) -> Result<()> {
         .block_on(miner::audit::audit(&node, &coordinator, &params))
         .context("audit failed")?;
     println!(
-        "audit passed: {} blocks up to {} (height {}), {} cycle records, {} lotteries recomputed, no equivocation",
+        "audit passed: {} blocks up to {} (height {}), {} cycle records, {} lotteries recomputed, {} fraud evidence rechecked by replay, no equivocation",
         report.blocks_checked,
         report.best_hash,
         report.height,
         report.cycles_checked,
-        report.lotteries_recomputed
+        report.lotteries_recomputed,
+        report.evidence_rechecked
     );
+    println!("training checks per cycle (verified / failed / unanswered):");
+    for v in &report.verification {
+        println!(
+            "  cycle {}: {} / {} / {}",
+            v.cycle, v.verified, v.failed, v.unanswered
+        );
+    }
     Ok(())
 }

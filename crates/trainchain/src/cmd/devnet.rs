@@ -23,6 +23,14 @@ pub struct Args {
     /// Extra miners that upload random weights.
     #[arg(long, default_value_t = 0)]
     pub noise_miners: usize,
+    /// Extra miners that cheat at proof of training (each kind in turn, or `--cheat KIND`);
+    /// the replay check catches each one and it wins nothing.
+    #[arg(long, default_value_t = 0)]
+    pub cheat_miners: usize,
+    /// The cheat of every `--cheat-miners` miner: other-data, rescale, skip-steps,
+    /// wrong-order, wrong-rate or perturb.
+    #[arg(long, value_parser = parse_cheat)]
+    pub cheat: Option<miner::behaviour::Cheat>,
     /// Training cycles to run.
     #[arg(long, default_value_t = 5)]
     pub cycles: u64,
@@ -46,6 +54,13 @@ pub struct Args {
     pub restart_coordinator_in_cycle: Option<u64>,
 }
 
+fn parse_cheat(text: &str) -> Result<miner::behaviour::Cheat, String> {
+    match text.parse::<miner::Behaviour>()? {
+        miner::Behaviour::Cheat(cheat) => Ok(cheat),
+        other => Err(format!("{other} is not a cheat")),
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     let exe = std::env::current_exe().context("locating the trainchain binary")?;
     let data_dir = args.data_dir.unwrap_or_else(|| {
@@ -54,7 +69,7 @@ pub fn run(args: Args) -> Result<()> {
             .map_or(0, |d| d.as_secs());
         PathBuf::from("trainchain-devnet").join(format!("run-{secs}"))
     });
-    let all_miners = args.miners + args.lazy_miners + args.noise_miners;
+    let all_miners = args.miners + args.lazy_miners + args.noise_miners + args.cheat_miners;
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let config = DevnetConfig {
         exe,
@@ -63,6 +78,8 @@ pub fn run(args: Args) -> Result<()> {
         miners: args.miners,
         lazy_miners: args.lazy_miners,
         noise_miners: args.noise_miners,
+        cheat_miners: args.cheat_miners,
+        cheat: args.cheat,
         cycles: args.cycles,
         cycle_secs: args.cycle_secs,
         dataset: args.dataset,

@@ -32,7 +32,9 @@ pub struct Args {
     /// Stop after this many cycles (default: run until stopped).
     #[arg(long)]
     pub cycles: Option<u64>,
-    /// Devnet bad-actor testing only: honest, lazy (uploads unchanged weights) or noise.
+    /// Devnet bad-actor testing only: honest, lazy (uploads unchanged weights), noise, or a
+    /// proof-of-training cheat (other-data, rescale, skip-steps, wrong-order, wrong-rate,
+    /// perturb).
     #[arg(long, default_value = "honest", hide = true)]
     pub behaviour: Behaviour,
 }

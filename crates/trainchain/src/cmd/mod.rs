@@ -9,4 +9,5 @@ pub mod miner;
 pub mod node;
 pub mod params;
 pub mod rpc;
+pub mod verify_evidence;
 pub mod wallet;

@@ -8,7 +8,9 @@ use super::params::{self, CHAIN_STORE_FILE};
 use anyhow::{bail, Context, Result};
 use node::config::{NodeConfig, DEFAULT_P2P_LISTEN, DEFAULT_RPC_BIND};
 use node::mempool::{Mempool, MempoolLimits};
-use node::p2p::{self, P2pConfig};
+use node::mempool_file::{self, MEMPOOL_FILE};
+use node::p2p::banlist::BAN_FILE;
+use node::p2p::{self, ConnectionCaps, P2pConfig};
 use node::rpc::{self, auth, RpcAuth};
 use node::{ChainState, NodeHandle};
 use std::net::SocketAddr;
@@ -57,6 +59,7 @@ struct Settings {
     peers: Vec<libp2p::Multiaddr>,
     rpc_bind: SocketAddr,
     rpc_auth: String,
+    caps: ConnectionCaps,
 }
 
 fn parse_addrs(list: &[String], what: &str) -> Result<Vec<libp2p::Multiaddr>> {
@@ -85,6 +88,15 @@ fn settings(args: &Args) -> Result<Settings> {
         listen.push(DEFAULT_P2P_LISTEN.to_string());
     }
     let peers = pick(&args.peers, config.peers);
+    let defaults = ConnectionCaps::default();
+    let caps = ConnectionCaps {
+        inbound: config
+            .p2p_inbound_connections_max
+            .unwrap_or(defaults.inbound),
+        outbound: config
+            .p2p_outbound_connections_max
+            .unwrap_or(defaults.outbound),
+    };
     let rpc_bind = args
         .rpc_bind
         .clone()
@@ -102,6 +114,7 @@ fn settings(args: &Args) -> Result<Settings> {
             .clone()
             .or(config.rpc_auth)
             .unwrap_or_else(|| "cookie".into()),
+        caps,
     })
 }
 
@@ -121,12 +134,17 @@ async fn serve(data_dir: &Path, settings: Settings) -> Result<()> {
     let (tip, height) = chain.tip()?;
     info!(%tip, height, "chain loaded");
     let (node, commands) = NodeHandle::new(chain, Mempool::new(MempoolLimits::default()));
+    // Before the network and RPC start, so the saved transactions come back first.
+    let mempool_path = data_dir.join(MEMPOOL_FILE);
+    mempool_file::load(&node, &mempool_path);
 
     let identity = p2p::load_or_create_identity(&data_dir.join(P2P_KEY_FILE))?;
     let p2p_config = P2pConfig {
         listen: settings.listen,
         peers: settings.peers,
         identity,
+        caps: settings.caps,
+        ban_file: Some(data_dir.join(BAN_FILE)),
     };
     let p2p_task = tokio::spawn(p2p::run(node.clone(), p2p_config, commands));
 
@@ -159,6 +177,11 @@ async fn serve(data_dir: &Path, settings: Settings) -> Result<()> {
         Ok(Ok(())) => {}
         Ok(Err(error)) => warn!(%error, "p2p stopped with an error"),
         Err(error) => warn!(%error, "p2p task failed"),
+    }
+    // Nothing else touches the mempool now: RPC and p2p have stopped.
+    match mempool_file::save(&node, &mempool_path) {
+        Ok(count) => info!(path = %mempool_path.display(), count, "mempool saved"),
+        Err(error) => warn!(path = %mempool_path.display(), %error, "could not save the mempool"),
     }
     // Every block was committed in its own redb transaction; dropping the handle closes it.
     drop(node);

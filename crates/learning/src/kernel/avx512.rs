@@ -1,0 +1,79 @@
+//! AVX-512F: 8 x 32 register tiles (16 zmm accumulators), one `vfmadd` per element per
+//! step of the inner dimension.
+
+use std::arch::x86_64::*;
+
+use super::{Level, Operand};
+
+pub(super) struct Avx512;
+
+impl Level for Avx512 {
+    const MR: usize = 8;
+    const NR: usize = 32;
+
+    unsafe fn tile(
+        rows: usize,
+        k: usize,
+        a: Operand,
+        b: *const f32,
+        c: *mut f32,
+        rs_c: usize,
+        load: bool,
+    ) {
+        match rows {
+            1 => tile::<1>(k, a, b, c, rs_c, load),
+            2 => tile::<2>(k, a, b, c, rs_c, load),
+            3 => tile::<3>(k, a, b, c, rs_c, load),
+            4 => tile::<4>(k, a, b, c, rs_c, load),
+            5 => tile::<5>(k, a, b, c, rs_c, load),
+            6 => tile::<6>(k, a, b, c, rs_c, load),
+            7 => tile::<7>(k, a, b, c, rs_c, load),
+            8 => tile::<8>(k, a, b, c, rs_c, load),
+            _ => unreachable!("a tile has 1..=8 rows"),
+        }
+    }
+}
+
+/// # Safety
+/// As [`Level::tile`], with `rows == R`.
+#[target_feature(enable = "avx512f")]
+unsafe fn tile<const R: usize>(
+    k: usize,
+    a: Operand,
+    b: *const f32,
+    c: *mut f32,
+    rs_c: usize,
+    load: bool,
+) {
+    let mut lo = [_mm512_setzero_ps(); R];
+    let mut hi = [_mm512_setzero_ps(); R];
+    if load {
+        for r in 0..R {
+            let row = c.add(r * rs_c);
+            lo[r] = _mm512_loadu_ps(row);
+            hi[r] = _mm512_loadu_ps(row.add(16));
+        }
+    }
+    let mut rows = [a.ptr; R];
+    for (r, row) in rows.iter_mut().enumerate() {
+        *row = a.ptr.offset(r as isize * a.rs);
+    }
+    let mut panel = b;
+    let mut offset = 0isize;
+    for _ in 0..k {
+        let b0 = _mm512_loadu_ps(panel);
+        let b1 = _mm512_loadu_ps(panel.add(16));
+        for r in 0..R {
+            let x = _mm512_set1_ps(*rows[r].offset(offset));
+            lo[r] = _mm512_fmadd_ps(x, b0, lo[r]);
+            hi[r] = _mm512_fmadd_ps(x, b1, hi[r]);
+        }
+        panel = panel.add(32);
+        offset += a.cs;
+    }
+    for r in 0..R {
+        let row = c.add(r * rs_c);
+        _mm512_storeu_ps(row, lo[r]);
+        _mm512_storeu_ps(row.add(16), hi[r]);
+    }
+}

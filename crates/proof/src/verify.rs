@@ -1,0 +1,255 @@
+//! Checking a submission's transcript against its challenges by replaying the challenged
+//! intervals, and the reasons a check fails.
+
+use learning::{Model, Samples, SegmentUpdate, TrainState, Trainer};
+use primitives::Hash256;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::response::{ChallengeResponse, Opening};
+use crate::task::{Commitment, ReplayTask};
+use crate::transcript::{checkpoint_steps, leaf_count, verify_path, LEAVES_MAX};
+
+/// Why a submission failed its check. Each is a property of signed or public data, so anyone
+/// holding the task's start model and shard can recheck it (see [`crate::evidence`]).
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Failure {
+    #[error("claims {steps} steps, the task allows {max}")]
+    StepsOverBudget { steps: u64, max: u64 },
+    #[error("the transcript would have {leaves} leaves, over the limit")]
+    TranscriptTooLong { leaves: u64 },
+    #[error("the transcript's step-0 leaf is not the task's start model")]
+    StartNotTaskModel,
+    #[error("the answer opens intervals {answered:?}, the challenge asked for {asked:?}")]
+    WrongIntervals { asked: Vec<u64>, answered: Vec<u64> },
+    #[error("interval {interval}: the opened state is not at step {expected_step} or does not fit the task: {why}")]
+    StateDoesNotFit {
+        interval: u64,
+        expected_step: u64,
+        why: String,
+    },
+    #[error(
+        "interval {interval}: the opened start state is not leaf {interval} of the transcript"
+    )]
+    StartNotInTranscript { interval: u64 },
+    #[error("interval {interval}: the opened end leaf is not leaf {} of the transcript", interval + 1)]
+    EndNotInTranscript { interval: u64 },
+    #[error("interval {interval}: replaying {steps} steps gives state {replayed}, the transcript commits to {committed}")]
+    ReplayMismatch {
+        interval: u64,
+        steps: u64,
+        replayed: Hash256,
+        committed: Hash256,
+    },
+    #[error("the submitted update is not the state the transcript's last interval ends in")]
+    UpdateNotFinalState,
+    #[error("the replay could not run: {0}")]
+    ReplayFailed(String),
+}
+
+/// Outcome of checking one submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every challenged interval replayed to its committed leaf.
+    Verified {
+        intervals: Vec<u64>,
+        replayed_steps: u64,
+    },
+    /// No answer (or none before the challenge deadline): treated as failed, but it proves no
+    /// fraud by itself.
+    Unanswered,
+    /// A check failed: fraud evidence.
+    Failed { failure: Failure },
+}
+
+impl Verdict {
+    pub fn passed(&self) -> bool {
+        matches!(self, Verdict::Verified { .. })
+    }
+
+    /// The one-word name used in records and summaries.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Verified { .. } => "verified",
+            Verdict::Unanswered => "unanswered",
+            Verdict::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// What a check needs besides the answer.
+pub struct CheckInputs<'a> {
+    pub task: &'a ReplayTask,
+    /// The model the task starts from (its hash is `task.model_hash`).
+    pub start_model: &'a Model,
+    /// The shard's first `task.train_samples` samples.
+    pub train_samples: &'a Samples,
+    pub commitment: &'a Commitment,
+    /// The decoded update the commitment's `update_hash` names.
+    pub update: &'a SegmentUpdate,
+    /// Threads for the replay (the bits do not depend on it).
+    pub threads: usize,
+}
+
+/// The checks that need no answer: the step budget and the transcript's size.
+pub fn check_claims(task: &ReplayTask, commitment: &Commitment) -> Result<u64, Failure> {
+    if commitment.steps > task.steps_max {
+        return Err(Failure::StepsOverBudget {
+            steps: commitment.steps,
+            max: task.steps_max,
+        });
+    }
+    let leaves = leaf_count(commitment.steps, task.checkpoint_interval);
+    if leaves > LEAVES_MAX {
+        return Err(Failure::TranscriptTooLong { leaves });
+    }
+    Ok(leaves - 1)
+}
+
+/// Checks `response` to the challenge `asked` (from [`crate::challenged_intervals`]).
+pub fn check(
+    inputs: &CheckInputs<'_>,
+    asked: &[u64],
+    response: Option<&ChallengeResponse>,
+) -> Verdict {
+    match check_inner(inputs, asked, response) {
+        Ok(Some(replayed_steps)) => Verdict::Verified {
+            intervals: asked.to_vec(),
+            replayed_steps,
+        },
+        Ok(None) => Verdict::Unanswered,
+        Err(failure) => Verdict::Failed { failure },
+    }
+}
+
+fn check_inner(
+    inputs: &CheckInputs<'_>,
+    asked: &[u64],
+    response: Option<&ChallengeResponse>,
+) -> Result<Option<u64>, Failure> {
+    let task = inputs.task;
+    let commitment = inputs.commitment;
+    let intervals = check_claims(task, commitment)?;
+    let Some(response) = response else {
+        return Ok(None);
+    };
+    let leaves = intervals + 1;
+    let root = &commitment.transcript_root;
+    let initial = TrainState::initial(inputs.start_model, &[&task.segment], task.momentum)
+        .map_err(|e| Failure::ReplayFailed(e.to_string()))?;
+    let initial_leaf = Hash256(initial.hash());
+    if !verify_path(root, leaves, 0, &initial_leaf, &response.first_path) {
+        return Err(Failure::StartNotTaskModel);
+    }
+    let answered: Vec<u64> = response.openings.iter().map(|o| o.interval).collect();
+    if answered != asked || asked.iter().any(|&i| i >= intervals) {
+        return Err(Failure::WrongIntervals {
+            asked: asked.to_vec(),
+            answered,
+        });
+    }
+    let steps = checkpoint_steps(commitment.steps, task.checkpoint_interval);
+    let mut replayed_steps = 0;
+    for opening in &response.openings {
+        let i = opening.interval as usize;
+        let (from, to) = (steps[i], steps[i + 1]);
+        let ends_run = opening.interval + 1 == intervals;
+        replayed_steps += to - from;
+        let replayed = replay_opening(inputs, opening, from, to)?;
+        let replayed_leaf = Hash256(replayed.hash());
+        if !verify_path(
+            root,
+            leaves,
+            opening.interval + 1,
+            &opening.end_leaf,
+            &opening.end_path,
+        ) {
+            return Err(Failure::EndNotInTranscript {
+                interval: opening.interval,
+            });
+        }
+        if replayed_leaf != opening.end_leaf {
+            return Err(Failure::ReplayMismatch {
+                interval: opening.interval,
+                steps: to - from,
+                replayed: replayed_leaf,
+                committed: opening.end_leaf,
+            });
+        }
+        if ends_run && !same_bits(&replayed, inputs.update) {
+            return Err(Failure::UpdateNotFinalState);
+        }
+    }
+    if intervals == 0 && !same_bits(&initial, inputs.update) {
+        return Err(Failure::UpdateNotFinalState);
+    }
+    Ok(Some(replayed_steps))
+}
+
+/// Checks the opened start state against the transcript and replays it from `from` to `to`.
+pub(crate) fn replay_opening(
+    inputs: &CheckInputs<'_>,
+    opening: &Opening,
+    from: u64,
+    to: u64,
+) -> Result<TrainState, Failure> {
+    let task = inputs.task;
+    let leaves = leaf_count(inputs.commitment.steps, task.checkpoint_interval);
+    if opening.start.step != from {
+        return Err(Failure::StateDoesNotFit {
+            interval: opening.interval,
+            expected_step: from,
+            why: format!("it is at step {}", opening.start.step),
+        });
+    }
+    let start_leaf = Hash256(opening.start.hash());
+    if !verify_path(
+        &inputs.commitment.transcript_root,
+        leaves,
+        opening.interval,
+        &start_leaf,
+        &opening.start_path,
+    ) {
+        return Err(Failure::StartNotInTranscript {
+            interval: opening.interval,
+        });
+    }
+    let config = task.train_config(to - from, inputs.threads);
+    let misfit = |why: String| Failure::StateDoesNotFit {
+        interval: opening.interval,
+        expected_step: from,
+        why,
+    };
+    let mut trainer = Trainer::resume(
+        inputs.start_model,
+        &[&task.segment],
+        inputs.train_samples,
+        &config,
+        &opening.start,
+    )
+    .map_err(|e| misfit(e.to_string()))?;
+    trainer
+        .run(to - from)
+        .map_err(|e| Failure::ReplayFailed(e.to_string()))?;
+    trainer
+        .state()
+        .map_err(|e| Failure::ReplayFailed(e.to_string()))
+}
+
+/// True if `update` holds exactly the values of `state` (bit for bit, in model order).
+fn same_bits(state: &TrainState, update: &SegmentUpdate) -> bool {
+    state.weights.len() == update.tensors.len()
+        && state
+            .weights
+            .iter()
+            .zip(&update.tensors)
+            .all(|(values, tensor)| {
+                values.len() == tensor.values.len()
+                    && values
+                        .iter()
+                        .zip(&tensor.values)
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+            })
+}

@@ -1,0 +1,444 @@
+//! Proof of training against the cheats a rational miner would try. Each cheat builds the best
+//! transcript it can for what it really did, and the check names its own reason; an honest
+//! run is never accused, whoever replays it with however many threads.
+
+use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+use learning::{model_hash, Model, ModelSpec, Samples, SegmentUpdate, TrainState, Trainer};
+use primitives::Hash256;
+use proof::{
+    challenge_seed, challenged_intervals, check, escape_probability, leaf_count, CheckInputs,
+    Commitment, Failure, ReplayTask, RunRecord, Verdict,
+};
+
+const SEGMENT: &str = "layer0";
+const Q: u32 = 2;
+
+fn miner() -> PublicKey {
+    SecretKey::from_slice(&[7; 32])
+        .unwrap()
+        .public_key(&Secp256k1::new())
+}
+
+fn spec() -> ModelSpec {
+    ModelSpec::Mlp {
+        input: 6,
+        hidden: vec![10],
+        classes: 3,
+    }
+}
+
+fn samples(n: usize, salt: usize) -> Samples {
+    let features: Vec<f32> = (0..n * 6)
+        .map(|i| (((i + salt) * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
+    let labels: Vec<u32> = (0..n).map(|i| ((i + salt) * 7 % 3) as u32).collect();
+    Samples::new(features, labels, 6).unwrap()
+}
+
+struct Setup {
+    model: Model,
+    shard: Samples,
+    task: ReplayTask,
+}
+
+fn setup() -> Setup {
+    let model = Model::new(spec(), 11).unwrap();
+    let shard = samples(48, 0);
+    let task = ReplayTask {
+        cycle: 3,
+        miner: miner(),
+        model_hash: Hash256(model_hash(&model)),
+        segment: SEGMENT.into(),
+        shard_hash: Hash256([5; 32]),
+        train_samples: shard.len() as u64,
+        lr: 0.05,
+        momentum: 0.9,
+        batch: 8,
+        steps_max: 40,
+        checkpoint_interval: 4,
+        batch_seed: 99,
+    };
+    Setup { model, shard, task }
+}
+
+/// A submission as a miner makes it: the record of its run, the update, the commitment.
+struct Claim {
+    record: RunRecord,
+    update: SegmentUpdate,
+    commitment: Commitment,
+}
+
+impl Setup {
+    /// An honest run of `steps` steps of the task (optionally with its inputs changed by a
+    /// cheat), recording every checkpoint.
+    fn run(
+        &self,
+        steps: u64,
+        edit: impl Fn(&mut ReplayTask, &mut Model, &mut Samples),
+    ) -> RunRecord {
+        let mut task = self.task.clone();
+        let mut model = self.model.clone();
+        let mut shard = self.shard.clone();
+        edit(&mut task, &mut model, &mut shard);
+        let config = task.train_config(steps, 1);
+        let mut record = RunRecord::new(self.task.checkpoint_interval);
+        let mut trainer = Trainer::start(&model, &[SEGMENT], &shard, &config).unwrap();
+        record.push(trainer.state().unwrap());
+        while trainer.steps_taken() < steps {
+            trainer.run(1).unwrap();
+            let step = trainer.steps_taken();
+            if record.is_checkpoint(step) || step == steps {
+                record.push(trainer.state().unwrap());
+            }
+        }
+        record
+    }
+
+    fn claim(&self, record: RunRecord, update: SegmentUpdate) -> Claim {
+        let commitment = Commitment {
+            task_hash: self.task.hash(),
+            update_hash: Hash256([1; 32]),
+            transcript_root: record.transcript().root(),
+            steps: record.last().unwrap().step,
+        };
+        Claim {
+            record,
+            update,
+            commitment,
+        }
+    }
+
+    fn honest(&self, steps: u64) -> Claim {
+        let record = self.run(steps, |_, _, _| {});
+        let update = record
+            .last()
+            .unwrap()
+            .to_update(&self.model, SEGMENT)
+            .unwrap();
+        self.claim(record, update)
+    }
+
+    /// Checks `claim` under challenge seed `seed`, the miner answering from its record.
+    fn verdict(&self, claim: &Claim, seed: u8, threads: usize) -> Verdict {
+        let intervals = leaf_count(claim.commitment.steps, self.task.checkpoint_interval) - 1;
+        let seed = challenge_seed(&Hash256([seed; 32]), &Hash256([2; 32]), &self.task.miner);
+        let asked = challenged_intervals(&seed, intervals, Q);
+        let response = claim.record.respond(&asked);
+        self.verdict_of(claim, &asked, Some(&response), threads)
+    }
+
+    fn verdict_of(
+        &self,
+        claim: &Claim,
+        asked: &[u64],
+        response: Option<&proof::ChallengeResponse>,
+        threads: usize,
+    ) -> Verdict {
+        let inputs = CheckInputs {
+            task: &self.task,
+            start_model: &self.model,
+            train_samples: &self.shard,
+            commitment: &claim.commitment,
+            update: &claim.update,
+            threads,
+        };
+        check(&inputs, asked, response)
+    }
+
+    /// The reason `claim` fails under every one of a few challenge seeds.
+    fn failure(&self, claim: &Claim) -> Failure {
+        let mut found = None;
+        for seed in 0..6 {
+            match self.verdict(claim, seed, 1) {
+                Verdict::Failed { failure } => {
+                    let kind = std::mem::discriminant(&failure);
+                    if let Some(prev) = &found {
+                        assert_eq!(std::mem::discriminant(prev), kind, "{failure}");
+                    }
+                    found = Some(failure);
+                }
+                other => panic!("a cheat passed under seed {seed}: {other:?}"),
+            }
+        }
+        found.unwrap()
+    }
+}
+
+/// A record whose states after step 0 are `states` (labelled with the checkpoint steps): what
+/// a miner that did not train writes down to end at the update it wants.
+fn fabricated(setup: &Setup, final_weights: &[Vec<f32>], steps: u64) -> RunRecord {
+    let k = setup.task.checkpoint_interval;
+    let mut record = RunRecord::new(k);
+    let initial = TrainState::initial(&setup.model, &[SEGMENT], setup.task.momentum).unwrap();
+    record.push(initial.clone());
+    for step in proof::checkpoint_steps(steps, k).into_iter().skip(1) {
+        record.push(TrainState {
+            step,
+            weights: final_weights.to_vec(),
+            velocity: initial.velocity.clone(),
+        });
+    }
+    record
+}
+
+fn weights_of(update: &SegmentUpdate) -> Vec<Vec<f32>> {
+    update.tensors.iter().map(|t| t.values.clone()).collect()
+}
+
+#[test]
+fn honest_runs_are_verified_under_every_challenge_and_thread_count() {
+    let s = setup();
+    for steps in [0, 3, 4, 17, 40] {
+        let claim = s.honest(steps);
+        for seed in 0..8 {
+            for threads in [1, 2] {
+                let verdict = s.verdict(&claim, seed, threads);
+                assert!(verdict.passed(), "steps {steps}, seed {seed}: {verdict:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn training_on_data_outside_the_shard_fails_the_replay() {
+    let s = setup();
+    let record = s.run(40, |_, _, shard| *shard = samples(48, 1_000));
+    let update = record.last().unwrap().to_update(&s.model, SEGMENT).unwrap();
+    let failure = s.failure(&s.claim(record, update));
+    assert!(
+        matches!(failure, Failure::ReplayMismatch { .. }),
+        "{failure}"
+    );
+}
+
+#[test]
+fn a_segment_trained_elsewhere_does_not_start_from_the_task_model() {
+    let s = setup();
+    // Start from another model's segment and train honestly from there.
+    let record = s.run(40, |_, model, _| *model = Model::new(spec(), 12).unwrap());
+    let update = record.last().unwrap().to_update(&s.model, SEGMENT).unwrap();
+    assert_eq!(
+        s.failure(&s.claim(record, update)),
+        Failure::StartNotTaskModel
+    );
+}
+
+#[test]
+fn no_training_at_all_fails_the_last_interval() {
+    let s = setup();
+    // A rescaled segment (a temperature found by search), with a transcript that ends there.
+    let mut update = SegmentUpdate::from_model(&s.model, SEGMENT).unwrap();
+    for t in &mut update.tensors {
+        t.values.iter_mut().for_each(|v| *v *= 1.37);
+    }
+    let record = fabricated(&s, &weights_of(&update), 40);
+    let failure = s.failure(&s.claim(record, update));
+    assert!(
+        matches!(failure, Failure::ReplayMismatch { .. }),
+        "{failure}"
+    );
+}
+
+#[test]
+fn a_copy_changed_by_one_ulp_fails_the_last_interval() {
+    let s = setup();
+    // Another miner's honest update (same task but its own batch order), every value one ulp off.
+    let other = s.run(40, |task, _, _| task.batch_seed = 7);
+    let mut update = other.last().unwrap().to_update(&s.model, SEGMENT).unwrap();
+    for t in &mut update.tensors {
+        t.values
+            .iter_mut()
+            .for_each(|v| *v = f32::from_bits(v.to_bits() + 1));
+    }
+    let record = fabricated(&s, &weights_of(&update), 40);
+    let failure = s.failure(&s.claim(record, update));
+    assert!(
+        matches!(failure, Failure::ReplayMismatch { .. }),
+        "{failure}"
+    );
+}
+
+#[test]
+fn a_perturbation_on_top_of_an_honest_transcript_is_not_the_final_state() {
+    let s = setup();
+    let record = s.run(40, |_, _, _| {});
+    let mut update = record.last().unwrap().to_update(&s.model, SEGMENT).unwrap();
+    update.tensors[0].values[3] += 1e-3;
+    assert_eq!(
+        s.failure(&s.claim(record, update)),
+        Failure::UpdateNotFinalState
+    );
+}
+
+#[test]
+fn skipped_steps_a_wrong_batch_order_a_wrong_rate_and_a_trained_frozen_segment_fail_the_replay() {
+    let s = setup();
+    let cheats: Vec<(&str, RunRecord)> = vec![
+        ("skipped steps", {
+            // Two real steps per interval, each checkpoint labelled as if all four ran.
+            let config = s.task.train_config(20, 1);
+            let mut trainer = Trainer::start(&s.model, &[SEGMENT], &s.shard, &config).unwrap();
+            let relabel = |mut state: TrainState| {
+                state.step *= 2;
+                state
+            };
+            let mut record = RunRecord::new(4);
+            record.push(relabel(trainer.state().unwrap()));
+            for _ in 0..10 {
+                trainer.run(2).unwrap();
+                record.push(relabel(trainer.state().unwrap()));
+            }
+            record
+        }),
+        ("batch order", s.run(40, |task, _, _| task.batch_seed += 1)),
+        ("learning rate", s.run(40, |task, _, _| task.lr *= 2.0)),
+        ("frozen segment trained", {
+            let mut record = RunRecord::new(4);
+            let config = s.task.train_config(40, 1);
+            let mut trainer =
+                Trainer::start(&s.model, &[SEGMENT, "layer1"], &s.shard, &config).unwrap();
+            let keep = |state: TrainState| TrainState {
+                step: state.step,
+                weights: state.weights[..2].to_vec(),
+                velocity: state.velocity[..2].to_vec(),
+            };
+            record.push(keep(trainer.state().unwrap()));
+            for _ in 0..10 {
+                trainer.run(4).unwrap();
+                record.push(keep(trainer.state().unwrap()));
+            }
+            record
+        }),
+    ];
+    for (name, record) in cheats {
+        let update = record.last().unwrap().to_update(&s.model, SEGMENT).unwrap();
+        let failure = s.failure(&s.claim(record, update));
+        assert!(
+            matches!(failure, Failure::ReplayMismatch { .. }),
+            "{name}: {failure}"
+        );
+    }
+}
+
+#[test]
+fn unanswered_over_budget_wrong_intervals_and_foreign_states_are_refused() {
+    let s = setup();
+    let claim = s.honest(40);
+    let intervals = leaf_count(40, 4) - 1;
+    let asked = challenged_intervals(&Hash256([1; 32]), intervals, Q);
+    assert_eq!(s.verdict_of(&claim, &asked, None, 1), Verdict::Unanswered);
+
+    let mut over = s.honest(40);
+    over.commitment.steps = 41;
+    assert!(matches!(
+        s.verdict_of(&over, &asked, None, 1),
+        Verdict::Failed {
+            failure: Failure::StepsOverBudget { steps: 41, max: 40 }
+        }
+    ));
+
+    let mut wrong = claim.record.respond(&asked);
+    wrong.openings.pop();
+    assert!(matches!(
+        s.verdict_of(&claim, &asked, Some(&wrong), 1),
+        Verdict::Failed {
+            failure: Failure::WrongIntervals { .. }
+        }
+    ));
+
+    let mut foreign = claim.record.respond(&asked);
+    foreign.openings[0].start.weights[0][0] += 1.0;
+    assert!(matches!(
+        s.verdict_of(&claim, &asked, Some(&foreign), 1),
+        Verdict::Failed {
+            failure: Failure::StartNotInTranscript { .. }
+        }
+    ));
+}
+
+/// A miner that fakes `faked` of its intervals (not the last: that one always fails) by
+/// skipping their steps: caught in the share of challenges that hit one of them.
+#[test]
+fn detection_rate_of_partial_fakes_matches_the_formula() {
+    let s = setup();
+    let honest = s.run(40, |_, _, _| {});
+    let intervals = leaf_count(40, 4) - 1;
+    for faked in [1u64, 3, 5] {
+        // States 1..=faked are made up (the run "skipped" to them).
+        let fake_states: Vec<TrainState> = honest
+            .ending_with(honest.last().unwrap().clone())
+            .states()
+            .iter()
+            .enumerate()
+            .map(|(i, state)| {
+                let mut state = state.clone();
+                if i >= 1 && (i as u64) <= faked {
+                    state.weights[0][0] += 0.5; // not what SGD gives
+                }
+                state
+            })
+            .collect();
+        let mut record = RunRecord::new(4);
+        fake_states.into_iter().for_each(|st| record.push(st));
+        let update = record.last().unwrap().to_update(&s.model, SEGMENT).unwrap();
+        let claim = s.claim(record, update);
+        let trials = 200u32;
+        let caught = (0..trials)
+            .filter(|&t| {
+                let seed = challenge_seed(
+                    &Hash256([(t % 251) as u8; 32]),
+                    &Hash256([(t / 251) as u8; 32]),
+                    &s.task.miner,
+                );
+                let asked = challenged_intervals(&seed, intervals, Q);
+                let response = claim.record.respond(&asked);
+                !s.verdict_of(&claim, &asked, Some(&response), 1).passed()
+            })
+            .count();
+        // Leaves 1..=faked hold states SGD did not produce, so intervals 0..=faked (each
+        // starting or ending at one of them) fail their replay; the last interval is honest.
+        let expected = 1.0 - escape_probability(intervals, faked + 1, Q);
+        let measured = f64::from(caught as u32) / f64::from(trials);
+        assert!(
+            (measured - expected).abs() < 0.12,
+            "faked {faked}: caught {measured:.3}, formula {expected:.3}"
+        );
+    }
+}
+
+/// The miner and the verifier run on different CPUs: a run made at any SIMD level this machine
+/// offers (and at either thread count) is verified by a replay at the verifier's own level.
+#[test]
+fn a_run_made_at_any_simd_level_verifies_at_the_verifiers_level() {
+    let s = setup();
+    for simd in learning::Simd::available() {
+        for miner_threads in [1, 2] {
+            let config = s.task.train_config(40, miner_threads);
+            let mut trainer = Trainer::start_with_kernel(
+                &s.model,
+                &[SEGMENT],
+                &s.shard,
+                &config,
+                learning::Kernel::Reproducible(simd),
+            )
+            .unwrap();
+            let mut record = RunRecord::new(4);
+            record.push(trainer.state().unwrap());
+            for _ in 0..10 {
+                trainer.run(4).unwrap();
+                record.push(trainer.state().unwrap());
+            }
+            let update = record.last().unwrap().to_update(&s.model, SEGMENT).unwrap();
+            let claim = s.claim(record, update);
+            for seed in 0..4 {
+                for threads in [1, 2] {
+                    let verdict = s.verdict(&claim, seed, threads);
+                    assert!(
+                        verdict.passed(),
+                        "{simd:?}, {miner_threads} threads: {verdict:?}"
+                    );
+                }
+            }
+        }
+    }
+}
