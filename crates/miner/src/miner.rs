@@ -369,8 +369,9 @@ impl Miner {
     }
 
     /// Opens the intervals the challenge picked, once the secret is revealed. The challenge is
-    /// checked before answering: the secret must open the announcement's commitment and the
-    /// intervals must follow from it.
+    /// checked before answering: the secret must open the announcement's commitment, and the
+    /// miner answers the intervals that follow from it (its own derivation, so a coordinator
+    /// cannot make it open, and copy, more states than the protocol asks for).
     async fn answer_challenge(
         &self,
         cycle: u64,
@@ -389,6 +390,18 @@ impl Miner {
                 other => break other?,
             }
         };
+        if !consensus::lottery::verify_reveal(
+            &announcement.commitment,
+            &challenge.revealed_secret.0,
+        ) || challenge.challenges > proof::CHALLENGES_MAX
+        {
+            return Err(MinerError::BadTask {
+                cycle,
+                detail: "the challenge's secret does not open the announcement's commitment, \
+                         or it asks for more openings than the protocol allows"
+                    .into(),
+            });
+        }
         let seed = proof::challenge_seed(
             &challenge.revealed_secret,
             &challenge.commitments_digest,
@@ -396,17 +409,15 @@ impl Miner {
         );
         let intervals = record.states().len().saturating_sub(1) as u64;
         let expected = proof::challenged_intervals(&seed, intervals, challenge.challenges);
-        if !consensus::lottery::verify_reveal(
-            &announcement.commitment,
-            &challenge.revealed_secret.0,
-        ) || expected != challenge.intervals
-        {
+        if expected != challenge.intervals {
             warn!(
                 cycle,
-                "the challenge does not follow from the revealed secret; answering it anyway"
+                asked = ?challenge.intervals,
+                derived = ?expected,
+                "the challenge's intervals do not follow from its secret; answering the derived ones"
             );
         }
-        let answer = record.respond(&challenge.intervals).encode();
+        let answer = record.respond(&expected).encode();
         let bytes = answer.len();
         match retry("answer", || {
             self.client
@@ -416,8 +427,7 @@ impl Miner {
         {
             Ok(()) => {
                 self.progress.say(format!(
-                    "cycle {cycle}: opened intervals {:?} ({bytes} bytes)",
-                    challenge.intervals
+                    "cycle {cycle}: opened intervals {expected:?} ({bytes} bytes)"
                 ));
                 Ok(())
             }

@@ -52,6 +52,8 @@ pub enum EvidenceError {
     BadUpdate(String),
     #[error("the check passes on recheck ({0}): this is not evidence of fraud")]
     NotFraud(String),
+    #[error("the evidence asks for {0} challenges, over the protocol's limit")]
+    TooManyChallenges(u32),
     #[error("the recheck fails differently: {found}; the evidence says {claimed}")]
     DifferentFailure {
         claimed: Box<Failure>,
@@ -60,15 +62,22 @@ pub enum EvidenceError {
 }
 
 impl FraudEvidence {
-    /// The intervals the challenge asked for.
-    pub fn asked(&self) -> Vec<u64> {
+    /// The intervals the challenge asked for. Evidence comes from elsewhere: its sizes are
+    /// checked first (q, the interval, the transcript's length), so a made-up one cannot make
+    /// the rechecker draw or replay without end.
+    pub fn asked(&self) -> Result<Vec<u64>, EvidenceError> {
+        if self.challenges > crate::CHALLENGES_MAX {
+            return Err(EvidenceError::TooManyChallenges(self.challenges));
+        }
+        // A claim that fails on its own (steps over the budget, a transcript too long, an
+        // interval out of range) needs no opening: the check refuses it before any replay.
+        let intervals = crate::check_claims(&self.task, &self.commitment).unwrap_or(0);
         let seed = challenge_seed(
             &self.revealed_secret,
             &self.commitments_digest,
             &self.task.miner,
         );
-        let intervals = crate::leaf_count(self.commitment.steps, self.task.checkpoint_interval) - 1;
-        challenged_intervals(&seed, intervals, self.challenges)
+        Ok(challenged_intervals(&seed, intervals, self.challenges))
     }
 
     /// Rechecks the evidence with the task's start model and the shard's bytes as served.
@@ -130,7 +139,7 @@ impl FraudEvidence {
             .map_err(|why| malformed("task.train_samples", why))?;
         let response_bytes =
             hex::decode(&self.response).map_err(|e| malformed("response", e.to_string()))?;
-        let asked = self.asked();
+        let asked = self.asked()?;
         let response = ChallengeResponse::decode(&response_bytes, usize::MAX, asked.len())
             .map_err(|e| malformed("response", e.to_string()))?;
         let inputs = CheckInputs {

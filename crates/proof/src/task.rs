@@ -13,6 +13,10 @@ pub const TASK_TAG: &str = "trainchain/proof/task";
 /// Tag of what a miner signs when it submits an update with its transcript.
 pub const COMMITMENT_TAG: &str = "trainchain/proof/commitment";
 
+/// Largest checkpoint interval a check accepts: one opening replays at most this many steps,
+/// so a task (or evidence) from elsewhere cannot make a verifier train without end.
+pub const CHECKPOINT_INTERVAL_MAX: u64 = 1 << 16;
+
 /// Default checkpoint interval k: with the default challenge count q the coordinator replays
 /// (q + 1) intervals of a run of `steps` steps, a fraction (q + 1)·k / steps of the training.
 pub const CHECKPOINT_INTERVAL_DEFAULT: u64 = 16;

@@ -19,6 +19,8 @@ pub enum Failure {
     StepsOverBudget { steps: u64, max: u64 },
     #[error("the transcript would have {leaves} leaves, over the limit")]
     TranscriptTooLong { leaves: u64 },
+    #[error("checkpoint interval {interval} is outside 1..={max}")]
+    IntervalOutOfRange { interval: u64, max: u64 },
     #[error("the transcript's step-0 leaf is not the task's start model")]
     StartNotTaskModel,
     #[error("the answer opens intervals {answered:?}, the challenge asked for {asked:?}")]
@@ -95,6 +97,13 @@ pub struct CheckInputs<'a> {
 
 /// The checks that need no answer: the step budget and the transcript's size.
 pub fn check_claims(task: &ReplayTask, commitment: &Commitment) -> Result<u64, Failure> {
+    let interval = task.checkpoint_interval;
+    if interval == 0 || interval > crate::task::CHECKPOINT_INTERVAL_MAX {
+        return Err(Failure::IntervalOutOfRange {
+            interval,
+            max: crate::task::CHECKPOINT_INTERVAL_MAX,
+        });
+    }
     if commitment.steps > task.steps_max {
         return Err(Failure::StepsOverBudget {
             steps: commitment.steps,

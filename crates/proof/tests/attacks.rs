@@ -442,3 +442,37 @@ fn a_run_made_at_any_simd_level_verifies_at_the_verifiers_level() {
         }
     }
 }
+
+/// Tasks and evidence from elsewhere are bounded before anything is drawn or replayed.
+#[test]
+fn a_made_up_interval_or_challenge_count_is_refused_before_any_replay() {
+    let s = setup();
+    let claim = s.honest(40);
+    let mut task = s.task.clone();
+    task.checkpoint_interval = u64::MAX;
+    assert!(matches!(
+        proof::check_claims(&task, &claim.commitment),
+        Err(Failure::IntervalOutOfRange { .. })
+    ));
+    task.checkpoint_interval = 0;
+    assert!(matches!(
+        proof::check_claims(&task, &claim.commitment),
+        Err(Failure::IntervalOutOfRange { .. })
+    ));
+    let evidence = proof::FraudEvidence {
+        model: spec(),
+        task: s.task.clone(),
+        commitment: claim.commitment,
+        signature: String::new(),
+        revealed_secret: Hash256::ZERO,
+        commitments_digest: Hash256::ZERO,
+        challenges: u32::MAX,
+        response: String::new(),
+        update: String::new(),
+        failure: Failure::UpdateNotFinalState,
+    };
+    assert!(matches!(
+        evidence.asked(),
+        Err(proof::EvidenceError::TooManyChallenges(u32::MAX))
+    ));
+}
