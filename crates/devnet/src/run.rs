@@ -357,6 +357,7 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
         nodes.push(node);
         p2p_addrs.push(addr);
     }
+    wait_linked(&nodes, &layout).await?;
 
     // Miners start before the coordinator, polling its fixed URL, so none misses cycle 0.
     let secp = Secp256k1::new();
@@ -593,6 +594,41 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
         miners: per_miner,
         data_dir: layout.root.clone(),
     })
+}
+
+/// Most time the nodes get to connect to each other before any block exists.
+const LINK_WAIT: Duration = Duration::from_secs(20);
+
+/// Waits until every node has a peer (when there is more than one node), so that cycle 0's
+/// block reaches the coordinator's node inside its window rather than racing the first dial.
+async fn wait_linked(nodes: &[NodeChild], layout: &Layout) -> Result<(), DevnetError> {
+    if nodes.len() < 2 {
+        return Ok(());
+    }
+    let deadline = Instant::now() + LINK_WAIT;
+    for (i, node) in nodes.iter().enumerate() {
+        loop {
+            let peers = node
+                .rpc
+                .call("getpeerinfo", vec![])
+                .await
+                .ok()
+                .and_then(|v| v.as_array().map(Vec::len))
+                .unwrap_or(0);
+            if peers > 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(DevnetError::NotReady {
+                    role: format!("node {i} (no peer connected)"),
+                    secs: LINK_WAIT.as_secs(),
+                    log: layout.node(i).join("node.log"),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    Ok(())
 }
 
 /// Polls every node's best block hash until they are equal (or [`AGREE_WAIT`] passed).

@@ -395,3 +395,40 @@ fn restart_resumes_from_the_store_and_refuses_another_chain() {
         Err(ChainError::WrongGenesis { .. })
     ));
 }
+
+#[test]
+fn a_late_attempt_zero_block_never_splits_nodes_that_saw_blocks_in_other_orders() {
+    let chain = TestChain::new();
+    let genesis = chain.params.genesis_hash();
+    let late = chain.block_with_attempt(genesis, 1, 0, &key(1), vec![], Amount::ZERO);
+    let fallback = chain.block_with_attempt(genesis, 1, 1, &key(2), vec![], Amount::ZERO);
+    let next = extend(&chain, std::slice::from_ref(&fallback), 2, 3, 0);
+    let orders: Vec<Vec<&Block>> = vec![
+        vec![&fallback, &next[0], &late, &next[1]],
+        vec![&late, &fallback, &next[0], &next[1]],
+        vec![&fallback, &late, &next[0], &next[1]],
+        vec![&late, &next[0], &fallback, &next[1]],
+    ];
+    for (i, order) in orders.into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut node = open(&dir, &chain);
+        // Orphans wait and are retried once their parent is there, as the p2p layer does.
+        let mut waiting: Vec<Block> = Vec::new();
+        for block in order {
+            waiting.push(block.clone());
+            loop {
+                let before = waiting.len();
+                waiting.retain(|b| {
+                    !matches!(
+                        node.process_block(b.clone(), NOW),
+                        Ok(_) | Err(ChainError::Invalid { .. })
+                    )
+                });
+                if waiting.len() == before {
+                    break;
+                }
+            }
+        }
+        assert_eq!(node.tip().unwrap(), (next[1].block_hash(), 3), "order {i}");
+    }
+}
