@@ -357,7 +357,7 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
         nodes.push(node);
         p2p_addrs.push(addr);
     }
-    wait_linked(&nodes, &layout).await?;
+    wait_linked(&nodes, &p2p_addrs, &layout).await?;
 
     // Miners start before the coordinator, polling its fixed URL, so none misses cycle 0.
     let secp = Secp256k1::new();
@@ -599,14 +599,24 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
 /// Most time the nodes get to connect to each other before any block exists.
 const LINK_WAIT: Duration = Duration::from_secs(20);
 
+/// How long a node may go without a peer before the devnet asks it to dial the first node
+/// again (`addnode`): a dial that failed while the machine was loaded is retried at once.
+const REDIAL_AFTER: Duration = Duration::from_secs(2);
+
 /// Waits until every node has a peer (when there is more than one node), so that cycle 0's
 /// block reaches the coordinator's node inside its window rather than racing the first dial.
-async fn wait_linked(nodes: &[NodeChild], layout: &Layout) -> Result<(), DevnetError> {
+async fn wait_linked(
+    nodes: &[NodeChild],
+    p2p_addrs: &[String],
+    layout: &Layout,
+) -> Result<(), DevnetError> {
     if nodes.len() < 2 {
         return Ok(());
     }
     let deadline = Instant::now() + LINK_WAIT;
-    for (i, node) in nodes.iter().enumerate() {
+    // Node 0 is linked once a later node dialed it; check the dialing ones first.
+    for (i, node) in nodes.iter().enumerate().rev() {
+        let mut redial_at = Instant::now() + REDIAL_AFTER;
         loop {
             let peers = node
                 .rpc
@@ -617,6 +627,14 @@ async fn wait_linked(nodes: &[NodeChild], layout: &Layout) -> Result<(), DevnetE
                 .unwrap_or(0);
             if peers > 0 {
                 break;
+            }
+            if i > 0 && Instant::now() >= redial_at {
+                warn!(node = i, "no peer yet; dialing node 0 again");
+                let _ = node
+                    .rpc
+                    .call("addnode", vec![Value::from(p2p_addrs[0].clone())])
+                    .await;
+                redial_at = Instant::now() + REDIAL_AFTER;
             }
             if Instant::now() >= deadline {
                 return Err(DevnetError::NotReady {
