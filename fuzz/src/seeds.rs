@@ -302,6 +302,8 @@ pub fn generate() -> Vec<Seed> {
         challenge_deadline_ms: 3_500,
         block_window_ms: 4_000,
         commitment: Hash256([4; 32]),
+        held_out_commitment: Hash256([13; 32]),
+        prev_record_hash: Hash256([14; 32]),
         coordinator,
     };
     let signed = SignedAnnouncement {
@@ -405,6 +407,17 @@ pub fn generate() -> Vec<Seed> {
             miner: register.miner,
         }),
         next_model_hash: Some(Hash256([8; 32])),
+        held_out: Some(coordinator::api::HeldOutReveal {
+            salt: Hash256([15; 32]),
+            batch_hash: Hash256([16; 32]),
+            samples: 54,
+            pass: 0,
+        }),
+        record_hash: Some(Hash256([17; 32])),
+        next_quality: Some(coordinator::api::QualityReport {
+            held_out_loss_units: 1_500_000,
+            test_accuracy_ppm: 612_000,
+        }),
     };
     s.add_json("coordinator_response", "valid-record", 5, &record);
     s.add_json("coordinator_response", "valid-announcement", 6, &signed);

@@ -71,6 +71,7 @@ fn block_connect(c: &mut Criterion) {
         now_secs: u64::from(block_time(2)),
         certificate_used_by: None,
         coinbase_maturity_blocks: 1,
+        parent_next_model_hash: None,
     };
     let mut group = c.benchmark_group("block");
     group.sample_size(20);

@@ -41,6 +41,14 @@ pub enum BlockError {
     },
     #[error("producer signature is not by the miner named in the certificate")]
     BadProducerSignature,
+    #[error("block time {time} is outside its certificate's window [{issued_at}, {expires_at}]")]
+    OutsideCertificateWindow {
+        time: u32,
+        issued_at: u64,
+        expires_at: u64,
+    },
+    #[error("certificate trains model {found}, but the parent's cycle produced model {expected}")]
+    ModelLineageBroken { expected: Hash256, found: Hash256 },
     #[error("transaction {index}: {error}")]
     Tx { index: usize, error: TxError },
     #[error("block builds on {found}, expected parent {expected}")]
@@ -127,6 +135,17 @@ pub fn check_block<'a>(
             header: block.header.prev_block_hash,
         });
     }
+    // A block-signing certificate is good for its attempt's block window only: a winner that
+    // stayed silent cannot publish after the coordinator moved on, except by claiming a time
+    // inside its window, and fork choice then prefers the later certificate.
+    let time = block.header.time;
+    if u64::from(time) < cert.body.issued_at || u64::from(time) > cert.body.expires_at {
+        return Err(BlockError::OutsideCertificateWindow {
+            time,
+            issued_at: cert.body.issued_at,
+            expires_at: cert.body.expires_at,
+        });
+    }
     let hash = block.block_hash();
     let msg = Message::from_digest(Block::signing_hash(&hash).0);
     SECP.verify_ecdsa(&msg, &block.producer_signature, &cert.body.miner)
@@ -153,10 +172,13 @@ pub struct BlockContext {
     /// The block of this chain that already carries this block's certificate, if any.
     pub certificate_used_by: Option<BlockHash>,
     pub coinbase_maturity_blocks: u32,
+    /// `next_model_hash` of the parent's certificate, or `None` when the parent is genesis
+    /// (which no cycle made: the first cycle may train any model).
+    pub parent_next_model_hash: Option<Hash256>,
 }
 
 /// Rules that bind the block to its position: certificate height and parent, no reuse of the
-/// certificate, timestamp window.
+/// certificate, model lineage, timestamp window.
 pub fn check_block_context(
     checked: &CheckedBlock<'_>,
     ctx: &BlockContext,
@@ -180,6 +202,14 @@ pub fn check_block_context(
             certificate: header.certificate.id(),
             block,
         });
+    }
+    // Model lineage: a cycle trains the model its parent block's cycle produced, so the chain
+    // alone shows that every block's model descends from the one before.
+    if let Some(expected) = ctx.parent_next_model_hash {
+        let found = header.certificate.body.model_hash;
+        if found != expected {
+            return Err(BlockError::ModelLineageBroken { expected, found });
+        }
     }
     if header.time <= ctx.median_time_past {
         return Err(BlockError::TimeTooOld {

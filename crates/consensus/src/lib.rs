@@ -3,11 +3,13 @@
 //! included, is an argument, so the same code runs in a node, a test and an auditor.
 
 pub mod block;
+pub mod bond;
 pub mod certificate;
 pub mod equivocation;
 pub mod fork_choice;
 pub mod lottery;
 pub mod score;
+pub mod sequence_locks;
 pub mod subsidy;
 pub mod time;
 pub mod tx;

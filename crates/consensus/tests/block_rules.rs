@@ -7,7 +7,7 @@ use consensus::{
     check_block, check_block_context, connect_block, BlockContext, BlockError, CertificateError,
     TxError,
 };
-use primitives::{Block, CertificateKind, ChainParams, Coin};
+use primitives::{Block, CertificateKind, ChainParams, Coin, Hash256};
 use std::collections::HashMap;
 use testkit::{block_time, coinbase_output, key, p2wpkh, TestChain};
 
@@ -48,6 +48,7 @@ impl Fixture {
             now_secs: u64::from(block_time(2)),
             certificate_used_by: None,
             coinbase_maturity_blocks: self.chain.params.coinbase_maturity_blocks,
+            parent_next_model_hash: Some(self.block1.header.certificate.body.next_model_hash),
         }
     }
 
@@ -284,7 +285,8 @@ fn each_broken_rule_is_rejected_with_its_own_error() {
             found: 3,
         },
     ));
-    let mut stale = good();
+    // Inside its certificate's window (issued early) but not after the median time past.
+    let mut stale = cert_block(&|c| c.issued_at = u64::from(block_time(1)));
     stale.header.time = block_time(1);
     cases.push((
         "time not after median time past",
@@ -348,9 +350,56 @@ fn each_broken_rule_is_rejected_with_its_own_error() {
         },
     ));
 
+    // The certificate's window: a header time after its expiry (a silent winner publishing
+    // late) or before its issue.
+    let late = u64::from(block_time(2)) - 1;
+    cases.push((
+        "header time after the certificate expired",
+        cert_block(&|c| c.expires_at = late),
+        BlockError::OutsideCertificateWindow {
+            time: block_time(2),
+            issued_at: u64::from(testkit::GENESIS_TIME) + 120,
+            expires_at: late,
+        },
+    ));
+    let early = u64::from(block_time(2)) + 1;
+    cases.push((
+        "header time before the certificate was issued",
+        cert_block(&|c| c.issued_at = early),
+        BlockError::OutsideCertificateWindow {
+            time: block_time(2),
+            issued_at: early,
+            expires_at: u64::from(block_time(2)) + 86_400,
+        },
+    ));
+    // Lineage: the certificate trains another model than the parent's cycle produced.
+    cases.push((
+        "model not the parent's next model",
+        cert_block(&|c| c.model_hash = Hash256([0x77; 32])),
+        BlockError::ModelLineageBroken {
+            expected: f.block1.header.certificate.body.next_model_hash,
+            found: Hash256([0x77; 32]),
+        },
+    ));
+
     for (name, block, expected) in cases {
         assert_eq!(f.validate(&block), Err(expected), "case: {name}");
     }
+}
+
+#[test]
+fn window_and_lineage_failures_are_permanent() {
+    // Both are failures of bytes the block hash commits to (header time, certificate).
+    let outside = BlockError::OutsideCertificateWindow {
+        time: 1,
+        issued_at: 2,
+        expires_at: 3,
+    };
+    let lineage = BlockError::ModelLineageBroken {
+        expected: Hash256([1; 32]),
+        found: Hash256([2; 32]),
+    };
+    assert!(outside.is_permanent() && lineage.is_permanent());
 }
 
 #[test]

@@ -25,6 +25,12 @@ pub const ANNOUNCEMENT_TAG: &str = "trainchain/coordinator/announcement";
 pub const ANSWER_TAG: &str = "trainchain/coordinator/answer";
 /// Tag of the per-cycle shard seed derived from the commitment.
 pub const SHARD_SEED_TAG: &str = "trainchain/coordinator/shard-seed";
+/// Tag of the commitment to a cycle's held-out batch.
+pub const HELD_OUT_COMMITMENT_TAG: &str = "trainchain/coordinator/held-out";
+/// Tag of a cycle record's digest (what certificates anchor on chain).
+pub const RECORD_TAG: &str = "trainchain/coordinator/record";
+/// Tag of the digest over a record's submissions, inside the record digest.
+pub const SUBMISSIONS_TAG: &str = "trainchain/coordinator/record/submissions";
 
 /// HTTP header carrying the submitting miner's public key (hex, 33 bytes compressed).
 pub const MINER_HEADER: &str = "x-trainchain-miner";
@@ -270,6 +276,12 @@ pub struct Announcement {
     pub block_window_ms: u64,
     /// `consensus::lottery::commitment(secret)`.
     pub commitment: Hash256,
+    /// [`HeldOutReveal::commitment`] of the batch this cycle is scored on; the record reveals
+    /// the batch after evaluation.
+    pub held_out_commitment: Hash256,
+    /// [`record_digest`] of the previous cycle's record (zero for cycle 0): the records form a
+    /// hash chain, so anchoring one on chain anchors every one before it.
+    pub prev_record_hash: Hash256,
     pub coordinator: PublicKey,
 }
 
@@ -277,7 +289,7 @@ impl Announcement {
     /// `H_announcement(cycle u64 LE || chain_id u32 LE || parent 32 (internal byte order) ||
     /// height u32 LE || model_hash 32 || opened_at_ms u64 LE || registration_deadline_ms u64 LE
     /// || submission_deadline_ms u64 LE || challenge_deadline_ms u64 LE || block_window_ms u64 LE
-    /// || commitment 32 || coordinator 33)`.
+    /// || commitment 32 || held_out_commitment 32 || prev_record_hash 32 || coordinator 33)`.
     pub fn signing_hash(&self) -> Hash256 {
         tagged_hash(
             ANNOUNCEMENT_TAG,
@@ -293,6 +305,8 @@ impl Announcement {
                 &self.challenge_deadline_ms.to_le_bytes(),
                 &self.block_window_ms.to_le_bytes(),
                 &self.commitment.0,
+                &self.held_out_commitment.0,
+                &self.prev_record_hash.0,
                 &self.coordinator.serialize(),
             ],
         )
@@ -501,8 +515,129 @@ pub struct CycleRecord {
     /// Block-signing certificates issued so far, attempt 0 first.
     pub block_certificates: Vec<CertificateHex>,
     pub outcome: Option<CycleOutcome>,
-    /// Hash of the global model after this cycle's aggregation.
+    /// Hash of the global model after this cycle's aggregation. The next cycle trains it if
+    /// this cycle's block is the tip it opens on; otherwise the model this cycle trained.
     pub next_model_hash: Option<Hash256>,
+    /// Opens `announcement.held_out_commitment`, after evaluation.
+    #[serde(default)]
+    pub held_out: Option<HeldOutReveal>,
+    /// [`record_digest`] as the coordinator computed it at evaluation (every certificate of the
+    /// cycle carries it); the auditor recomputes it rather than trusting this copy.
+    #[serde(default)]
+    pub record_hash: Option<Hash256>,
+    /// Loss of the next model on this cycle's batch and its test accuracy (the test set stays
+    /// secret: the accuracy is the coordinator's report, not recomputable).
+    #[serde(default)]
+    pub next_quality: Option<QualityReport>,
+}
+
+/// A model's quality in integers, as records publish it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QualityReport {
+    /// Loss on the cycle's held-out batch, in 10^-6 nat (recomputable from the revealed batch).
+    pub held_out_loss_units: i64,
+    /// Accuracy on the secret test set, in millionths (the coordinator's report).
+    pub test_accuracy_ppm: u32,
+}
+
+/// Opens a cycle's held-out commitment: the batch's bytes (`learning::Samples::to_safetensors`,
+/// normalised features and labels, served at `/v1/cycles/{cycle}/held-out`) hash to
+/// `batch_hash`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldOutReveal {
+    pub salt: Hash256,
+    /// SHA-256 of the batch's bytes.
+    pub batch_hash: Hash256,
+    pub samples: u64,
+    /// Which pass over the held-out pool the batch comes from (see `held_out`).
+    pub pass: u64,
+}
+
+impl HeldOutReveal {
+    /// `H_held-out(salt 32 || batch_hash 32)`: what the announcement commits to. The salt keeps
+    /// a guessed batch from being confirmed against the commitment before the reveal.
+    pub fn commitment(&self) -> Hash256 {
+        tagged_hash(HELD_OUT_COMMITMENT_TAG, &[&self.salt.0, &self.batch_hash.0])
+    }
+}
+
+/// The digest certificates anchor on chain: every number of the record fixed at evaluation.
+///
+/// `H_record(announcement_hash 32 || opt(revealed_secret) || opt(commitments_digest) ||
+/// opt(held_out: salt 32 || batch_hash 32 || samples u64 LE || pass u64 LE) ||
+/// opt(global_loss_units i64 LE) || submissions_digest 32 || opt(contributions_root) ||
+/// opt(lottery_seed) || opt(next_model_hash))`, where `opt(x)` is `0x00` when absent and
+/// `0x01 || x` when present, and `submissions_digest` = `H_submissions(count u32 LE || for each
+/// submission in key order: miner 33 || update_hash 32 || task_hash 32 || transcript_root 32 ||
+/// steps u64 LE || params_trained u64 LE || loss_reduction i64 LE || score u64 LE ||
+/// verdict u8)` with verdict 0 verified, 1 failed, 2 unanswered.
+///
+/// The draw order, block certificates and outcome are left out: they follow from these fields
+/// (the draw) or come after the certificates that carry the digest.
+pub fn record_digest(record: &CycleRecord) -> Hash256 {
+    fn opt(out: &mut Vec<u8>, value: Option<&[u8]>) {
+        match value {
+            None => out.push(0),
+            Some(bytes) => {
+                out.push(1);
+                out.extend_from_slice(bytes);
+            }
+        }
+    }
+    let mut subs = Vec::with_capacity(4 + record.submissions.len() * 190);
+    subs.extend_from_slice(
+        &u32::try_from(record.submissions.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    for s in &record.submissions {
+        subs.extend_from_slice(&s.miner.serialize());
+        subs.extend_from_slice(&s.update_hash.0);
+        subs.extend_from_slice(&s.commitment.task_hash.0);
+        subs.extend_from_slice(&s.commitment.transcript_root.0);
+        subs.extend_from_slice(&s.commitment.steps.to_le_bytes());
+        subs.extend_from_slice(&s.params_trained.to_le_bytes());
+        subs.extend_from_slice(&s.loss_reduction.to_le_bytes());
+        subs.extend_from_slice(&s.score.to_le_bytes());
+        subs.push(match s.verification {
+            proof::Verdict::Verified { .. } => 0,
+            proof::Verdict::Failed { .. } => 1,
+            proof::Verdict::Unanswered => 2,
+        });
+    }
+    let submissions_digest = tagged_hash(SUBMISSIONS_TAG, &[&subs]);
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(&record.announcement.announcement.signing_hash().0);
+    opt(&mut out, record.revealed_secret.as_ref().map(|h| &h.0[..]));
+    opt(
+        &mut out,
+        record.commitments_digest.as_ref().map(|h| &h.0[..]),
+    );
+    let held_out = record.held_out.map(|h| {
+        let mut b = Vec::with_capacity(80);
+        b.extend_from_slice(&h.salt.0);
+        b.extend_from_slice(&h.batch_hash.0);
+        b.extend_from_slice(&h.samples.to_le_bytes());
+        b.extend_from_slice(&h.pass.to_le_bytes());
+        b
+    });
+    opt(&mut out, held_out.as_deref());
+    opt(
+        &mut out,
+        record
+            .global_loss_units
+            .map(i64::to_le_bytes)
+            .as_ref()
+            .map(|b| &b[..]),
+    );
+    out.extend_from_slice(&submissions_digest.0);
+    opt(
+        &mut out,
+        record.contributions_root.as_ref().map(|h| &h.0[..]),
+    );
+    opt(&mut out, record.lottery_seed.as_ref().map(|h| &h.0[..]));
+    opt(&mut out, record.next_model_hash.as_ref().map(|h| &h.0[..]));
+    tagged_hash(RECORD_TAG, &[&out])
 }
 
 /// `GET /v1/cycles` query.

@@ -148,6 +148,22 @@ impl CoordinatorClient {
         self.get_bytes(&format!("/v1/cycles/{cycle}/weights")).await
     }
 
+    /// The held-out batch `cycle` was scored on (safetensors), once its record is revealed.
+    pub async fn held_out(&self, cycle: u64) -> Result<Vec<u8>, ClientError> {
+        self.get_bytes(&format!("/v1/cycles/{cycle}/held-out"))
+            .await
+    }
+
+    /// A receipted update of `cycle` by its hash, once its record is revealed.
+    pub async fn published_update(
+        &self,
+        cycle: u64,
+        hash: &primitives::Hash256,
+    ) -> Result<Vec<u8>, ClientError> {
+        self.get_bytes(&format!("/v1/cycles/{cycle}/updates/{hash}"))
+            .await
+    }
+
     /// Signs and uploads an update with its commitment (task hash, transcript root, steps;
     /// `update_hash` is computed here from `update`); the answer is the signed receipt.
     pub async fn submit<C: Signing>(

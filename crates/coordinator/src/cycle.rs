@@ -27,8 +27,8 @@
 
 use crate::api::{
     Announcement, CertificateHex, ChallengeInfo, CompactSignature, CycleOutcome, CycleRecord,
-    Hardware, PhaseName, Receipt, RegisterRequest, RegisterResponse, ScoredSubmission,
-    SignedAnnouncement,
+    Hardware, HeldOutReveal, PhaseName, QualityReport, Receipt, RegisterRequest, RegisterResponse,
+    ScoredSubmission, SignedAnnouncement,
 };
 use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
 use bitcoin::{Address, BlockHash, Network};
@@ -190,6 +190,9 @@ pub struct EvaluationInput {
     pub measurements: Vec<Measurement>,
     /// Hash of the aggregated model that the next cycle trains.
     pub next_model_hash: Hash256,
+    /// Opens the announcement's held-out commitment: the batch the numbers were measured on.
+    pub held_out: HeldOutReveal,
+    pub next_quality: QualityReport,
 }
 
 /// The lottery of a cycle, computed once from the evaluation.
@@ -202,6 +205,10 @@ pub struct LotteryRecord {
     pub seed: Hash256,
     pub draw_order: Vec<PublicKey>,
     pub next_model_hash: Hash256,
+    pub held_out: HeldOutReveal,
+    pub next_quality: QualityReport,
+    /// `api::record_digest` of the record at evaluation; every certificate carries it.
+    pub record_hash: Hash256,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,6 +340,9 @@ pub enum Action {
 impl CycleState {
     /// Opens cycle `cycle` on top of `parent` (at `parent_height`) to train the model with
     /// `model_hash`. `secret` must be fresh randomness, kept private until the deadline.
+    /// `held_out_commitment` commits to the batch the cycle will be scored on;
+    /// `prev_record_hash` is the previous cycle's record digest (zero for cycle 0).
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         env: &CycleEnv,
         cycle: u64,
@@ -341,6 +351,8 @@ impl CycleState {
         model_hash: Hash256,
         now_ms: u64,
         secret: [u8; 32],
+        held_out_commitment: Hash256,
+        prev_record_hash: Hash256,
     ) -> CycleState {
         let registration_deadline_ms = now_ms.saturating_add(env.timing.registration_ms);
         let announcement = Announcement {
@@ -357,6 +369,8 @@ impl CycleState {
                 .saturating_add(env.timing.challenge_ms),
             block_window_ms: env.timing.block_window_ms,
             commitment: lottery::commitment(&secret),
+            held_out_commitment,
+            prev_record_hash,
             coordinator: env.coordinator(),
         };
         let signature = CompactSignature::sign(&env.secp, &env.key, &announcement.signing_hash());
@@ -453,7 +467,16 @@ impl CycleState {
                 _ => None,
             },
             next_model_hash: lottery.map(|l| l.next_model_hash),
+            held_out: lottery.map(|l| l.held_out),
+            record_hash: lottery.map(|l| l.record_hash),
+            next_quality: lottery.map(|l| l.next_quality),
         }
+    }
+
+    /// [`crate::api::record_digest`] of this cycle's record: what the next cycle's
+    /// announcement chains to, and (after evaluation) what its certificates carry.
+    pub fn record_digest(&self) -> Hash256 {
+        crate::api::record_digest(&self.record())
     }
 }
 
@@ -876,7 +899,16 @@ fn run_lottery(
         seed,
         draw_order,
         next_model_hash: input.next_model_hash,
+        held_out: input.held_out,
+        next_quality: input.next_quality,
+        record_hash: Hash256::ZERO,
     });
+    // The digest covers only fields fixed above (never `record_hash` itself), so it can be
+    // taken from the record now and put in every certificate issued below.
+    let digest = state.record_digest();
+    if let Some(l) = state.lottery.as_mut() {
+        l.record_hash = digest;
+    }
     let mut issued = Vec::new();
     let scored = state
         .lottery
@@ -974,7 +1006,17 @@ fn certificate_body(
         contributions_root: lottery.contributions_root,
         lottery_seed: lottery.seed,
         model_hash: a.model_hash,
+        next_model_hash: lottery.next_model_hash,
+        record_hash: lottery.record_hash,
         issued_at: now_ms / 1000,
+        // The end of this attempt's window, rounded down: the next attempt's certificate is
+        // issued at or after the window's end, so an honest coordinator's windows never overlap.
+        expires_at: match kind {
+            CertificateKind::BlockSigning => {
+                now_ms.saturating_add(env.timing.block_window_ms) / 1000
+            }
+            CertificateKind::Contribution => 0,
+        },
         nonce: nonces.next(),
         coordinator: env.coordinator(),
     }
@@ -1032,6 +1074,22 @@ impl Nonces {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_reveal() -> HeldOutReveal {
+        HeldOutReveal {
+            salt: Hash256([0x5a; 32]),
+            batch_hash: Hash256([0x5b; 32]),
+            samples: 54,
+            pass: 0,
+        }
+    }
+
+    fn test_quality() -> QualityReport {
+        QualityReport {
+            held_out_loss_units: 2_000_000,
+            test_accuracy_ppm: 400_000,
+        }
+    }
     use bitcoin::hashes::Hash;
     use bitcoin::CompressedPublicKey;
 
@@ -1148,7 +1206,17 @@ mod tests {
     }
 
     fn open(env: &CycleEnv) -> CycleState {
-        CycleState::open(env, 0, parent(), 4, Hash256([5; 32]), T0, [42; 32])
+        CycleState::open(
+            env,
+            0,
+            parent(),
+            4,
+            Hash256([5; 32]),
+            T0,
+            [42; 32],
+            test_reveal().commitment(),
+            Hash256::ZERO,
+        )
     }
 
     /// Applies events in order, each at its time; every state is round-tripped through JSON
@@ -1227,6 +1295,8 @@ mod tests {
                     measured(env, 2, 300, 90_000),
                 ],
                 next_model_hash: Hash256([6; 32]),
+                held_out: test_reveal(),
+                next_quality: test_quality(),
             }),
         );
         let issued: Vec<&Certificate> = actions
@@ -1340,6 +1410,8 @@ mod tests {
                     measured(&env, 2, 2_080, -4_000_000),
                 ],
                 next_model_hash: Hash256([5; 32]),
+                held_out: test_reveal(),
+                next_quality: test_quality(),
             }),
         );
         assert!(actions.contains(&Action::Closed(CycleOutcome::NoEligibleEntries)));
@@ -1367,6 +1439,8 @@ mod tests {
                 global_loss_units: 1,
                 measurements: vec![measured(env, 1, 10, 10), measured(env, 2, 10, 20)],
                 next_model_hash: Hash256([5; 32]),
+                held_out: test_reveal(),
+                next_quality: test_quality(),
             }),
         );
     }
@@ -1795,6 +1869,8 @@ mod tests {
                 global_loss_units: 2_000_000,
                 measurements: vec![measured(&env, 1, 100, 10), cheat, silent],
                 next_model_hash: Hash256([6; 32]),
+                held_out: test_reveal(),
+                next_quality: test_quality(),
             }),
         );
         let lottery = d.state.lottery.clone().unwrap();

@@ -56,6 +56,17 @@ pub enum ServiceError {
     SetupChanged(String),
     #[error("model of cycle {0} is missing from the store")]
     MissingModel(u64),
+    /// The tip's certificate names a next model this coordinator never produced (another
+    /// coordinator's chain, or a store that lost its models): it cannot train on that tip.
+    #[error("the chain's tip asks for model {0}, which this coordinator's store does not have")]
+    UnknownTipModel(primitives::Hash256),
+    #[error("corrupt file: {0}")]
+    Corrupt(String),
+    /// Update bytes and the held-out batch are published only once the record reveals them.
+    #[error("not published yet: {0}")]
+    NotRevealed(&'static str),
+    #[error("no update with hash {0} in this cycle")]
+    UnknownUpdate(primitives::Hash256),
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -109,11 +120,15 @@ impl ServiceError {
             }
             ServiceError::BadAnswer(_) => "answer_malformed",
             ServiceError::NoEvidence => "no_evidence",
+            ServiceError::NotRevealed(_) => "not_revealed",
+            ServiceError::UnknownUpdate(_) => "unknown_update",
             ServiceError::Store(_)
             | ServiceError::Learning(_)
             | ServiceError::Chain(_)
             | ServiceError::SetupChanged(_)
             | ServiceError::MissingModel(_)
+            | ServiceError::UnknownTipModel(_)
+            | ServiceError::Corrupt(_)
             | ServiceError::Io { .. } => "internal",
         }
     }
@@ -133,7 +148,9 @@ impl ServiceError {
             ServiceError::BadUpdate(_) => 422,
             ServiceError::UnknownCycle(_)
             | ServiceError::NoCertificate
-            | ServiceError::NoEvidence => 404,
+            | ServiceError::NoEvidence
+            | ServiceError::UnknownUpdate(_) => 404,
+            ServiceError::NotRevealed(_) => 409,
             ServiceError::WrongTask { .. } => 409,
             ServiceError::BadAnswer(proof::ResponseDecodeError::Oversize { .. }) => 413,
             ServiceError::BadAnswer(_) => 422,

@@ -3,6 +3,7 @@
 //!
 //! - [`cycle`]: the pure state machine (`tick(state, env, now, entropy, event)`);
 //! - [`work`]: dataset split, shards, update checks, measurement and aggregation;
+//! - [`held_out`]: the secret held-out pool and each cycle's committed batch;
 //! - [`service`]: the machine wired to its [`store`] and the workload, clock-free;
 //! - [`server`]: the axum HTTP API and the driver loop that reads the [`chain`];
 //! - [`api`] and [`client`]: wire types, signed messages and a typed client (used by miners).
@@ -12,6 +13,7 @@ pub mod chain;
 pub mod client;
 pub mod cycle;
 pub mod error;
+pub mod held_out;
 pub mod limits;
 pub mod metrics;
 pub mod server;

@@ -23,6 +23,7 @@ use axum::{Json, Router};
 use bitcoin::secp256k1::PublicKey;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http_body_util::BodyExt;
+use primitives::Hash256;
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -212,6 +213,8 @@ pub fn router_with(coordinator: Arc<Coordinator>, limits: ServerLimits) -> Route
         .route("/v1/cycles/{cycle}/task/{miner}", get(task))
         .route("/v1/cycles/{cycle}/shard/{miner}", get(shard))
         .route("/v1/cycles/{cycle}/weights", get(weights))
+        .route("/v1/cycles/{cycle}/held-out", get(held_out))
+        .route("/v1/cycles/{cycle}/updates/{hash}", get(published_update))
         .route("/v1/cycles/{cycle}/certificates/{miner}", get(certificates))
         .route("/v1/cycles/{cycle}/challenge/{miner}", get(challenge))
         .route("/v1/cycles/{cycle}/evidence/{miner}", get(evidence))
@@ -344,6 +347,24 @@ async fn shard(
 async fn weights(State(api): State<Shared>, Path(cycle): Path<u64>) -> ApiResult<Response> {
     let c = api.coordinator.clone();
     Ok(binary(blocking(move || c.weights(cycle)).await?))
+}
+
+async fn held_out(State(api): State<Shared>, Path(cycle): Path<u64>) -> ApiResult<Response> {
+    let c = api.coordinator.clone();
+    Ok(binary(blocking(move || c.held_out_batch(cycle)).await?))
+}
+
+async fn published_update(
+    State(api): State<Shared>,
+    Path((cycle, hash)): Path<(u64, String)>,
+) -> ApiResult<Response> {
+    let hash: Hash256 = hash
+        .parse()
+        .map_err(|_| ServiceError::BadRequest(format!("{hash:?} is not a 32-byte hex hash")))?;
+    let c = api.coordinator.clone();
+    Ok(binary(
+        blocking(move || c.published_update(cycle, &hash)).await?,
+    ))
 }
 
 /// The declared `Content-Length`, if any.
@@ -594,10 +615,21 @@ pub async fn drive_once<C: ChainSource>(
             Some(height) => chain.block_at(height).await?,
             None => None,
         };
+        // A cycle opens on the tip and trains the model its certificate produced.
+        let tip_next_model = if coordinator.opens_next_cycle() && tip_height > 0 {
+            chain
+                .block_at(tip_height)
+                .await?
+                .filter(|(hash, _)| *hash == tip)
+                .map(|(_, cert)| cert.body.next_model_hash)
+        } else {
+            None
+        };
         Some(ChainView {
             tip,
             tip_height,
             at_target,
+            tip_next_model,
         })
     } else {
         None

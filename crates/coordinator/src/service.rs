@@ -49,6 +49,9 @@ pub struct ChainView {
     pub tip_height: u32,
     /// The block at the live cycle's height, if the cycle is in its block window.
     pub at_target: Option<(BlockHash, Certificate)>,
+    /// `next_model_hash` of the tip's certificate, or `None` when the tip is genesis: the
+    /// model a cycle opened on this tip must train (consensus checks the winner's block).
+    pub tip_next_model: Option<Hash256>,
 }
 
 /// The serialised shards of one cycle: (cycle, shard bytes by index). Built once per cycle;
@@ -109,10 +112,11 @@ impl Coordinator {
             Some(_) => {}
             None => store.put_setup(&setup)?,
         }
-        let work = Workload::load(setup)?;
+        let secret = crate::held_out::HeldOutSecret::load_or_create(data_dir)?;
+        let work = Workload::load(setup, secret)?;
         let initial = work.initial_model()?;
         if store.model(0)?.is_none() {
-            let quality = work.quality(&initial)?;
+            let quality = work.quality(&initial, &work.held_out.batch(0)?.samples)?;
             let info = ModelInfo {
                 model_hash: Hash256(model_hash(&initial)),
                 quality,
@@ -167,6 +171,12 @@ impl Coordinator {
             .map(|s| s.announcement().height)
     }
 
+    /// Whether the next step opens a cycle (so the chain view must say what the tip's cycle
+    /// produced).
+    pub fn opens_next_cycle(&self) -> bool {
+        lock(&self.state).as_ref().is_none_or(CycleState::is_closed)
+    }
+
     /// Whether the next step needs a chain view (to open a cycle or watch for a block).
     pub fn needs_chain(&self) -> bool {
         match lock(&self.state).as_ref() {
@@ -188,7 +198,7 @@ impl Coordinator {
             let Some(view) = chain else {
                 return Ok(Vec::new());
             };
-            let opened = self.open_cycle(0, view, now_ms, entropy)?;
+            let opened = self.open_cycle(0, view, now_ms, entropy, None)?;
             self.store.put_current(&opened)?;
             *guard = Some(opened);
             return Ok(Vec::new());
@@ -197,7 +207,7 @@ impl Coordinator {
             let Some(view) = chain else {
                 return Ok(Vec::new());
             };
-            let next = self.open_cycle(state.cycle() + 1, view, now_ms, entropy)?;
+            let next = self.open_cycle(state.cycle() + 1, view, now_ms, entropy, Some(&state))?;
             self.store.close_and_open(&state, &next)?;
             *guard = Some(next);
             return Ok(Vec::new());
@@ -231,17 +241,13 @@ impl Coordinator {
         view: &ChainView,
         now_ms: u64,
         entropy: [u8; 32],
+        previous: Option<&CycleState>,
     ) -> Result<CycleState, ServiceError> {
-        let info = self
-            .store
-            .model_infos()?
-            .into_iter()
-            .find(|(c, _)| *c == cycle)
-            .map(|(_, info)| info)
-            .ok_or(ServiceError::MissingModel(cycle))?;
+        let info = self.start_model(cycle, view)?;
         // The secret must be unpredictable: derive it from the entropy under its own tag so
         // it is independent of the certificate nonces drawn from the same bytes.
         let secret = primitives::tagged_hash("trainchain/coordinator/secret", &[&entropy]).0;
+        let held_out = self.work.held_out.batch(cycle)?.reveal;
         let state = CycleState::open(
             &self.env,
             cycle,
@@ -250,16 +256,61 @@ impl Coordinator {
             info.model_hash,
             now_ms,
             secret,
+            held_out.commitment(),
+            previous.map_or(Hash256::ZERO, CycleState::record_digest),
         );
         info!(
             cycle,
             height = state.announcement().height,
             parent = %view.tip,
             model = %info.model_hash,
+            held_out_pass = held_out.pass,
             "cycle opened"
         );
         self.metrics.set_cycle(cycle);
         Ok(state)
+    }
+
+    /// Makes the model the chain asks for the one `cycle` trains, and returns its info.
+    ///
+    /// A cycle trains the model its parent block's cycle produced (consensus checks that the
+    /// winner's certificate names it), or the initial model on genesis. After a cycle without a
+    /// block its merge is set aside and the next cycle trains the same model again.
+    fn start_model(&self, cycle: u64, view: &ChainView) -> Result<ModelInfo, ServiceError> {
+        let infos = self.store.model_infos()?;
+        let wanted = match view.tip_next_model {
+            Some(hash) => hash,
+            None => infos
+                .iter()
+                .find(|(c, _)| *c == 0)
+                .map(|(_, info)| info.model_hash)
+                .ok_or(ServiceError::MissingModel(0))?,
+        };
+        if let Some((_, info)) = infos.iter().find(|(c, _)| *c == cycle) {
+            if info.model_hash == wanted {
+                return Ok(info.clone());
+            }
+        }
+        let (source, info) = infos
+            .iter()
+            .rev()
+            .find(|(_, info)| info.model_hash == wanted)
+            .cloned()
+            .ok_or(ServiceError::UnknownTipModel(wanted))?;
+        let bytes = self
+            .store
+            .model(source)?
+            .ok_or(ServiceError::MissingModel(source))?;
+        self.store.put_model(cycle, &bytes, &info)?;
+        lock(&self.models).remove(&cycle);
+        *lock(&self.latest) = None;
+        if cycle > 0 {
+            info!(cycle, model = %wanted, from_cycle = source, "the last cycle made no block: training its start model again");
+        }
+        if let Err(e) = self.export_latest() {
+            warn!(error = %e, "could not export the global model");
+        }
+        Ok(info)
     }
 
     /// Runs the evaluation of `cycle`, stores the next model, and feeds the result back.
@@ -292,7 +343,7 @@ impl Coordinator {
             "submissions replay-checked"
         );
         let started = std::time::Instant::now();
-        let evaluation = self.work.evaluate_cycle(&global.model, &updates)?;
+        let evaluation = self.work.evaluate_cycle(cycle, &global.model, &updates)?;
         self.metrics
             .add_evaluation(updates.len() as u64, started.elapsed().as_secs_f64());
         let info = ModelInfo {
@@ -741,6 +792,46 @@ impl Coordinator {
 
     pub fn record(&self, cycle: u64) -> Result<CycleRecord, ServiceError> {
         Ok(self.cycle_state(cycle)?.record())
+    }
+
+    /// The held-out batch `cycle` was scored on (safetensors), once its record reveals it.
+    pub fn held_out_batch(&self, cycle: u64) -> Result<Bytes, ServiceError> {
+        let state = self.cycle_state(cycle)?;
+        let Some(lottery) = state.lottery.as_ref() else {
+            return Err(ServiceError::NotRevealed(
+                "the held-out batch is revealed at evaluation",
+            ));
+        };
+        let batch = self.work.held_out.batch(cycle)?;
+        if batch.reveal != lottery.held_out {
+            // The pool or the secret changed under a stored record: never serve other bytes.
+            return Err(ServiceError::Corrupt(format!(
+                "held-out batch of cycle {cycle} no longer matches its record"
+            )));
+        }
+        Ok(Bytes::from(batch.bytes))
+    }
+
+    /// A receipted update of `cycle` by its hash, once the record reveals the submissions (so
+    /// no miner can copy another's update before the deadline).
+    pub fn published_update(&self, cycle: u64, hash: &Hash256) -> Result<Bytes, ServiceError> {
+        let state = self.cycle_state(cycle)?;
+        if state.lottery.is_none() {
+            return Err(ServiceError::NotRevealed(
+                "updates are published with the record",
+            ));
+        }
+        let miner = state
+            .submissions
+            .iter()
+            .find(|(_, s)| s.update_hash == *hash)
+            .map(|(miner, _)| *miner)
+            .ok_or(ServiceError::UnknownUpdate(*hash))?;
+        let bytes = self
+            .store
+            .update(cycle, &miner)?
+            .ok_or(ServiceError::UnknownUpdate(*hash))?;
+        Ok(Bytes::from(bytes))
     }
 
     /// Records of cycles `from..`, at most `limit`, the live one included at the end.

@@ -1,9 +1,12 @@
-//! The learning side of a cycle: the dataset split (held-out and test sets stay here), shards,
-//! checking uploaded updates, measuring them, and aggregating the accepted ones. CPU work, no
-//! I/O once the dataset is loaded.
+//! The learning side of a cycle: the dataset split (held-out pool and test set stay here),
+//! shards, checking uploaded updates, measuring them, and aggregating the accepted ones. CPU
+//! work, no I/O once the dataset is loaded. [`evaluate_submissions`] is the whole measurement
+//! and merge of a cycle as a pure function of public inputs (start model, revealed held-out
+//! batch, published updates, verdicts), so the auditor runs the same code and gets the same bits.
 
-use crate::api::TrainHints;
+use crate::api::{QualityReport, TrainHints};
 use crate::cycle::{EvaluationInput, Measurement, SegmentSize};
+use crate::held_out::{HeldOutPool, HeldOutSecret};
 use bitcoin::secp256k1::PublicKey;
 use learning::{
     aggregate, decode_update, evaluate, loss_with_segment, model_hash, AcceptedUpdate, Aggregation,
@@ -23,13 +26,12 @@ pub const REGISTRATIONS_PER_CYCLE_MAX: usize = 1_000;
 /// meaningful work, so the registration cap shrinks for small datasets.
 pub const SHARD_SAMPLES_MIN: usize = 16;
 
-/// What the coordinator trains: fixed at first start and checked on every restart.
+/// What the coordinator trains: fixed at first start and checked on every restart. The split
+/// seed is not here: it comes from the coordinator's secret (`held_out`), never published.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkSetup {
     pub dataset: DatasetSource,
     pub model: ModelSpec,
-    /// Seeds the dataset split (held-out and test sets).
-    pub split_seed: u64,
     /// Seeds the initial global model.
     pub model_seed: u64,
     pub hints: TrainHints,
@@ -45,7 +47,6 @@ impl WorkSetup {
                 hidden,
                 classes: 10,
             },
-            split_seed: 1,
             model_seed: 1,
             hints: TrainHints {
                 lr: 0.05,
@@ -56,10 +57,12 @@ impl WorkSetup {
     }
 }
 
-/// The loaded, normalised split and what is derived from it.
+/// The loaded, normalised split and what is derived from it. `split.held_out` is the whole
+/// secret pool; each cycle scores on its own batch of it (`held_out`).
 pub struct Workload {
     pub setup: WorkSetup,
     pub split: Split,
+    pub held_out: HeldOutPool,
     pub normalisation: Normalisation,
     pub class_count: usize,
 }
@@ -67,8 +70,23 @@ pub struct Workload {
 /// Held-out and test quality of a global model.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ModelQuality {
+    /// On the batch of the cycle that produced the model (or cycle 0's, for the initial one).
     pub held_out_loss: f32,
     pub test_accuracy: f32,
+}
+
+impl ModelQuality {
+    /// The integer form published in records.
+    pub fn report(&self) -> QualityReport {
+        QualityReport {
+            held_out_loss_units: consensus::score::loss_reduction_units(
+                f64::from(self.held_out_loss),
+                0.0,
+            )
+            .unwrap_or(i64::MAX),
+            test_accuracy_ppm: (f64::from(self.test_accuracy) * 1e6).round() as u32,
+        }
+    }
 }
 
 /// Result of a cycle's evaluation: the numbers for the state machine and the next model.
@@ -78,10 +96,18 @@ pub struct CycleEvaluation {
     pub next_quality: ModelQuality,
 }
 
+/// The measurement and merge of one cycle, from public inputs only.
+pub struct Evaluated {
+    /// Held-out loss of the start model on the batch, in 10^-6 nat.
+    pub global_loss_units: i64,
+    pub measurements: Vec<Measurement>,
+    pub next_model: Model,
+}
+
 impl Workload {
-    pub fn load(setup: WorkSetup) -> Result<Self, LearningError> {
+    pub fn load(setup: WorkSetup, secret: HeldOutSecret) -> Result<Self, LearningError> {
         let dataset = Dataset::load(&setup.dataset)?;
-        let mut split = dataset.split(SplitFractions::default(), setup.split_seed)?;
+        let mut split = dataset.split(SplitFractions::default(), secret.split_seed())?;
         let normalisation = Normalisation::fit(&split.train)?;
         normalisation.apply(&mut split.train)?;
         normalisation.apply(&mut split.held_out)?;
@@ -93,9 +119,11 @@ impl Workload {
                 split.train.feature_count()
             )));
         }
+        let held_out = HeldOutPool::new(secret, split.held_out.clone());
         Ok(Workload {
             setup,
             split,
+            held_out,
             normalisation,
             class_count: dataset.class_count,
         })
@@ -127,101 +155,127 @@ impl Workload {
         learning::make_shards(&self.split.train, seed, count as usize)
     }
 
-    pub fn quality(&self, model: &Model) -> Result<ModelQuality, LearningError> {
+    /// Loss of `model` on `held_out` (a cycle's batch) and its accuracy on the secret test set.
+    pub fn quality(
+        &self,
+        model: &Model,
+        held_out: &Samples,
+    ) -> Result<ModelQuality, LearningError> {
         Ok(ModelQuality {
-            held_out_loss: evaluate(model, &self.split.held_out)?.loss,
+            held_out_loss: evaluate(model, held_out)?.loss,
             test_accuracy: evaluate(model, &self.split.test)?.accuracy,
         })
     }
 
-    /// Evaluates every submission of a cycle against `global` and merges the ones that
-    /// passed their replay check and scored above zero. `updates` are (miner, segment, bytes,
-    /// replay verdict) of receipted submissions.
+    /// Evaluates every submission of `cycle` against `global` on the cycle's held-out batch
+    /// and merges the ones that passed their replay check and scored above zero. `updates` are
+    /// (miner, segment, bytes, replay verdict) of receipted submissions.
     pub fn evaluate_cycle(
         &self,
+        cycle: u64,
         global: &Model,
         updates: &[(PublicKey, String, Vec<u8>, Verdict)],
-    ) -> Result<CycleEvaluation, LearningError> {
-        let global_loss = f64::from(evaluate(global, &self.split.held_out)?.loss);
-        let mut measurements = Vec::with_capacity(updates.len());
-        let mut accepted = Vec::new();
-        let mut best_single: Option<(f32, SegmentUpdate)> = None;
-        for (miner, segment, bytes, verification) in updates {
-            // Bytes were checked at upload; a failure here means the stored copy is damaged,
-            // which scores as no work rather than stopping the cycle.
-            let Ok(update) = check_update(global, segment, bytes) else {
-                measurements.push(Measurement {
-                    miner: *miner,
-                    params_trained: 0,
-                    loss_reduction: 0,
-                    verification: verification.clone(),
-                });
-                continue;
-            };
-            let measured = measure(global, global_loss, &update, &self.split.held_out)?;
-            // An update whose training did not replay has no say in the merge and no weight in
-            // the lottery, however much it lowers the held-out loss.
-            let score = crate::api::verified_score(
-                verification,
-                measured.params_trained,
-                measured.loss_reduction,
-            );
-            measurements.push(Measurement {
-                miner: *miner,
-                params_trained: measured.params_trained,
-                loss_reduction: measured.loss_reduction,
-                verification: verification.clone(),
-            });
-            if score > 0 {
-                let candidate_loss = (global_loss - measured.loss_reduction as f64 / 1e6) as f32;
-                if best_single
-                    .as_ref()
-                    .is_none_or(|(l, _)| candidate_loss < *l)
-                {
-                    best_single = Some((candidate_loss, update.clone()));
-                }
-                accepted.push(AcceptedUpdate {
-                    update,
-                    weight: score as f64,
-                });
-            }
-        }
-        let next_model = self.merge(global, &accepted, best_single)?;
-        let next_quality = self.quality(&next_model)?;
+    ) -> Result<CycleEvaluation, crate::ServiceError> {
+        let batch = self.held_out.batch(cycle)?;
+        let evaluated = evaluate_submissions(global, &batch.samples, updates)?;
+        let next_quality = self.quality(&evaluated.next_model, &batch.samples)?;
         Ok(CycleEvaluation {
             input: EvaluationInput {
-                global_loss_units: consensus::score::loss_reduction_units(global_loss, 0.0)
-                    .unwrap_or(i64::MAX),
-                measurements,
-                next_model_hash: Hash256(model_hash(&next_model)),
+                global_loss_units: evaluated.global_loss_units,
+                measurements: evaluated.measurements,
+                next_model_hash: Hash256(model_hash(&evaluated.next_model)),
+                held_out: batch.reveal,
+                next_quality: next_quality.report(),
             },
-            next_model,
+            next_model: evaluated.next_model,
             next_quality,
         })
     }
+}
 
-    /// Score-weighted mean per segment; if the merged model is worse on the held-out set than
-    /// the best single accepted update, that update alone is applied instead, so the global
-    /// held-out loss never rises from one cycle to the next.
-    fn merge(
-        &self,
-        global: &Model,
-        accepted: &[AcceptedUpdate],
-        best_single: Option<(f32, SegmentUpdate)>,
-    ) -> Result<Model, LearningError> {
-        let Some((best_loss, best_update)) = best_single else {
-            return Ok(global.clone());
+/// Measures every update against `global` on `held_out` and merges the ones that passed their
+/// replay check and scored above zero: the score-weighted mean per segment, or, if that is
+/// worse on `held_out` than the best single accepted update, that update alone (so the merge
+/// never scores worse than the start model on the batch). Pure and bitwise reproducible (the
+/// MLP forward pass and the f64 loss have a fixed order): the auditor calls it too.
+pub fn evaluate_submissions(
+    global: &Model,
+    held_out: &Samples,
+    updates: &[(PublicKey, String, Vec<u8>, Verdict)],
+) -> Result<Evaluated, LearningError> {
+    let global_loss = f64::from(evaluate(global, held_out)?.loss);
+    let mut measurements = Vec::with_capacity(updates.len());
+    let mut accepted = Vec::new();
+    let mut best_single: Option<(f32, SegmentUpdate)> = None;
+    for (miner, segment, bytes, verification) in updates {
+        // Bytes were checked at upload; a failure here means the stored copy is damaged,
+        // which scores as no work rather than stopping the cycle.
+        let Ok(update) = check_update(global, segment, bytes) else {
+            measurements.push(Measurement {
+                miner: *miner,
+                params_trained: 0,
+                loss_reduction: 0,
+                verification: verification.clone(),
+            });
+            continue;
         };
-        let mut merged = global.clone();
-        aggregate(&mut merged, accepted, Aggregation::WeightedMean)?;
-        let merged_loss = evaluate(&merged, &self.split.held_out)?.loss;
-        if merged_loss <= best_loss {
-            Ok(merged)
-        } else {
-            let mut single = global.clone();
-            best_update.apply_to(&mut single)?;
-            Ok(single)
+        let measured = measure(global, global_loss, &update, held_out)?;
+        // An update whose training did not replay has no say in the merge and no weight in
+        // the lottery, however much it lowers the held-out loss.
+        let score = crate::api::verified_score(
+            verification,
+            measured.params_trained,
+            measured.loss_reduction,
+        );
+        measurements.push(Measurement {
+            miner: *miner,
+            params_trained: measured.params_trained,
+            loss_reduction: measured.loss_reduction,
+            verification: verification.clone(),
+        });
+        if score > 0 {
+            let candidate_loss = (global_loss - measured.loss_reduction as f64 / 1e6) as f32;
+            if best_single
+                .as_ref()
+                .is_none_or(|(l, _)| candidate_loss < *l)
+            {
+                best_single = Some((candidate_loss, update.clone()));
+            }
+            accepted.push(AcceptedUpdate {
+                update,
+                weight: score as f64,
+            });
         }
+    }
+    let next_model = merge(global, held_out, &accepted, best_single)?;
+    Ok(Evaluated {
+        global_loss_units: consensus::score::loss_reduction_units(global_loss, 0.0)
+            .unwrap_or(i64::MAX),
+        measurements,
+        next_model,
+    })
+}
+
+/// Score-weighted mean per segment; if the merged model is worse on `held_out` than the best
+/// single accepted update, that update alone is applied instead.
+fn merge(
+    global: &Model,
+    held_out: &Samples,
+    accepted: &[AcceptedUpdate],
+    best_single: Option<(f32, SegmentUpdate)>,
+) -> Result<Model, LearningError> {
+    let Some((best_loss, best_update)) = best_single else {
+        return Ok(global.clone());
+    };
+    let mut merged = global.clone();
+    aggregate(&mut merged, accepted, Aggregation::WeightedMean)?;
+    let merged_loss = evaluate(&merged, held_out)?.loss;
+    if merged_loss <= best_loss {
+        Ok(merged)
+    } else {
+        let mut single = global.clone();
+        best_update.apply_to(&mut single)?;
+        Ok(single)
     }
 }
 

@@ -12,7 +12,7 @@ use coordinator::api::{CompactSignature, CycleOutcome, PhaseName};
 use coordinator::cycle::Refusal;
 use coordinator::{ChainView, Coordinator, CycleTiming, ServiceError, WorkSetup};
 use learning::UpdateError;
-use primitives::sha256;
+use primitives::{sha256, Hash256};
 use std::path::Path;
 use testkit::TestChain;
 
@@ -73,16 +73,20 @@ fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
     let broken = testkit::key(4);
     let silent = testkit::key(5);
     let miners = [honest, lazy, noisy, broken, silent];
-    let view =
-        |tip: BlockHash, h: u32, at: Option<(BlockHash, primitives::Certificate)>| ChainView {
-            tip,
-            tip_height: h,
-            at_target: at,
-        };
+    let view = |tip: BlockHash,
+                h: u32,
+                at: Option<(BlockHash, primitives::Certificate)>,
+                tip_next_model: Option<Hash256>| ChainView {
+        tip,
+        tip_height: h,
+        at_target: at,
+        tip_next_model,
+    };
 
     // Cycle 0 opens on genesis.
     let c = open(dir.path(), &chain);
-    c.step(T0, [7; 32], Some(&view(genesis, 0, None))).unwrap();
+    c.step(T0, [7; 32], Some(&view(genesis, 0, None, None)))
+        .unwrap();
     drop(c);
     for key in &miners {
         let c = open(dir.path(), &chain);
@@ -275,12 +279,56 @@ fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
     assert_eq!(e.code(), "already_answered");
     drop(c);
 
+    // Until evaluation neither the held-out batch nor any update is published.
+    let c = open(dir.path(), &chain);
+    let before = c.record(0).unwrap();
+    assert!(before.held_out.is_none() && before.record_hash.is_none());
+    assert_eq!(c.held_out_batch(0).unwrap_err().code(), "not_revealed");
+    let some_update = c
+        .state()
+        .unwrap()
+        .submissions
+        .values()
+        .next()
+        .unwrap()
+        .update_hash;
+    assert_eq!(
+        c.published_update(0, &some_update).unwrap_err().code(),
+        "not_revealed"
+    );
+    drop(c);
+
     // Evaluation at the challenge deadline (a fresh process does it: nothing receipted or
     // answered was lost).
     let deadline = deadline + 1_000;
     let c = open(dir.path(), &chain);
     c.step(deadline + 1, [3; 32], None).unwrap();
     let record = c.record(0).unwrap();
+    // The reveal opens the commitment made at announcement, the served batch is the one
+    // revealed, every receipted update is served by its hash, and the digest the certificates
+    // carry is the record's.
+    let reveal = record.held_out.expect("revealed at evaluation");
+    assert_eq!(
+        reveal.commitment(),
+        record.announcement.announcement.held_out_commitment
+    );
+    assert_eq!(sha256(&c.held_out_batch(0).unwrap()), reveal.batch_hash);
+    for s in &record.submissions {
+        assert_eq!(
+            sha256(&c.published_update(0, &s.update_hash).unwrap()),
+            s.update_hash
+        );
+    }
+    assert_eq!(
+        c.published_update(0, &Hash256([0xee; 32]))
+            .unwrap_err()
+            .code(),
+        "unknown_update"
+    );
+    assert_eq!(
+        record.record_hash,
+        Some(coordinator::api::record_digest(&record))
+    );
     assert_eq!(record.phase, PhaseName::BlockWindow);
     let by = |key: &SecretKey| {
         record
@@ -313,6 +361,16 @@ fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
     let certs = c.certificates(0, &honest.public_key(&secp)).unwrap();
     let block_cert = certs.block_signing[0].0.clone();
     consensus::verify_block_certificate(&block_cert, &chain.params).unwrap();
+    assert_eq!(Some(block_cert.body.record_hash), record.record_hash);
+    assert_eq!(
+        Some(block_cert.body.next_model_hash),
+        record.next_model_hash
+    );
+    assert_eq!(
+        block_cert.body.expires_at,
+        (deadline + 1 + timing().block_window_ms) / 1000,
+        "valid until the end of attempt 0's window"
+    );
     assert_eq!(
         (block_cert.body.height, block_cert.body.prev_block_hash),
         (1, genesis)
@@ -335,7 +393,7 @@ fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
     c.step(
         deadline + 900,
         [4; 32],
-        Some(&view(genesis, 1, Some((block, block_cert.clone())))),
+        Some(&view(genesis, 1, Some((block, block_cert.clone())), None)),
     )
     .unwrap();
     assert!(matches!(
@@ -348,8 +406,12 @@ fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
     ));
     drop(c);
     let c = open(dir.path(), &chain);
-    c.step(deadline + 1_000, [5; 32], Some(&view(block, 1, None)))
-        .unwrap();
+    c.step(
+        deadline + 1_000,
+        [5; 32],
+        Some(&view(block, 1, None, Some(block_cert.body.next_model_hash))),
+    )
+    .unwrap();
     let next = c.state().unwrap();
     assert_eq!(next.cycle(), 1);
     assert_eq!(
@@ -374,8 +436,24 @@ fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
         c.record(1).unwrap().outcome,
         Some(CycleOutcome::NoEligibleEntries)
     );
-    c.step(c1 + 5_100, [8; 32], Some(&view(block, 1, None)))
-        .unwrap();
+    c.step(
+        c1 + 5_100,
+        [8; 32],
+        Some(&view(block, 1, None, Some(block_cert.body.next_model_hash))),
+    )
+    .unwrap();
     assert_eq!(c.state().unwrap().cycle(), 2);
     assert_eq!(c.records(0, 10).unwrap().len(), 3);
+    // The records form a hash chain, and every cycle is scored on a batch of its own.
+    let records = c.records(0, 10).unwrap();
+    for pair in records.windows(2) {
+        assert_eq!(
+            pair[1].announcement.announcement.prev_record_hash,
+            coordinator::api::record_digest(&pair[0])
+        );
+        assert_ne!(
+            pair[1].announcement.announcement.held_out_commitment,
+            pair[0].announcement.announcement.held_out_commitment
+        );
+    }
 }

@@ -8,9 +8,9 @@ use crate::summary::{BlockLine, ChainTip, CycleLine, MinerLine, ModelLine, Summa
 use bitcoin::secp256k1::{PublicKey, Secp256k1};
 use coordinator::api::{CycleOutcome, CycleRecord, PhaseName};
 use coordinator::client::ClientError;
-use coordinator::work::{WorkSetup, Workload};
+use coordinator::work::WorkSetup;
 use coordinator::CoordinatorClient;
-use learning::{evaluate, model_from_safetensors, model_hash, DatasetSource, Model};
+use learning::{model_from_safetensors, model_hash, DatasetSource, Model};
 use miner::audit::{audit, AuditReport};
 use miner::report::CycleReport;
 use miner::{Behaviour, NodeRpc};
@@ -334,7 +334,6 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
         u32::try_from(unix_secs()).unwrap_or(u32::MAX),
     )?;
     let setup = work_setup(&config.dataset, &config.model.hidden)?;
-    let workload = Workload::load(setup.clone())?;
     println!(
         "devnet in {}: {} nodes, {} miners ({} lazy, {} noise, {} cheating), {} cycles of {} s, {} on {}",
         layout.root.display(),
@@ -407,25 +406,33 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
     let client = CoordinatorClient::new(&coordinator_url)?;
     wait_coordinator(&client, &mut coordinator).await?;
 
+    // The held-out pool and the test set are the coordinator's secret: quality comes from its
+    // records (the held-out loss is recomputable from each revealed batch) and model card.
     let initial_model = global_model(&client, &setup, 0, None).await?;
-    let initial = (
-        evaluate(&initial_model, &workload.split.held_out)?.loss,
-        evaluate(&initial_model, &workload.split.test)?.accuracy,
-    );
+    let initial_accuracy = client.model_card().await?.test_accuracy;
     println!(
-        "initial model: held-out loss {:.4}, test accuracy {:.1}%",
-        initial.0,
-        100.0 * initial.1
+        "initial model: {} parameters, test accuracy {:.1}%",
+        initial_model.param_count(),
+        100.0 * initial_accuracy
     );
+    let mut initial = (f32::NAN, initial_accuracy);
 
     let mut cycles = Vec::new();
     // Per miner key: (verified, failed, unanswered, failure reasons).
     let mut checks: BTreeMap<String, (usize, usize, usize, Vec<String>)> = BTreeMap::new();
     for cycle in 0..config.cycles {
         let record = wait_cycle(&config, &client, &mut coordinator, cycle).await?;
-        let model = global_model(&client, &setup, cycle + 1, record.next_model_hash).await?;
-        let held_out_loss = evaluate(&model, &workload.split.held_out)?.loss;
-        let test_accuracy = evaluate(&model, &workload.split.test)?.accuracy;
+        if cycle == 0 {
+            initial.0 = record.global_loss_units.unwrap_or(0) as f32 / 1e6;
+        }
+        let quality = record
+            .next_quality
+            .unwrap_or(coordinator::api::QualityReport {
+                held_out_loss_units: record.global_loss_units.unwrap_or(0),
+                test_accuracy_ppm: 0,
+            });
+        let held_out_loss = quality.held_out_loss_units as f32 / 1e6;
+        let test_accuracy = quality.test_accuracy_ppm as f32 / 1e6;
         let entries: Vec<_> = record.submissions.iter().filter(|s| s.score > 0).collect();
         let total: u128 = entries.iter().map(|s| u128::from(s.score)).sum();
         let (winner, produced) = match &record.outcome {
@@ -530,7 +537,7 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
     let exported = model_from_safetensors(setup.model.clone(), &weights)?;
     let model = ModelLine {
         path: weights_path.display().to_string(),
-        test_accuracy: evaluate(&exported, &workload.split.test)?.accuracy,
+        test_accuracy: card.test_accuracy,
         parameters: exported.param_count(),
     };
 
@@ -718,8 +725,8 @@ pub fn render(outcome: &Outcome) -> String {
     ));
     match &outcome.audit {
         Ok(a) => out.push_str(&format!(
-            "  audit: passed ({} blocks, {} cycle records, {} lotteries recomputed, {} fraud evidence rechecked by replay)\n",
-            a.blocks_checked, a.cycles_checked, a.lotteries_recomputed, a.evidence_rechecked
+            "  audit: passed ({} blocks, {} cycle records, {} lotteries recomputed, {} cycles re-measured from published data, {} fraud evidence rechecked by replay)\n",
+            a.blocks_checked, a.cycles_checked, a.lotteries_recomputed, a.cycles_remeasured, a.evidence_rechecked
         )),
         Err(e) => out.push_str(&format!("  audit: FAILED: {e}\n")),
     }

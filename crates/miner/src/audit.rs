@@ -36,6 +36,9 @@ pub const RECORDS_PAGE: u64 = 100;
 pub enum AuditError {
     #[error("node: {0}")]
     Node(#[from] MinerError),
+    /// A measurement, the merge, the held-out reveal or the record chain does not recompute.
+    #[error("cycle {cycle}: {why}")]
+    Remeasure { cycle: u64, why: String },
     #[error("coordinator: {0}")]
     Coordinator(#[from] ClientError),
     #[error("the node's genesis {found} is not the chain parameters' genesis {expected}")]
@@ -169,6 +172,9 @@ pub struct AuditReport {
     pub blocks_checked: u32,
     pub cycles_checked: usize,
     pub lotteries_recomputed: usize,
+    /// Cycles whose every measurement, score and merge was recomputed bit for bit from the
+    /// published start model, held-out batch and updates.
+    pub cycles_remeasured: usize,
     /// Replay checks per cycle, and fraud evidence rechecked.
     pub verification: Vec<CycleVerification>,
     pub evidence_rechecked: usize,
@@ -470,6 +476,17 @@ pub async fn audit(
             }
         }
     }
+    let spec = coordinator.model_card().await?.spec;
+    let mut remeasured = 0;
+    for pair in records.windows(2) {
+        crate::remeasure::check_record_chain(&pair[0], &pair[1])?;
+    }
+    for (index, record) in records.iter().enumerate() {
+        let earlier = &records[..index];
+        if crate::remeasure::fetch_and_remeasure(coordinator, &spec, record, earlier).await? {
+            remeasured += 1;
+        }
+    }
     let mut evidence_rechecked = 0;
     for record in &records {
         for s in &record.submissions {
@@ -494,6 +511,7 @@ pub async fn audit(
         blocks_checked: height,
         cycles_checked: records.len(),
         lotteries_recomputed: lotteries,
+        cycles_remeasured: remeasured,
         verification: records.iter().map(CycleVerification::of).collect(),
         evidence_rechecked,
     })

@@ -43,6 +43,31 @@ pub enum AssemblyError {
         template: u32,
         template_parent: BlockHash,
     },
+    #[error("no header time fits both the chain (at least {min_time}) and the certificate's window [{issued_at}, {expires_at}]")]
+    NoValidTime {
+        min_time: u32,
+        issued_at: u64,
+        expires_at: u64,
+    },
+}
+
+/// The header time: the node's clock, raised to the median time past + 1, then kept inside the
+/// certificate's window (consensus refuses a block outside it). A node clock a little behind the
+/// coordinator's, or a little ahead near the window's end, still gives a valid block.
+fn header_time(template: &Template, certificate: &Certificate) -> Result<u32, AssemblyError> {
+    let body = &certificate.body;
+    let error = || AssemblyError::NoValidTime {
+        min_time: template.min_time,
+        issued_at: body.issued_at,
+        expires_at: body.expires_at,
+    };
+    let lowest = u64::from(template.min_time).max(body.issued_at);
+    let highest = body.expires_at.min(u64::from(u32::MAX));
+    if lowest > highest {
+        return Err(error());
+    }
+    let wanted = u64::from(template.cur_time.max(template.min_time));
+    u32::try_from(wanted.clamp(lowest, highest)).map_err(|_| error())
 }
 
 /// The coinbase of the winner's block: BIP34 height, then [`COINBASE_EXTRA`]; one output
@@ -98,7 +123,7 @@ pub fn assemble<C: Signing>(
         version: HEADER_VERSION,
         prev_block_hash: template.prev_hash,
         merkle_root: block_merkle_root(&txdata).root,
-        time: template.cur_time.max(template.min_time),
+        time: header_time(template, certificate)?,
         certificate: certificate.clone(),
     };
     Ok(Block::sign(secp, header, txdata, key))
@@ -149,6 +174,7 @@ mod tests {
             now_secs: u64::from(block_time(1)),
             certificate_used_by: None,
             coinbase_maturity_blocks: 1,
+            parent_next_model_hash: None,
         };
         check_block_context(&checked, &context).expect("block fits its position");
         assert_eq!(block.txdata[0].output[0].value, chain.subsidy());

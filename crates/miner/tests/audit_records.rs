@@ -31,6 +31,8 @@ fn honest_record(chain: &TestChain, miners: u32) -> CycleRecord {
         challenge_deadline_ms: 6_000,
         block_window_ms: 3_000,
         commitment: lottery::commitment(&SECRET),
+        held_out_commitment: Hash256([9; 32]),
+        prev_record_hash: Hash256::ZERO,
         coordinator: chain.coordinator.public_key(secp),
     };
     let mut submissions: Vec<ScoredSubmission> = (0..miners)
@@ -99,6 +101,9 @@ fn honest_record(chain: &TestChain, miners: u32) -> CycleRecord {
         block_certificates: vec![CertificateHex(certificate)],
         outcome: None,
         next_model_hash: None,
+        held_out: None,
+        record_hash: None,
+        next_quality: None,
     }
 }
 

@@ -104,6 +104,7 @@ impl ChainState {
             now_secs: u64::from(genesis.header.time),
             certificate_used_by: None,
             coinbase_maturity_blocks: self.params.coinbase_maturity_blocks,
+            parent_next_model_hash: None,
         };
         let connected = connect_block(
             &checked,
@@ -173,6 +174,16 @@ impl ChainState {
             cursor = entry.prev;
         }
         Ok(median_time_past(&times))
+    }
+
+    /// What a child of `parent` must train (the lineage rule); `None` on genesis, which no
+    /// cycle made.
+    fn parent_next_model_hash(
+        &self,
+        parent: &BlockHash,
+    ) -> Result<Option<primitives::Hash256>, ChainError> {
+        let entry = self.entry(parent)?;
+        Ok((entry.height > 0).then_some(entry.next_model_hash))
     }
 
     /// Spend context of a transaction entering the mempool or the next block on the tip.
@@ -277,9 +288,11 @@ impl ChainState {
         let new_branch = self.branch_after(candidate, &fork)?;
         let old_branch = self.branch_after(tip, &fork)?;
         let summary = |entry: &IndexEntry, branch: &[BlockHash]| -> Result<BranchTip, ChainError> {
+            let first = self.entry(&branch[0])?;
             Ok(BranchTip {
                 height: entry.height,
-                attempt_at_fork: self.entry(&branch[0])?.attempt,
+                cycle_at_fork: first.cycle,
+                attempt_at_fork: first.attempt,
                 seen_order: entry.seen_order,
             })
         };
@@ -372,6 +385,7 @@ impl ChainState {
             now_secs,
             certificate_used_by: self.store.certificate_use(&block.header.certificate.id())?,
             coinbase_maturity_blocks: self.params.coinbase_maturity_blocks,
+            parent_next_model_hash: self.parent_next_model_hash(&tip)?,
         };
         let coins = self.coins_for(&block.txdata)?;
         Ok(check_block(block, &self.params).and_then(|checked| {

@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! params = "chain.toml"                 # chain parameters (default: <data-dir>/chain.toml)
-//! p2p_listen = ["/ip4/0.0.0.0/tcp/7333"]
+//! p2p_listen = ["/ip4/0.0.0.0/tcp/7333"]  # default /ip4/127.0.0.1/tcp/7333 (loopback)
 //! peers = ["/ip4/192.0.2.1/tcp/7333"]
 //! rpc_bind = "127.0.0.1:7332"
 //! rpc_auth = "cookie"                   # or "user:password", or "none"
@@ -14,8 +14,10 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// Default P2P listen address: all interfaces, port 7333.
-pub const DEFAULT_P2P_LISTEN: &str = "/ip4/0.0.0.0/tcp/7333";
+/// Default P2P listen address: loopback, port 7333, like every server here (ARCHITECTURE.md's
+/// invariant). A node that peers with other machines says so with
+/// `--p2p-listen /ip4/0.0.0.0/tcp/7333` (README, "Run each role on its own machine").
+pub const DEFAULT_P2P_LISTEN: &str = "/ip4/127.0.0.1/tcp/7333";
 
 /// Default RPC address: loopback only, as bitcoind.
 pub const DEFAULT_RPC_BIND: &str = "127.0.0.1:7332";

@@ -92,8 +92,9 @@ fn reorganising_twice_ends_with_the_coin_set_of_a_node_that_saw_only_the_final_b
     let dir = tempfile::tempdir().unwrap();
     let mut node = open(&dir, &chain);
 
-    let x = branch(&chain, 3, 1, 0);
-    let y = branch(&chain, 4, 2, 1);
+    // X carries the later certificates, so Y wins only by being longer.
+    let x = branch(&chain, 3, 1, 1);
+    let y = branch(&chain, 4, 2, 0);
     feed(&mut node, &x);
     assert_eq!(node.tip().unwrap(), (x[2].block_hash(), 3));
 
@@ -116,7 +117,7 @@ fn reorganising_twice_ends_with_the_coin_set_of_a_node_that_saw_only_the_final_b
 
     // X grows to 5: second switch, back to X.
     let mut x_final = x.clone();
-    x_final.extend(extend(&chain, &x, 2, 1, 0));
+    x_final.extend(extend(&chain, &x, 2, 1, 1));
     feed(&mut node, &x_final[3..]);
     assert_eq!(node.tip().unwrap(), (x_final[4].block_hash(), 5));
 
@@ -129,29 +130,29 @@ fn reorganising_twice_ends_with_the_coin_set_of_a_node_that_saw_only_the_final_b
 }
 
 #[test]
-fn at_equal_height_lower_attempt_at_the_fork_wins_then_first_seen() {
+fn at_equal_height_the_later_certificate_at_the_fork_wins_then_first_seen() {
     let chain = TestChain::new();
     let dir = tempfile::tempdir().unwrap();
     let mut node = open(&dir, &chain);
-    let fallback = branch(&chain, 1, 2, 1);
     let first_draw = branch(&chain, 1, 1, 0);
-    let other_fallback = branch(&chain, 1, 3, 2);
+    let fallback = branch(&chain, 1, 2, 1);
 
-    feed(&mut node, &fallback);
-    assert_eq!(node.tip().unwrap().0, fallback[0].block_hash());
-    // Same height, lower attempt: the first draw's block replaces the fallback.
+    feed(&mut node, &first_draw);
+    assert_eq!(node.tip().unwrap().0, first_draw[0].block_hash());
+    // The coordinator moved on to attempt 1 (the first draw's window ran out at its node):
+    // the fallback's block replaces the first draw's, even seen later.
     assert!(matches!(
-        feed(&mut node, &first_draw)[0],
+        feed(&mut node, &fallback)[0],
         BlockOutcome::NewTip { .. }
     ));
-    assert_eq!(node.tip().unwrap().0, first_draw[0].block_hash());
-    // A higher attempt never displaces it.
-    assert_eq!(
-        feed(&mut node, &other_fallback)[0],
-        BlockOutcome::SideBranch
-    );
+    assert_eq!(node.tip().unwrap().0, fallback[0].block_hash());
+    // The silent first-draw winner publishing late (another block of attempt 0) never
+    // displaces it.
+    let late = branch(&chain, 1, 3, 0);
+    assert_eq!(feed(&mut node, &late)[0], BlockOutcome::SideBranch);
+    assert_eq!(node.tip().unwrap().0, fallback[0].block_hash());
 
-    // Equal attempts: the first seen stays.
+    // Equal certificates' slots: the first seen stays.
     let dir = tempfile::tempdir().unwrap();
     let mut node = open(&dir, &chain);
     let a = branch(&chain, 1, 4, 1);
@@ -189,13 +190,14 @@ fn a_longer_branch_with_an_invalid_block_leaves_the_chain_as_it_was() {
     let chain = TestChain::new();
     let dir = tempfile::tempdir().unwrap();
     let mut node = open(&dir, &chain);
-    let x = branch(&chain, 2, 1, 0);
+    let x = branch(&chain, 2, 1, 1);
     feed(&mut node, &x);
     let before = coin_set(&node);
 
-    let y = branch(&chain, 1, 2, 1);
-    let bad = chain.block_with_attempt(y[0].block_hash(), 2, 1, &key(2), vec![], Amount::ONE_SAT);
-    let bad_child = extend(&chain, std::slice::from_ref(&bad), 1, 2, 1);
+    // Y carries the earlier certificates: it is tried only once it is longer.
+    let y = branch(&chain, 1, 2, 0);
+    let bad = chain.block_with_attempt(y[0].block_hash(), 2, 0, &key(2), vec![], Amount::ONE_SAT);
+    let bad_child = extend(&chain, std::slice::from_ref(&bad), 1, 2, 0);
     feed(&mut node, &y);
     // Side branch blocks are stored without full validation; the overpaying one is found
     // when the longer branch is tried, and the old chain is put back.

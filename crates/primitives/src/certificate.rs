@@ -12,11 +12,11 @@ use bitcoin::BlockHash;
 use serde::{Deserialize, Serialize};
 
 /// Version byte of the certificate encoding; a decoder refuses any other.
-pub const CERTIFICATE_VERSION: u8 = 1;
+pub const CERTIFICATE_VERSION: u8 = 2;
 
 /// Bytes of an encoded certificate without its signature.
 pub const UNSIGNED_CERTIFICATE_BYTES: usize =
-    1 + 1 + 4 + 8 + 4 + 32 + 4 + 33 + 8 + 8 + 8 + 32 + 32 + 32 + 8 + 16 + 33;
+    1 + 1 + 4 + 8 + 4 + 32 + 4 + 33 + 8 + 8 + 8 + 32 + 32 + 32 + 32 + 32 + 8 + 8 + 16 + 33;
 
 /// Bytes of an encoded, signed certificate. Every certificate has exactly this size.
 pub const CERTIFICATE_BYTES: usize = UNSIGNED_CERTIFICATE_BYTES + 64;
@@ -75,8 +75,18 @@ pub struct UnsignedCertificate {
     pub lottery_seed: Hash256,
     /// Hash of the global model the submission was scored against.
     pub model_hash: Hash256,
+    /// Hash of the model the cycle's aggregation produced: what the next cycle trains if this
+    /// certificate's block is the tip it builds on (consensus checks the child's `model_hash`).
+    pub next_model_hash: Hash256,
+    /// The cycle record's digest at evaluation (`coordinator::api::record_digest`): the chain
+    /// anchors every record it has a block for, so a record cannot be rewritten later.
+    pub record_hash: Hash256,
     /// Unix seconds at which the coordinator issued the certificate.
     pub issued_at: u64,
+    /// Block-signing: the last header time a block with this certificate may have (the end of
+    /// its attempt's block window, rounded down to a second). The header time must lie in
+    /// `[issued_at, expires_at]`. Contribution certificates carry 0.
+    pub expires_at: u64,
     /// Random bytes that make every certificate unique, even two with equal fields.
     pub nonce: [u8; 16],
     /// The coordinator key that signs; consensus accepts only keys in the chain parameters.
@@ -106,7 +116,10 @@ impl UnsignedCertificate {
             .bytes(&self.contributions_root.0)
             .bytes(&self.lottery_seed.0)
             .bytes(&self.model_hash.0)
+            .bytes(&self.next_model_hash.0)
+            .bytes(&self.record_hash.0)
             .u64(self.issued_at)
+            .u64(self.expires_at)
             .bytes(&self.nonce)
             .public_key(&self.coordinator);
     }
@@ -139,7 +152,10 @@ impl UnsignedCertificate {
             contributions_root: Hash256(r.array("contributions root")?),
             lottery_seed: Hash256(r.array("lottery seed")?),
             model_hash: Hash256(r.array("model hash")?),
+            next_model_hash: Hash256(r.array("next model hash")?),
+            record_hash: Hash256(r.array("record hash")?),
             issued_at: r.u64("issue time")?,
+            expires_at: r.u64("expiry time")?,
             nonce: r.array("nonce")?,
             coordinator: r.public_key("coordinator public key")?,
         })
@@ -227,7 +243,10 @@ pub(crate) mod tests {
             contributions_root: Hash256([4; 32]),
             lottery_seed: Hash256([5; 32]),
             model_hash: Hash256([6; 32]),
+            next_model_hash: Hash256([7; 32]),
+            record_hash: Hash256([8; 32]),
             issued_at: rng.next_u64(),
+            expires_at: rng.next_u64(),
             nonce,
             coordinator: coordinator.public_key(&secp),
         }
@@ -265,10 +284,10 @@ pub(crate) mod tests {
                 },
             ),
             (
-                with_byte(&bytes, 0, 2),
+                with_byte(&bytes, 0, 1),
                 DecodeError::UnknownVersion {
                     field: "certificate",
-                    value: 2,
+                    value: 1,
                 },
             ),
             (

@@ -66,7 +66,11 @@ pub fn build_genesis<C: Signing>(
         contributions_root: Hash256::ZERO,
         lottery_seed: Hash256::ZERO,
         model_hash: spec.model_hash,
+        // No cycle made genesis: the first cycle may train any model.
+        next_model_hash: Hash256::ZERO,
+        record_hash: Hash256::ZERO,
         issued_at: spec.time.into(),
+        expires_at: spec.time.into(),
         nonce: [0; 16],
         coordinator,
     }

@@ -7,11 +7,11 @@ use primitives::encoding::{DecodeError, Reader, Writer};
 use primitives::BlockHeader;
 
 /// Version byte of the entry encoding; the decoder refuses any other.
-pub const INDEX_ENTRY_VERSION: u8 = 1;
+pub const INDEX_ENTRY_VERSION: u8 = 2;
 
-/// Bytes of an encoded entry: version, status, reason, height, previous hash, attempt, time,
-/// seen order.
-pub const INDEX_ENTRY_BYTES: usize = 1 + 1 + 2 + 4 + 32 + 4 + 4 + 8;
+/// Bytes of an encoded entry: version, status, reason, height, previous hash, cycle, attempt,
+/// time, seen order, next model hash.
+pub const INDEX_ENTRY_BYTES: usize = 1 + 1 + 2 + 4 + 32 + 8 + 4 + 4 + 8 + 32;
 
 /// How far the node got with a block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,13 +62,15 @@ impl BlockStatus {
     }
 }
 
-/// One block index entry. Height, parent, attempt and time are copies of header fields, kept
-/// here so fork choice can walk the index without decoding headers.
+/// One block index entry. Height, parent, cycle, attempt, time and next model hash are copies
+/// of header fields, kept here so fork choice and the lineage rule can walk the index without
+/// decoding headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexEntry {
     pub height: u32,
     pub prev: BlockHash,
-    /// Certificate attempt number (fork choice's first tie-break).
+    /// Certificate cycle and attempt (fork choice's first tie-break: the later certificate).
+    pub cycle: u64,
     pub attempt: u32,
     pub status: BlockStatus,
     /// Order in which this node first saw the header, from 0 (fork choice's second tie-break).
@@ -76,6 +78,8 @@ pub struct IndexEntry {
     pub seen_order: u64,
     /// Header timestamp, Unix seconds.
     pub time: u32,
+    /// The certificate's `next_model_hash`: what a child block's certificate must train.
+    pub next_model_hash: primitives::Hash256,
 }
 
 impl IndexEntry {
@@ -83,10 +87,12 @@ impl IndexEntry {
         IndexEntry {
             height: header.height(),
             prev: header.prev_block_hash,
+            cycle: header.certificate.body.cycle,
             attempt: header.certificate.body.attempt,
             status,
             seen_order,
             time: header.time,
+            next_model_hash: header.certificate.body.next_model_hash,
         }
     }
 
@@ -96,8 +102,8 @@ impl IndexEntry {
         *self == expected
     }
 
-    /// `version u8 | status u8 | reason u16 | height u32 | prev [32] | attempt u32 | time u32 |
-    /// seen_order u64`, integers little-endian.
+    /// `version u8 | status u8 | reason u16 | height u32 | prev [32] | cycle u64 | attempt u32 |
+    /// time u32 | seen_order u64 | next_model_hash [32]`, integers little-endian.
     pub fn encode(&self) -> [u8; INDEX_ENTRY_BYTES] {
         let (status, reason) = self.status.code();
         let mut w = Writer::with_capacity(INDEX_ENTRY_BYTES);
@@ -106,9 +112,11 @@ impl IndexEntry {
             .u16(reason)
             .u32(self.height)
             .bytes(self.prev.as_byte_array())
+            .u64(self.cycle)
             .u32(self.attempt)
             .u32(self.time)
-            .u64(self.seen_order);
+            .u64(self.seen_order)
+            .bytes(&self.next_model_hash.0);
         let bytes = w.finish();
         let mut out = [0u8; INDEX_ENTRY_BYTES];
         out.copy_from_slice(&bytes);
@@ -136,9 +144,11 @@ impl IndexEntry {
             status: BlockStatus::from_code(status, reason)?,
             height: r.u32("height")?,
             prev: BlockHash::from_byte_array(r.array("previous block hash")?),
+            cycle: r.u64("cycle")?,
             attempt: r.u32("attempt")?,
             time: r.u32("time")?,
             seen_order: r.u64("seen order")?,
+            next_model_hash: primitives::Hash256(r.array("next model hash")?),
         };
         r.finish()?;
         Ok(entry)
@@ -153,10 +163,12 @@ mod tests {
         IndexEntry {
             height: 0x0102_0304,
             prev: BlockHash::from_byte_array([7; 32]),
+            cycle: 0x0a0b_0c0d_0e0f,
             attempt: 3,
             status,
             seen_order: u64::MAX - 1,
             time: 1_700_000_000,
+            next_model_hash: primitives::Hash256([9; 32]),
         }
     }
 
@@ -185,7 +197,7 @@ mod tests {
         assert_eq!(
             IndexEntry::decode(&good[..INDEX_ENTRY_BYTES - 1]),
             Err(DecodeError::Truncated {
-                field: "seen order",
+                field: "next model hash",
                 needed: 1
             })
         );
@@ -194,10 +206,10 @@ mod tests {
             Err(DecodeError::Oversize { .. })
         ));
         assert_eq!(
-            IndexEntry::decode(&with(0, 2)),
+            IndexEntry::decode(&with(0, 1)),
             Err(DecodeError::UnknownVersion {
                 field: "index entry",
-                value: 2
+                value: 1
             })
         );
         assert_eq!(

@@ -14,7 +14,9 @@ use redb::TableDefinition;
 
 /// Version of this table layout; a store written with another one is refused at open.
 /// 2: header Merkle roots over wtxids, equivocation evidence keyed by (cycle, height, attempt).
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: certificates with expiry, record and next-model hashes; index entries with cycle and next
+/// model hash.
+pub const SCHEMA_VERSION: u32 = 3;
 
 pub(crate) type HashKey = [u8; 32];
 pub(crate) type OutPointKey = [u8; OUTPOINT_KEY_BYTES];

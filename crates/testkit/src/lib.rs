@@ -115,7 +115,12 @@ impl TestChain {
             contributions_root: Hash256([1; 32]),
             lottery_seed: Hash256([2; 32]),
             model_hash: Hash256([3; 32]),
+            // The same model throughout: every block satisfies the lineage rule.
+            next_model_hash: Hash256([3; 32]),
+            record_hash: Hash256([4; 32]),
             issued_at: u64::from(GENESIS_TIME) + u64::from(height) * 60,
+            // A day past the builders' block time: wide enough for every test's header time.
+            expires_at: u64::from(block_time(height)) + 86_400,
             nonce,
             coordinator: self.coordinator.public_key(&self.secp),
         }

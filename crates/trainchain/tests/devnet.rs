@@ -1,8 +1,9 @@
 //! End-to-end: `trainchain devnet` with real node, coordinator and miner processes on
 //! loopback, short cycles and the shipped digits with a small MLP.
 
+use coordinator::held_out::HeldOutSecret;
 use coordinator::work::Workload;
-use learning::{evaluate, model_from_safetensors, Model};
+use learning::{evaluate, model_from_safetensors, Dataset, Model, SplitFractions};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -88,9 +89,28 @@ fn devnet_mines_three_blocks_that_audit_and_trains_a_better_model() {
     let cycles = summary["cycles"].as_array().unwrap();
     assert_eq!(cycles.len(), 3);
 
-    // The global model improved: held-out loss after the last cycle below the initial one.
+    // The held-out pool is the coordinator's secret: a miner rebuilding the split from public
+    // data with the seed that used to be fixed gets another held-out set. (This test reads the
+    // secret from the coordinator's data directory, as only its operator can.)
     let setup = devnet::run::work_setup("digits", &[32]).unwrap();
-    let workload = Workload::load(setup.clone()).unwrap();
+    let secret = HeldOutSecret::load_or_create(&dir.path().join("net/coordinator")).unwrap();
+    let digits = Dataset::load(&setup.dataset).unwrap();
+    let rebuilt = digits.split(SplitFractions::default(), 1).unwrap();
+    let actual = digits
+        .split(SplitFractions::default(), secret.split_seed())
+        .unwrap();
+    assert_ne!(rebuilt.held_out.features(), actual.held_out.features());
+    // Every cycle was re-measured by the audit from its published data.
+    let remeasured: usize = stdout
+        .split(" cycles re-measured from published data")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(remeasured >= 3, "{stdout}");
+
+    // The global model improved: held-out loss after the last cycle below the initial one.
+    let workload = Workload::load(setup.clone(), secret).unwrap();
     let initial = Model::new(setup.model.clone(), setup.model_seed).unwrap();
     let initial_loss = evaluate(&initial, &workload.split.held_out).unwrap().loss;
     let last_loss = cycles.last().unwrap()["held_out_loss"].as_f64().unwrap() as f32;

@@ -42,6 +42,8 @@ fn cycle_with(env: &CycleEnv, n: u32) -> (CycleState, EvaluationInput) {
         Hash256([2; 32]),
         t0,
         [3; 32],
+        Hash256([5; 32]),
+        Hash256::ZERO,
     );
     let hw = Hardware {
         threads: 4,
@@ -101,6 +103,16 @@ fn cycle_with(env: &CycleEnv, n: u32) -> (CycleState, EvaluationInput) {
         global_loss_units: 2_300_000,
         measurements,
         next_model_hash: Hash256([4; 32]),
+        held_out: coordinator::api::HeldOutReveal {
+            salt: Hash256([6; 32]),
+            batch_hash: Hash256([7; 32]),
+            samples: 54,
+            pass: 0,
+        },
+        next_quality: coordinator::api::QualityReport {
+            held_out_loss_units: 2_000_000,
+            test_accuracy_ppm: 500_000,
+        },
     };
     (state, input)
 }
@@ -155,7 +167,11 @@ fn main() {
     }
 
     // Evaluation vs training, on the shipped digits with the devnet's MLP.
-    let work = Workload::load(WorkSetup::digits_mlp(vec![32])).expect("digits load");
+    let work = Workload::load(
+        WorkSetup::digits_mlp(vec![32]),
+        coordinator::held_out::HeldOutSecret::from_bytes([1; 32]),
+    )
+    .expect("digits load");
     let global = work.initial_model().expect("model");
     let shards = work.shards(7, 3).expect("shards");
     let global_loss = f64::from(evaluate(&global, &work.split.held_out).expect("eval").loss);

@@ -2,7 +2,7 @@
 //! evaluation relative to a training task.
 //!
 //! `cargo run --release -p learning --bin train-bench -- [--threads N] [--repeats R] [--secs S]
-//! [--levels best|all]`
+//! [--levels best|all] [--format table|csv]`
 //!
 //! MLPs run twice per repeat, interleaved: on the reproducible kernel at the best SIMD level
 //! (`--levels all`: at every level this CPU offers) and on the `gemm` crate (candle's
@@ -31,6 +31,9 @@ struct Options {
     repeats: usize,
     secs: f64,
     all_levels: bool,
+    /// Print only `model,batch,kernel,samples_per_s,flops_per_sample` lines (for
+    /// `scripts/speed-vs-torch`), and skip the evaluation-cost line.
+    csv: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -39,6 +42,7 @@ fn parse_options() -> Result<Options, String> {
         repeats: 5,
         secs: 0.5,
         all_levels: false,
+        csv: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -48,6 +52,13 @@ fn parse_options() -> Result<Options, String> {
             "--threads" => options.threads = value.parse().map_err(|_| bad())?,
             "--repeats" => options.repeats = value.parse().map_err(|_| bad())?,
             "--secs" => options.secs = value.parse().map_err(|_| bad())?,
+            "--format" => {
+                options.csv = match value.as_str() {
+                    "table" => false,
+                    "csv" => true,
+                    _ => return Err(bad()),
+                }
+            }
             "--levels" => {
                 options.all_levels = match value.as_str() {
                     "best" => false,
@@ -57,7 +68,7 @@ fn parse_options() -> Result<Options, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown flag {flag}; use --threads, --repeats, --secs, --levels"
+                    "unknown flag {flag}; use --threads, --repeats, --secs, --levels, --format"
                 ))
             }
         }
@@ -165,6 +176,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    if options.csv {
+        for case in &mut cases {
+            let rate = median(&mut case.samples_per_sec);
+            println!(
+                "{},{},{},{:.1},{}",
+                case.name,
+                case.batch,
+                kernel_name(case),
+                rate,
+                case.spec.train_flops_per_sample()
+            );
+        }
+        return Ok(());
+    }
     println!(
         "threads {}, {} repeats, median samples/s (plain SGD, synthetic 28x28, 10 classes)",
         options.threads, options.repeats

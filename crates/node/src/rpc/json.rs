@@ -13,8 +13,18 @@ pub fn coins(amount: Amount) -> Value {
 
 pub fn script_pubkey(script: &ScriptBuf, network: Network) -> Value {
     let mut object = Map::new();
+    object.insert("asm".into(), json!(script.to_asm_string()));
     object.insert("hex".into(), json!(hex::encode(script.as_bytes())));
-    let kind = if script.is_p2wpkh() {
+    object.insert("type".into(), json!(script_type(script)));
+    if let Ok(address) = bitcoin::Address::from_script(script, network) {
+        object.insert("address".into(), json!(address.to_string()));
+    }
+    Value::Object(object)
+}
+
+/// Core's name for a script's template (`scriptPubKey.type`).
+pub fn script_type(script: &bitcoin::Script) -> &'static str {
+    if script.is_p2wpkh() {
         "witness_v0_keyhash"
     } else if script.is_p2wsh() {
         "witness_v0_scripthash"
@@ -28,12 +38,37 @@ pub fn script_pubkey(script: &ScriptBuf, network: Network) -> Value {
         "nulldata"
     } else {
         "nonstandard"
-    };
-    object.insert("type".into(), json!(kind));
-    if let Ok(address) = bitcoin::Address::from_script(script, network) {
-        object.insert("address".into(), json!(address.to_string()));
     }
-    Value::Object(object)
+}
+
+/// Core's `chain` name for a network: `main`, `test`, `testnet4`, `signet` or `regtest`.
+pub fn chain_name(network: Network) -> &'static str {
+    match network {
+        Network::Bitcoin => "main",
+        Network::Testnet => "test",
+        Network::Testnet4 => "testnet4",
+        Network::Signet => "signet",
+        // `Network` is non-exhaustive; anything new is a test network.
+        _ => "regtest",
+    }
+}
+
+/// `difficulty` of every block: there is no proof of work, so no target to compare with
+/// Bitcoin's; Core clients need a number, and 1.0 is the difficulty of [`BITS`].
+pub const DIFFICULTY: f64 = 1.0;
+
+/// `bits` of every block: the compact target of difficulty 1 (Bitcoin's genesis value). The
+/// header has no target field; see docs/protocol.md.
+pub const BITS: &str = "1d00ffff";
+
+/// `nonce` of every block: headers have no nonce (nothing is ground), so Core's field is 0.
+pub const NONCE: u32 = 0;
+
+/// `chainwork` of a block at `height`: the number of blocks up to and including it, as Core's
+/// 64-hex-digit big-endian 256-bit number. Every block is one unit of certified work; fork
+/// choice compares heights first, so this orders chains as the node does.
+pub fn chainwork(height: u32) -> String {
+    format!("{:064x}", u64::from(height) + 1)
 }
 
 /// A decoded transaction (Core's `decoderawtransaction` shape).
@@ -144,6 +179,10 @@ pub fn header(header: &BlockHeader, ctx: &HeaderContext) -> Map<String, Value> {
     object.insert("merkleroot".into(), json!(header.merkle_root.to_string()));
     object.insert("time".into(), json!(header.time));
     object.insert("mediantime".into(), json!(ctx.median_time));
+    object.insert("nonce".into(), json!(NONCE));
+    object.insert("bits".into(), json!(BITS));
+    object.insert("difficulty".into(), json!(DIFFICULTY));
+    object.insert("chainwork".into(), json!(chainwork(ctx.height)));
     object.insert(
         "certificate_id".into(),
         json!(header.certificate.id().to_string()),
@@ -168,7 +207,17 @@ pub fn block(
     decode_txs: TxDetail,
 ) -> Value {
     let mut object = header(&block.header, ctx);
-    object.insert("size".into(), json!(block.encoded_len()));
+    let size = block.encoded_len();
+    // Witness bytes are the only part of the body a segwit-stripped block would lose.
+    let witness_bytes: usize = block
+        .txdata
+        .iter()
+        .map(|tx| tx.total_size() - tx.base_size())
+        .sum();
+    let stripped = size - witness_bytes;
+    object.insert("size".into(), json!(size));
+    object.insert("strippedsize".into(), json!(stripped));
+    object.insert("weight".into(), json!(stripped * 3 + size));
     object.insert("nTx".into(), json!(block.txdata.len()));
     object.insert(
         "producer_signature".into(),

@@ -1,6 +1,7 @@
 //! The RPC methods. Each takes positional parameters and answers with Core's shape.
 
 use super::codes;
+use super::core;
 use super::json::{self, HeaderContext, TxDetail};
 use crate::chain::{BlockOutcome, ChainError, ChainState};
 use crate::mempool::MempoolError;
@@ -13,25 +14,26 @@ use primitives::Block;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use storage::{BlockStatus, ReadView};
 
-type RpcResult = Result<Value, ErrorObjectOwned>;
+pub(super) type RpcResult = Result<Value, ErrorObjectOwned>;
 
-fn error(code: i32, message: impl Into<String>) -> ErrorObjectOwned {
+pub(super) fn error(code: i32, message: impl Into<String>) -> ErrorObjectOwned {
     ErrorObjectOwned::owned(code, message.into(), None::<()>)
 }
 
-fn chain_error(e: ChainError) -> ErrorObjectOwned {
+pub(super) fn chain_error(e: ChainError) -> ErrorObjectOwned {
     error(codes::DATABASE_ERROR, e.to_string())
 }
 
-fn store_error(e: storage::StoreError) -> ErrorObjectOwned {
+pub(super) fn store_error(e: storage::StoreError) -> ErrorObjectOwned {
     error(codes::DATABASE_ERROR, e.to_string())
 }
 
 /// Positional parameters, read one at a time.
-struct Args(Vec<Value>);
+pub(super) struct Args(pub(super) Vec<Value>);
 
 impl Args {
     fn from(params: Params<'_>) -> Result<Args, ErrorObjectOwned> {
@@ -47,7 +49,7 @@ impl Args {
         Ok(Args(values.unwrap_or_default()))
     }
 
-    fn optional<T: DeserializeOwned>(
+    pub(super) fn optional<T: DeserializeOwned>(
         &self,
         index: usize,
         name: &str,
@@ -60,7 +62,7 @@ impl Args {
         }
     }
 
-    fn required<T: DeserializeOwned>(
+    pub(super) fn required<T: DeserializeOwned>(
         &self,
         index: usize,
         name: &str,
@@ -113,7 +115,7 @@ fn header_context(
     })
 }
 
-fn register<F>(module: &mut RpcModule<NodeHandle>, name: &'static str, method: F)
+pub(super) fn register<F>(module: &mut RpcModule<NodeHandle>, name: &'static str, method: F)
 where
     F: Fn(&NodeHandle, Args) -> RpcResult + Send + Sync + 'static,
 {
@@ -126,8 +128,16 @@ where
 }
 
 pub fn module(node: NodeHandle) -> RpcModule<NodeHandle> {
+    module_with(node, None)
+}
+
+/// The method table; `data_dir`, when known, is where `size_on_disk` is measured.
+pub fn module_with(node: NodeHandle, data_dir: Option<PathBuf>) -> RpcModule<NodeHandle> {
     let mut m = RpcModule::new(node);
-    register(&mut m, "getblockchaininfo", getblockchaininfo);
+    let dir = data_dir.clone();
+    register(&mut m, "getblockchaininfo", move |node, args| {
+        getblockchaininfo(node, args, dir.as_deref())
+    });
     register(&mut m, "getblockcount", |node, _| {
         let (_, height) = node.tip().map_err(chain_error)?;
         Ok(json!(height))
@@ -142,10 +152,6 @@ pub fn module(node: NodeHandle) -> RpcModule<NodeHandle> {
     register(&mut m, "getrawtransaction", getrawtransaction);
     register(&mut m, "sendrawtransaction", sendrawtransaction);
     register(&mut m, "gettxout", gettxout);
-    register(&mut m, "getmempoolinfo", getmempoolinfo);
-    register(&mut m, "getrawmempool", getrawmempool);
-    register(&mut m, "getpeerinfo", getpeerinfo);
-    register(&mut m, "getnetworkinfo", getnetworkinfo);
     register(&mut m, "listbanned", listbanned);
     register(&mut m, "setnetworkactive", setnetworkactive);
     register(&mut m, "addnode", addnode);
@@ -160,10 +166,13 @@ pub fn module(node: NodeHandle) -> RpcModule<NodeHandle> {
     register(&mut m, "submitblock", submitblock);
     register(&mut m, "getequivocations", getequivocations);
     register(&mut m, "scantxoutset", scantxoutset);
+    core::register_all(&mut m, data_dir);
+    let missing = core::missing_help(&m);
+    assert!(missing.is_empty(), "methods without help: {missing:?}");
     m
 }
 
-fn getblockchaininfo(node: &NodeHandle, _: Args) -> RpcResult {
+fn getblockchaininfo(node: &NodeHandle, _: Args, data_dir: Option<&Path>) -> RpcResult {
     node.with_chain(|chain| {
         let (tip, height) = chain.tip().map_err(chain_error)?;
         let params = chain.params();
@@ -173,7 +182,9 @@ fn getblockchaininfo(node: &NodeHandle, _: Args) -> RpcResult {
             .map_err(store_error)?
             .map_or(0, |e| e.time);
         Ok(json!({
-            "chain": params.name,
+            // Core's names (clients parse this into their network enum); ours is `name`.
+            "chain": json::chain_name(params.network),
+            "name": params.name,
             "chain_id": params.chain_id,
             "network": params.network.to_string(),
             "blocks": height,
@@ -181,6 +192,9 @@ fn getblockchaininfo(node: &NodeHandle, _: Args) -> RpcResult {
             "bestblockhash": tip.to_string(),
             "time": tip_time,
             "mediantime": chain.median_time_past(&tip).map_err(chain_error)?,
+            "difficulty": json::DIFFICULTY,
+            "chainwork": json::chainwork(height),
+            "size_on_disk": core::size_on_disk(data_dir),
             "genesisblockhash": params.genesis_hash().to_string(),
             "coinbase_maturity": params.coinbase_maturity_blocks,
             "block_bytes_max": params.block_bytes_max,
@@ -254,7 +268,7 @@ fn getblock(node: &NodeHandle, args: Args) -> RpcResult {
     })
 }
 
-fn parse_txid(args: &Args, index: usize) -> Result<Txid, ErrorObjectOwned> {
+pub(super) fn parse_txid(args: &Args, index: usize) -> Result<Txid, ErrorObjectOwned> {
     let text: String = args.required(index, "txid")?;
     Txid::from_str(&text)
         .map_err(|_| error(codes::INVALID_PARAMETER, "txid must be 64 hex characters"))
@@ -320,10 +334,7 @@ fn sendrawtransaction(node: &NodeHandle, args: Args) -> RpcResult {
             codes::VERIFY_ALREADY_IN_CHAIN,
             "Transaction already in block chain",
         )),
-        Err(SubmitTxError::Mempool(MempoolError::Invalid(e))) => {
-            Err(error(codes::VERIFY_ERROR, e.to_string()))
-        }
-        Err(SubmitTxError::Mempool(e)) => Err(error(codes::VERIFY_REJECTED, e.to_string())),
+        Err(SubmitTxError::Mempool(e)) => Err(core::reject_error(&e)),
         Err(SubmitTxError::Chain(e)) => Err(chain_error(e)),
     }
 }
@@ -368,86 +379,6 @@ fn gettxout(node: &NodeHandle, args: Args) -> RpcResult {
             "coinbase": coin.is_coinbase,
         }))
     })
-}
-
-fn getmempoolinfo(node: &NodeHandle, _: Args) -> RpcResult {
-    let info = node.mempool_info();
-    let min_fee = bitcoin::Amount::from_sat(info.min_fee_rate.to_sat_per_kwu() * 4);
-    Ok(json!({
-        "loaded": true,
-        "size": info.count,
-        "bytes": info.bytes,
-        "maxmempool": info.bytes_max,
-        "maxcount": info.count_max,
-        "mempoolminfee": json::coins(min_fee),
-        "minrelaytxfee": json::coins(min_fee),
-    }))
-}
-
-fn getrawmempool(node: &NodeHandle, args: Args) -> RpcResult {
-    let verbose: bool = args.optional(0, "verbose")?.unwrap_or(false);
-    node.with_mempool(|pool| {
-        let mut txids = pool.txids();
-        txids.sort();
-        if !verbose {
-            return Ok(json!(txids
-                .iter()
-                .map(|t| t.to_string())
-                .collect::<Vec<_>>()));
-        }
-        let mut map = serde_json::Map::new();
-        for txid in txids {
-            if let Some(entry) = pool.entry(&txid) {
-                map.insert(
-                    txid.to_string(),
-                    json!({
-                        "vsize": entry.tx().vsize(),
-                        "size": entry.bytes(),
-                        "weight": entry.tx().weight().to_wu(),
-                        "time": entry.entry_secs(),
-                        "fees": {"base": json::coins(entry.fee())},
-                        "wtxid": entry.tx().compute_wtxid().to_string(),
-                    }),
-                );
-            }
-        }
-        Ok(Value::Object(map))
-    })
-}
-
-fn getpeerinfo(node: &NodeHandle, _: Args) -> RpcResult {
-    let peers: Vec<Value> = node
-        .network()
-        .peers
-        .iter()
-        .enumerate()
-        .map(|(id, p)| {
-            json!({
-                "id": id,
-                "peer_id": p.peer_id,
-                "addr": p.addr,
-                "inbound": p.inbound,
-                "conntime": p.connected_unix_secs,
-                "subver": p.agent,
-                "misbehavior": p.misbehavior,
-            })
-        })
-        .collect();
-    Ok(Value::Array(peers))
-}
-
-fn getnetworkinfo(node: &NodeHandle, _: Args) -> RpcResult {
-    let status = node.network();
-    Ok(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "subversion": format!("/trainchain:{}/", env!("CARGO_PKG_VERSION")),
-        "localpeerid": status.local_peer_id,
-        "localaddresses": status.listen_addrs,
-        "networkactive": status.active == NetworkActivity::Active,
-        "connections": status.peers.len(),
-        "connections_in": status.peers.iter().filter(|p| p.inbound).count(),
-        "connections_out": status.peers.iter().filter(|p| !p.inbound).count(),
-    }))
 }
 
 fn listbanned(node: &NodeHandle, _: Args) -> RpcResult {
@@ -533,7 +464,7 @@ fn getcertificate(node: &NodeHandle, args: Args) -> RpcResult {
     Ok(object)
 }
 
-fn payout_script(node: &NodeHandle, text: &str) -> Result<ScriptBuf, ErrorObjectOwned> {
+pub(super) fn payout_script(node: &NodeHandle, text: &str) -> Result<ScriptBuf, ErrorObjectOwned> {
     let address = text
         .parse::<Address<_>>()
         .map_err(|e| {

@@ -1,10 +1,14 @@
 //! JSON-RPC over HTTP (jsonrpsee), with Bitcoin Core's method names, result shapes and error
 //! codes where the concept exists, behind optional HTTP Basic auth (a cookie file or a
 //! configured user:password, as bitcoind does). Parameters are positional, as bitcoin-cli
-//! sends them.
+//! sends them. [`compat`] accepts bitcoind's JSON-RPC 1.0-style bodies and content types and
+//! answers them in Core's envelope, so stock Core clients work unmodified.
 
 pub mod auth;
 pub mod client;
+pub mod compat;
+/// Core's methods and shapes for stock clients (beyond the node's own set).
+pub mod core;
 pub mod json;
 /// The method table; public so the `rpc` fuzz target drives it without a socket.
 pub mod methods;
@@ -61,12 +65,25 @@ pub async fn start(
     bind: SocketAddr,
     auth: RpcAuth,
 ) -> Result<RpcServer, RpcError> {
+    start_in(node, bind, auth, None).await
+}
+
+/// [`start`] for a node whose files are in `data_dir` (`size_on_disk` measures them).
+pub async fn start_in(
+    node: NodeHandle,
+    bind: SocketAddr,
+    auth: RpcAuth,
+    data_dir: Option<std::path::PathBuf>,
+) -> Result<RpcServer, RpcError> {
     let config = ServerConfig::builder()
         .http_only()
         .max_request_body_size(RPC_REQUEST_BYTES_MAX)
         .max_response_body_size(RPC_RESPONSE_BYTES_MAX)
         .build();
-    let middleware = tower::ServiceBuilder::new().layer(auth.layer());
+    // Authentication first (a 401 reads no body), then bitcoind's dialect, then jsonrpsee.
+    let middleware = tower::ServiceBuilder::new()
+        .layer(auth.layer())
+        .layer(compat::CoreCompatLayer);
     let server = Server::builder()
         .set_config(config)
         .set_http_middleware(middleware)
@@ -76,7 +93,7 @@ pub async fn start(
     let local_addr = server
         .local_addr()
         .map_err(|error| RpcError::Bind { addr: bind, error })?;
-    let module = methods::module(node);
+    let module = methods::module_with(node, data_dir);
     let handle = server.start(module);
     Ok(RpcServer { local_addr, handle })
 }

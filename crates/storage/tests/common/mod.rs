@@ -134,7 +134,10 @@ pub fn child_block_with_attempt(
         contributions_root: Hash256([2; 32]),
         lottery_seed: Hash256([3; 32]),
         model_hash: Hash256([4; 32]),
+        next_model_hash: Hash256([4; 32]),
+        record_hash: Hash256([5; 32]),
         issued_at: u64::from(GENESIS_TIME + height * 1200),
+        expires_at: u64::from(GENESIS_TIME + height * 1200 + 600),
         nonce,
         coordinator: coordinator_key().public_key(&secp),
     }

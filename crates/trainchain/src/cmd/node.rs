@@ -38,7 +38,8 @@ pub struct Args {
     /// TOML configuration file; flags given here override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// P2P listen multiaddr (repeatable). Default: /ip4/0.0.0.0/tcp/7333.
+    /// P2P listen multiaddr (repeatable). Default: /ip4/127.0.0.1/tcp/7333 (loopback); use
+    /// /ip4/0.0.0.0/tcp/7333 to accept peers from other machines.
     #[arg(long = "p2p-listen")]
     pub p2p_listen: Vec<String>,
     /// A peer to connect to, as a multiaddr (repeatable).
@@ -157,7 +158,13 @@ async fn serve(data_dir: &Path, settings: Settings) -> Result<()> {
         pair if pair.contains(':') => (RpcAuth::Basic(vec![pair.to_string()]), false),
         other => bail!("--rpc-auth {other:?}: use cookie, none or user:password"),
     };
-    let rpc_server = rpc::start(node.clone(), settings.rpc_bind, auth).await?;
+    let rpc_server = rpc::start_in(
+        node.clone(),
+        settings.rpc_bind,
+        auth,
+        Some(data_dir.to_path_buf()),
+    )
+    .await?;
     let rpc_url = format!("http://{}", rpc_server.local_addr);
     info!(url = %rpc_url, "RPC server listening");
 

@@ -6,12 +6,18 @@ use node::rpc::client::{ClientAuth, RpcClient};
 use serde_json::Value;
 use std::path::PathBuf;
 
+use super::node::RUNTIME_FILE;
+
+/// Where a node's RPC listens unless told otherwise (`node::config::DEFAULT_RPC_BIND`).
+pub const DEFAULT_RPC_URL: &str = "http://127.0.0.1:7332";
+
 /// Where the node's RPC is and how to authenticate; shared with the wallet commands.
 #[derive(clap::Args, Clone)]
 pub struct Connection {
-    /// The node's RPC URL.
-    #[arg(long = "rpc", default_value = "http://127.0.0.1:7332")]
-    pub url: String,
+    /// The node's RPC URL. Default: `rpc_url` of `<rpc-data-dir>/node.json` when the node runs
+    /// there, else http://127.0.0.1:7332.
+    #[arg(long = "rpc")]
+    pub url: Option<String>,
     /// Node RPC credentials: none, cookie:DIR (the node's data directory) or user:password.
     #[arg(long)]
     pub rpc_auth: Option<ClientAuth>,
@@ -27,7 +33,36 @@ impl Connection {
             (None, Some(dir)) => ClientAuth::CookieIn(dir.clone()),
             (None, None) => ClientAuth::None,
         };
-        RpcClient::new(&self.url, &auth).context("connecting to the node's RPC")
+        let url = self.url()?;
+        RpcClient::new(&url, &auth)
+            .with_context(|| format!("connecting to the node's RPC at {url}"))
+    }
+
+    /// `--rpc`, else the running node's `node.json` in `--rpc-data-dir`, else the default, as
+    /// bitcoin-cli finds its node from the data directory.
+    pub fn url(&self) -> Result<String> {
+        if let Some(url) = &self.url {
+            return Ok(url.clone());
+        }
+        let Some(dir) = &self.rpc_data_dir else {
+            return Ok(DEFAULT_RPC_URL.to_string());
+        };
+        let path = dir.join(RUNTIME_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let runtime: Value = serde_json::from_str(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?;
+                runtime["rpc_url"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .with_context(|| format!("{} has no rpc_url", path.display()))
+            }
+            // No node.json: the node is not running there (or is older); try the default.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Ok(DEFAULT_RPC_URL.to_string())
+            }
+            Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+        }
     }
 }
 
@@ -70,5 +105,40 @@ mod tests {
         assert_eq!(param("[\"a\"]"), serde_json::json!(["a"]));
         assert_eq!(param("00ab"), Value::String("00ab".into()));
         assert_eq!(param("bcrt1qxyz"), Value::String("bcrt1qxyz".into()));
+    }
+
+    fn connection(url: Option<&str>, dir: Option<&std::path::Path>) -> Connection {
+        Connection {
+            url: url.map(str::to_owned),
+            rpc_auth: None,
+            rpc_data_dir: dir.map(|d| d.to_path_buf()),
+        }
+    }
+
+    #[test]
+    fn url_comes_from_the_flag_then_node_json_then_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(connection(None, None).url().unwrap(), DEFAULT_RPC_URL);
+        assert_eq!(
+            connection(None, Some(dir.path())).url().unwrap(),
+            DEFAULT_RPC_URL
+        );
+        std::fs::write(
+            dir.path().join(RUNTIME_FILE),
+            r#"{"rpc_url": "http://127.0.0.1:45678"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            connection(None, Some(dir.path())).url().unwrap(),
+            "http://127.0.0.1:45678"
+        );
+        assert_eq!(
+            connection(Some("http://h:1"), Some(dir.path()))
+                .url()
+                .unwrap(),
+            "http://h:1"
+        );
+        std::fs::write(dir.path().join(RUNTIME_FILE), "{}").unwrap();
+        assert!(connection(None, Some(dir.path())).url().is_err());
     }
 }

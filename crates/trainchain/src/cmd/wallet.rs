@@ -93,7 +93,7 @@ pub struct ChainArgs {
 impl ChainArgs {
     fn connection(&self) -> Option<Connection> {
         self.rpc.as_ref().map(|url| Connection {
-            url: url.clone(),
+            url: Some(url.clone()),
             rpc_auth: self.rpc_auth.clone(),
             rpc_data_dir: self.rpc_data_dir.clone(),
         })

@@ -1,0 +1,257 @@
+//! Bond outputs: the script template and the check the coordinator makes for admission.
+//!
+//! A bond is a P2WSH output whose witness script is
+//! `OP_IF <slash_key> OP_CHECKSIG OP_ELSE <lock_blocks> OP_CHECKSEQUENCEVERIFY OP_DROP
+//! <miner_key> OP_CHECKSIG OP_ENDIF`: the slashing key (a coordinator key) may take it at any
+//! time, the miner only `lock_blocks` blocks after it confirmed (BIP68/112 relative lock).
+//! The output commits to the script's hash, so anyone holding the three values rebuilds the
+//! script and compares hashes; no script is parsed here.
+//!
+//! Not yet enforced by consensus: `tx::check_transaction` still refuses P2WSH outputs; spending
+//! them needs the script-library verification and BIP68 sequence locks (issue 10, open).
+
+use bitcoin::blockdata::opcodes::all::{OP_CHECKSIG, OP_CSV, OP_DROP, OP_ELSE, OP_ENDIF, OP_IF};
+use bitcoin::script::Builder;
+use bitcoin::secp256k1::PublicKey;
+use bitcoin::{Amount, ScriptBuf};
+use primitives::Coin;
+use thiserror::Error;
+
+/// BIP68 encodes a block-based relative lock in the low 16 bits of nSequence, so no bond can
+/// be locked for more blocks than this.
+pub const BOND_LOCK_BLOCKS_MAX: u32 = 0xffff;
+
+/// What the chain requires of a bond (from the chain parameters once they carry them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BondTerms {
+    /// The key that may slash (spend through the `OP_IF` branch) at any time.
+    pub slash_key: PublicKey,
+    /// Relative lock of the miner's branch, in blocks (cycle + dispute window).
+    pub lock_blocks: u32,
+    /// Smallest value a bond must hold.
+    pub bond_min: Amount,
+}
+
+/// The witness script of a bond for `miner` under `terms`.
+pub fn bond_witness_script(terms: &BondTerms, miner: &PublicKey) -> ScriptBuf {
+    Builder::new()
+        .push_opcode(OP_IF)
+        .push_key(&bitcoin::PublicKey::new(terms.slash_key))
+        .push_opcode(OP_CHECKSIG)
+        .push_opcode(OP_ELSE)
+        .push_int(i64::from(terms.lock_blocks))
+        .push_opcode(OP_CSV)
+        .push_opcode(OP_DROP)
+        .push_key(&bitcoin::PublicKey::new(*miner))
+        .push_opcode(OP_CHECKSIG)
+        .push_opcode(OP_ENDIF)
+        .into_script()
+}
+
+/// The P2WSH output script of a bond for `miner`.
+pub fn bond_script_pubkey(terms: &BondTerms, miner: &PublicKey) -> ScriptBuf {
+    ScriptBuf::new_p2wsh(&bond_witness_script(terms, miner).wscript_hash())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BondError {
+    #[error("bond lock of {0} blocks is over the BIP68 maximum of {BOND_LOCK_BLOCKS_MAX}")]
+    LockTooLong(u32),
+    #[error("output is not a bond for this miner key under the chain's bond terms")]
+    WrongScript,
+    #[error("bond holds {value}, less than the minimum {min}")]
+    TooSmall { value: Amount, min: Amount },
+    #[error("bond is a coinbase output; it is refused so a reorg cannot erase it")]
+    Coinbase,
+    #[error("bond has {confirmations} confirmations; {required} are required")]
+    Unconfirmed { confirmations: u32, required: u32 },
+    #[error("bond becomes reclaimable at height {reclaimable_at}, before height {needed_until}")]
+    UnlocksTooSoon {
+        reclaimable_at: u64,
+        needed_until: u64,
+    },
+}
+
+/// What admission needs to know about the chain and the cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BondQuery {
+    /// Height of the chain tip the coin was read at.
+    pub tip_height: u32,
+    /// Confirmations the bond must have (1 = in the tip block).
+    pub confirmations_min: u32,
+    /// The bond must still be locked through this many blocks after the tip (the rest of the
+    /// cycle and its dispute window), so the slashing key can still take it.
+    pub locked_for_blocks: u32,
+}
+
+/// Decides whether `coin` (as `gettxout` shows it, with its confirmation height) is a valid
+/// bond for `miner`: the template with that key and the chain's terms, at least `bond_min`,
+/// confirmed, and not reclaimable by the miner before the dispute window ends.
+pub fn check_bond(
+    coin: &Coin,
+    miner: &PublicKey,
+    terms: &BondTerms,
+    query: &BondQuery,
+) -> Result<(), BondError> {
+    if terms.lock_blocks > BOND_LOCK_BLOCKS_MAX {
+        return Err(BondError::LockTooLong(terms.lock_blocks));
+    }
+    if coin.output.script_pubkey != bond_script_pubkey(terms, miner) {
+        return Err(BondError::WrongScript);
+    }
+    if coin.output.value < terms.bond_min {
+        return Err(BondError::TooSmall {
+            value: coin.output.value,
+            min: terms.bond_min,
+        });
+    }
+    if coin.is_coinbase {
+        return Err(BondError::Coinbase);
+    }
+    let confirmations = (query.tip_height + 1).saturating_sub(coin.height);
+    if coin.height > query.tip_height || confirmations < query.confirmations_min {
+        return Err(BondError::Unconfirmed {
+            confirmations: if coin.height > query.tip_height {
+                0
+            } else {
+                confirmations
+            },
+            required: query.confirmations_min,
+        });
+    }
+    // BIP68: the miner's spend may be in a block at height >= coin height + lock.
+    let reclaimable_at = u64::from(coin.height) + u64::from(terms.lock_blocks);
+    let needed_until = u64::from(query.tip_height) + u64::from(query.locked_for_blocks);
+    if reclaimable_at <= needed_until {
+        return Err(BondError::UnlocksTooSoon {
+            reclaimable_at,
+            needed_until,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::secp256k1::{Secp256k1, SecretKey};
+    use bitcoin::TxOut;
+
+    fn key(b: u8) -> PublicKey {
+        SecretKey::from_slice(&[b; 32])
+            .unwrap()
+            .public_key(&Secp256k1::new())
+    }
+
+    fn terms() -> BondTerms {
+        BondTerms {
+            slash_key: key(1),
+            lock_blocks: 20,
+            bond_min: Amount::from_sat(1_000_000),
+        }
+    }
+
+    fn bond(value: u64, height: u32) -> Coin {
+        Coin {
+            output: TxOut {
+                value: Amount::from_sat(value),
+                script_pubkey: bond_script_pubkey(&terms(), &key(2)),
+            },
+            height,
+            is_coinbase: false,
+        }
+    }
+
+    const QUERY: BondQuery = BondQuery {
+        tip_height: 100,
+        confirmations_min: 1,
+        locked_for_blocks: 10,
+    };
+
+    #[test]
+    fn witness_script_is_the_documented_template() {
+        let script = bond_witness_script(&terms(), &key(2));
+        let asm = script.to_asm_string();
+        let expected = format!(
+            "OP_IF OP_PUSHBYTES_33 {} OP_CHECKSIG OP_ELSE OP_PUSHBYTES_1 14 OP_CSV OP_DROP \
+             OP_PUSHBYTES_33 {} OP_CHECKSIG OP_ENDIF",
+            key(1),
+            key(2)
+        );
+        assert_eq!(asm, expected);
+        assert!(bond_script_pubkey(&terms(), &key(2)).is_p2wsh());
+    }
+
+    #[test]
+    fn a_valid_bond_passes() {
+        assert_eq!(
+            check_bond(&bond(1_000_000, 95), &key(2), &terms(), &QUERY),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn each_failure_is_refused_with_its_reason() {
+        let t = terms();
+        assert_eq!(
+            check_bond(&bond(1_000_000, 95), &key(3), &t, &QUERY),
+            Err(BondError::WrongScript)
+        );
+        let other_slasher = BondTerms {
+            slash_key: key(4),
+            ..t
+        };
+        assert_eq!(
+            check_bond(&bond(1_000_000, 95), &key(2), &other_slasher, &QUERY),
+            Err(BondError::WrongScript)
+        );
+        assert!(matches!(
+            check_bond(&bond(999_999, 95), &key(2), &t, &QUERY),
+            Err(BondError::TooSmall { .. })
+        ));
+        let mut cb = bond(1_000_000, 95);
+        cb.is_coinbase = true;
+        assert_eq!(
+            check_bond(&cb, &key(2), &t, &QUERY),
+            Err(BondError::Coinbase)
+        );
+        assert_eq!(
+            check_bond(&bond(1_000_000, 101), &key(2), &t, &QUERY),
+            Err(BondError::Unconfirmed {
+                confirmations: 0,
+                required: 1
+            })
+        );
+        let six = BondQuery {
+            confirmations_min: 6,
+            ..QUERY
+        };
+        assert_eq!(
+            check_bond(&bond(1_000_000, 96), &key(2), &t, &six),
+            Err(BondError::Unconfirmed {
+                confirmations: 5,
+                required: 6
+            })
+        );
+        // Confirmed at 90 with a 20-block lock: reclaimable at 110 = tip 100 + 10, too soon.
+        assert_eq!(
+            check_bond(&bond(1_000_000, 90), &key(2), &t, &QUERY),
+            Err(BondError::UnlocksTooSoon {
+                reclaimable_at: 110,
+                needed_until: 110
+            })
+        );
+        assert_eq!(
+            check_bond(&bond(1_000_000, 91), &key(2), &t, &QUERY),
+            Ok(())
+        );
+        let long = BondTerms {
+            lock_blocks: 0x1_0000,
+            ..t
+        };
+        assert_eq!(
+            check_bond(&bond(1_000_000, 95), &key(2), &long, &QUERY),
+            Err(BondError::LockTooLong(0x1_0000))
+        );
+    }
+}

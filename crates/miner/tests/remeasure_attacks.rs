@@ -1,0 +1,284 @@
+//! A coordinator that misreports, swaps or reuses the held-out batch, rewrites a record or
+//! merges other weights than it published is caught by the auditor's re-measurement, each with
+//! its own reason. The honest cycle is computed with the coordinator's own code, then each
+//! test double changes one thing.
+
+use bitcoin::secp256k1::{Secp256k1, SecretKey};
+use coordinator::api::{
+    record_digest, Announcement, CompactSignature, CycleRecord, PhaseName, ScoredSubmission,
+    SignedAnnouncement,
+};
+use coordinator::held_out::HeldOutSecret;
+use coordinator::work::{evaluate_submissions, WorkSetup, Workload};
+use learning::{encode_update, model_hash, model_to_safetensors, train, Budget, TrainConfig};
+use miner::remeasure::{check_record_chain, remeasure, PublishedCycle};
+use primitives::{sha256, Hash256};
+
+struct Honest {
+    spec: learning::ModelSpec,
+    record: CycleRecord,
+    published: PublishedCycle,
+    work: Workload,
+}
+
+fn key(i: u8) -> SecretKey {
+    SecretKey::from_slice(&[i; 32]).unwrap()
+}
+
+/// One cycle with two trained submissions, recorded as an honest coordinator would.
+fn honest_cycle() -> Honest {
+    let secp = Secp256k1::new();
+    let work = Workload::load(
+        WorkSetup::digits_mlp(vec![16]),
+        HeldOutSecret::from_bytes([3; 32]),
+    )
+    .unwrap();
+    let start = work.initial_model().unwrap();
+    let shards = work.shards(9, 2).unwrap();
+    let segments = ["layer0", "layer1"];
+    let mut inputs = Vec::new();
+    for (i, segment) in segments.iter().enumerate() {
+        let mut model = start.clone();
+        let config = TrainConfig {
+            lr: 0.05,
+            momentum: 0.9,
+            batch: 32,
+            budget: Budget::Steps(40),
+            seed: i as u64,
+            threads: 1,
+        };
+        train(&mut model, &[*segment], &shards[i], &config).unwrap();
+        let verdict = proof::Verdict::Verified {
+            intervals: vec![0],
+            replayed_steps: 40,
+        };
+        inputs.push((
+            key(i as u8 + 1).public_key(&secp),
+            segment.to_string(),
+            encode_update(&model, segment).unwrap(),
+            verdict,
+        ));
+    }
+    inputs.sort_by_key(|(miner, ..)| *miner);
+    let batch = work.held_out.batch(0).unwrap();
+    let evaluated = evaluate_submissions(&start, &batch.samples, &inputs).unwrap();
+    let coordinator_key = key(9);
+    let announcement = Announcement {
+        cycle: 0,
+        chain_id: 1,
+        parent: bitcoin::hashes::Hash::from_byte_array([7; 32]),
+        height: 1,
+        model_hash: Hash256(model_hash(&start)),
+        opened_at_ms: 0,
+        registration_deadline_ms: 1,
+        submission_deadline_ms: 2,
+        challenge_deadline_ms: 3,
+        block_window_ms: 4,
+        commitment: Hash256([1; 32]),
+        held_out_commitment: batch.reveal.commitment(),
+        prev_record_hash: Hash256::ZERO,
+        coordinator: coordinator_key.public_key(&secp),
+    };
+    let submissions = inputs
+        .iter()
+        .zip(&evaluated.measurements)
+        .map(|((miner, segment, bytes, verdict), m)| ScoredSubmission {
+            miner: *miner,
+            payout_address: String::new(),
+            segment: segment.clone(),
+            update_hash: sha256(bytes),
+            commitment: proof::Commitment {
+                task_hash: Hash256([2; 32]),
+                update_hash: sha256(bytes),
+                transcript_root: Hash256([3; 32]),
+                steps: 40,
+            },
+            received_at_ms: 1,
+            params_trained: m.params_trained,
+            loss_reduction: m.loss_reduction,
+            score: coordinator::api::verified_score(verdict, m.params_trained, m.loss_reduction),
+            verification: verdict.clone(),
+        })
+        .collect::<Vec<_>>();
+    assert!(
+        submissions.iter().any(|s| s.score > 0),
+        "a real cycle scores"
+    );
+    let mut record = CycleRecord {
+        announcement: SignedAnnouncement {
+            signature: CompactSignature::sign(
+                &secp,
+                &coordinator_key,
+                &announcement.signing_hash(),
+            ),
+            announcement,
+        },
+        phase: PhaseName::Closed,
+        registered: 2,
+        submitted: 2,
+        revealed_secret: Some(Hash256([1; 32])),
+        commitments_digest: Some(Hash256([4; 32])),
+        global_loss_units: Some(evaluated.global_loss_units),
+        submissions,
+        contributions_root: Some(Hash256([5; 32])),
+        lottery_seed: Some(Hash256([6; 32])),
+        draw_order: vec![],
+        block_certificates: vec![],
+        outcome: None,
+        next_model_hash: Some(Hash256(model_hash(&evaluated.next_model))),
+        held_out: Some(batch.reveal),
+        record_hash: None,
+        next_quality: None,
+    };
+    record.record_hash = Some(record_digest(&record));
+    let published = PublishedCycle {
+        start_model: model_to_safetensors(&start).unwrap(),
+        held_out: batch.bytes,
+        updates: inputs.into_iter().map(|(_, _, bytes, _)| bytes).collect(),
+    };
+    Honest {
+        spec: work.setup.model.clone(),
+        record,
+        published,
+        work,
+    }
+}
+
+fn reason(h: &Honest, record: &CycleRecord, earlier: &[CycleRecord]) -> String {
+    remeasure(&h.spec, record, earlier, &h.published)
+        .unwrap_err()
+        .to_string()
+}
+
+/// Re-signs nothing: a test double edits the record and recomputes the digest it publishes,
+/// as a coordinator covering its tracks would.
+fn republished(mut record: CycleRecord) -> CycleRecord {
+    record.record_hash = Some(record_digest(&record));
+    record
+}
+
+#[test]
+fn an_honest_cycle_remeasures_bit_for_bit() {
+    let h = honest_cycle();
+    remeasure(&h.spec, &h.record, &[], &h.published).unwrap();
+}
+
+#[test]
+fn a_misreported_loss_is_caught() {
+    let h = honest_cycle();
+    let mut record = h.record.clone();
+    record.submissions[0].loss_reduction += 1;
+    let why = reason(&h, &republished(record), &[]);
+    assert!(why.contains("misreported measurement"), "{why}");
+}
+
+#[test]
+fn a_dropped_update_is_caught() {
+    let h = honest_cycle();
+    let mut published = PublishedCycle {
+        start_model: h.published.start_model.clone(),
+        held_out: h.published.held_out.clone(),
+        updates: h.published.updates.clone(),
+    };
+    published.updates.pop();
+    let why = remeasure(&h.spec, &h.record, &[], &published)
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("not every receipted update"), "{why}");
+}
+
+#[test]
+fn a_swapped_held_out_batch_is_caught() {
+    let h = honest_cycle();
+    let other = h.work.held_out.batch(1).unwrap();
+    let mut record = h.record.clone();
+    record.held_out = Some(other.reveal);
+    let why = remeasure(
+        &h.spec,
+        &republished(record),
+        &[],
+        &PublishedCycle {
+            start_model: h.published.start_model.clone(),
+            held_out: other.bytes,
+            updates: h.published.updates.clone(),
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(why.contains("batch was swapped"), "{why}");
+}
+
+#[test]
+fn a_reused_held_out_batch_is_caught() {
+    let h = honest_cycle();
+    let mut earlier = h.record.clone();
+    earlier.announcement.announcement.cycle = 0;
+    let mut record = h.record.clone();
+    record.announcement.announcement.cycle = 1;
+    let why = reason(&h, &republished(record), &[earlier]);
+    assert!(why.contains("never reused"), "{why}");
+}
+
+#[test]
+fn a_rewritten_record_is_caught_by_its_anchor_and_by_the_next_announcement() {
+    let h = honest_cycle();
+    let anchored = h.record.clone();
+    let mut rewritten = h.record.clone();
+    rewritten.submissions[1].score = rewritten.submissions[1].score.saturating_add(7);
+    // The chain's certificate carries the digest of the record as first published.
+    let secp = Secp256k1::new();
+    let chain = testkit::TestChain::new();
+    let mut body = chain.certificate_body(
+        1,
+        anchored.announcement.announcement.parent,
+        0,
+        key(1).public_key(&secp),
+    );
+    body.record_hash = record_digest(&anchored);
+    rewritten.block_certificates = vec![coordinator::api::CertificateHex(
+        chain.sign_certificate(body),
+    )];
+    let why = reason(&h, &republished(rewritten.clone()), &[]);
+    assert!(why.contains("record was rewritten"), "{why}");
+    // The next cycle's announcement chains to the digest first published.
+    let mut next = h.record.clone();
+    next.announcement.announcement.cycle = 1;
+    next.announcement.announcement.prev_record_hash = record_digest(&anchored);
+    check_record_chain(&anchored, &next).unwrap();
+    let why = check_record_chain(&rewritten, &next)
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("record was rewritten"), "{why}");
+}
+
+#[test]
+fn a_merge_of_other_weights_is_caught() {
+    let h = honest_cycle();
+    let mut record = h.record.clone();
+    record.next_model_hash = Some(Hash256([0xab; 32]));
+    let why = reason(&h, &republished(record), &[]);
+    assert!(why.contains("merged with other weights"), "{why}");
+}
+
+#[test]
+fn a_served_start_model_other_than_announced_is_caught() {
+    let h = honest_cycle();
+    let mut other = h.work.initial_model().unwrap();
+    let name = other.params()[0].name.clone();
+    let mut values = other.params()[0].values.clone();
+    values[0] += 1.0;
+    other.set_param(&name, &values).unwrap();
+    let why = remeasure(
+        &h.spec,
+        &h.record,
+        &[],
+        &PublishedCycle {
+            start_model: model_to_safetensors(&other).unwrap(),
+            held_out: h.published.held_out.clone(),
+            updates: h.published.updates.clone(),
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(why.contains("not the announced one"), "{why}");
+}
