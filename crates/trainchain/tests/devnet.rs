@@ -76,18 +76,27 @@ fn devnet_mines_three_blocks_that_audit_and_trains_a_better_model() {
 
     let honest = miners_with(dir.path(), "honest");
     assert_eq!(honest.len(), 3);
+    let cycles = summary["cycles"].as_array().unwrap();
+    assert_eq!(cycles.len(), 3);
+    // Every cycle with an entry produced a block. Each cycle is scored on a fresh 54-sample
+    // batch, so once the model is good a cycle can pass with no update that lowers the loss on
+    // its batch (no entry, no block); the first cycle always has entries.
+    let with_entries = cycles
+        .iter()
+        .filter(|c| c["entries"].as_u64().unwrap() > 0)
+        .count();
+    assert!(cycles[0]["entries"].as_u64().unwrap() > 0, "{summary}");
     let blocks = summary["blocks"].as_array().unwrap();
-    assert_eq!(blocks.len(), 3, "{summary}");
+    assert_eq!(blocks.len(), with_entries, "{summary}");
+    assert!(blocks.len() >= 2, "{summary}");
     for block in blocks {
         assert!(
             honest.contains(&block["winner"].as_str().unwrap().to_owned()),
             "block won by a non-registered or dishonest miner: {block}"
         );
     }
-    assert_eq!(summary["chain"]["height"], 3);
+    assert_eq!(summary["chain"]["height"], blocks.len());
     assert_eq!(summary["nodes_agree"], true);
-    let cycles = summary["cycles"].as_array().unwrap();
-    assert_eq!(cycles.len(), 3);
 
     // The held-out pool is the coordinator's secret: a miner rebuilding the split from public
     // data with the seed that used to be fixed gets another held-out set. (This test reads the
