@@ -144,6 +144,11 @@ impl HeldOutPool {
     /// The batch cycle `cycle` is scored on: batch `cycle mod b` of pass `cycle / b`, where
     /// each pass is its own secret permutation of the pool.
     pub fn batch(&self, cycle: u64) -> Result<HeldOutBatch, ServiceError> {
+        if self.pool.is_empty() {
+            // The split refuses an empty held-out set; a pool built another way gets an error,
+            // not a slice past the end.
+            return Err(ServiceError::Corrupt("the held-out pool is empty".into()));
+        }
         let per_pass = self.batches_per_pass();
         let pass = cycle / per_pass;
         let index = (cycle % per_pass) as usize;

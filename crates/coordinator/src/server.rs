@@ -616,12 +616,22 @@ pub async fn drive_once<C: ChainSource>(
             None => None,
         };
         // A cycle opens on the tip and trains the model its certificate produced.
+        // Only genesis (height 0) has no next model. A tip that moved between the two calls
+        // is an error for this tick, never "genesis": the cycle would train the wrong model and
+        // its winner's block would break the lineage rule.
         let tip_next_model = if coordinator.opens_next_cycle() && tip_height > 0 {
-            chain
-                .block_at(tip_height)
-                .await?
-                .filter(|(hash, _)| *hash == tip)
-                .map(|(_, cert)| cert.body.next_model_hash)
+            match chain.block_at(tip_height).await? {
+                Some((hash, cert)) if hash == tip => Some(cert.body.next_model_hash),
+                _ => {
+                    return Err(crate::chain::ChainError::Unexpected {
+                        method: "getblockhash",
+                        detail: format!(
+                            "the tip {tip} at height {tip_height} changed while reading it"
+                        ),
+                    }
+                    .into())
+                }
+            }
         } else {
             None
         };
