@@ -7,21 +7,25 @@
 //! The output commits to the script's hash, so anyone holding the three values rebuilds the
 //! script and compares hashes; no script is parsed here.
 //!
-//! Not yet enforced by consensus: `tx::check_transaction` still refuses P2WSH outputs; spending
-//! them needs the script-library verification and BIP68 sequence locks (issue 10, open).
+//! Consensus enforces the script: `tx::check_transaction` accepts P2WSH outputs, spends run in
+//! Bitcoin Core's interpreter (libbitcoinconsensus, `OP_CSV` included) and BIP68 relative locks
+//! are checked against each coin's height. The miner's branch needs a version 2 transaction
+//! whose input sequence is at least `lock_blocks` (height-based), mined `lock_blocks` blocks
+//! after the bond. Who may slash, and how the slashed value is split, is policy: see
+//! [`slash_outputs`] and [`check_slash_outputs`].
 
 use bitcoin::blockdata::opcodes::all::{OP_CHECKSIG, OP_CSV, OP_DROP, OP_ELSE, OP_ENDIF, OP_IF};
 use bitcoin::script::Builder;
 use bitcoin::secp256k1::PublicKey;
-use bitcoin::{Amount, ScriptBuf};
-use primitives::Coin;
+use bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
+use primitives::{ChainParams, Coin};
 use thiserror::Error;
 
 /// BIP68 encodes a block-based relative lock in the low 16 bits of nSequence, so no bond can
 /// be locked for more blocks than this.
-pub const BOND_LOCK_BLOCKS_MAX: u32 = 0xffff;
+pub use primitives::params::BOND_LOCK_BLOCKS_MAX;
 
-/// What the chain requires of a bond (from the chain parameters once they carry them).
+/// What the chain requires of a bond, from the chain parameters ([`BondTerms::from_params`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BondTerms {
     /// The key that may slash (spend through the `OP_IF` branch) at any time.
@@ -30,6 +34,20 @@ pub struct BondTerms {
     pub lock_blocks: u32,
     /// Smallest value a bond must hold.
     pub bond_min: Amount,
+    /// Percent (0..=100) of a slashed bond, after the fee, paid to whoever found the fraud.
+    pub finder_share_percent: u8,
+}
+
+impl BondTerms {
+    /// The chain's bond terms.
+    pub fn from_params(params: &ChainParams) -> BondTerms {
+        BondTerms {
+            slash_key: params.bond_slash_key,
+            lock_blocks: params.bond_lock_blocks,
+            bond_min: params.bond_min,
+            finder_share_percent: params.slash_finder_share_percent,
+        }
+    }
 }
 
 /// The witness script of a bond for `miner` under `terms`.
@@ -70,6 +88,82 @@ pub enum BondError {
         reclaimable_at: u64,
         needed_until: u64,
     },
+    #[error("slash fee {fee} is over the bond's {value} or the allowed {fee_max}")]
+    SlashFee {
+        fee: Amount,
+        value: Amount,
+        fee_max: Amount,
+    },
+    #[error("finder share of {0} percent is over 100")]
+    FinderShareOutOfRange(u8),
+    #[error("slash spend's outputs are not the finder share and the burn")]
+    WrongSlashOutputs,
+}
+
+/// The outputs a slash spend of a bond worth `bond_value` must have, paying `fee`: first
+/// `finder_share_percent` of `bond_value - fee` (rounded down) to `finder_script`, then the rest
+/// to [`crate::tx::burn_script`], destroyed, so the slashing key's holder takes nothing. A part
+/// that comes to zero is left out. `fee_max` bounds the fee, which a block producer would
+/// otherwise collect in the burn's place.
+pub fn slash_outputs(
+    terms: &BondTerms,
+    bond_value: Amount,
+    fee: Amount,
+    fee_max: Amount,
+    finder_script: ScriptBuf,
+) -> Result<Vec<TxOut>, BondError> {
+    if terms.finder_share_percent > 100 {
+        return Err(BondError::FinderShareOutOfRange(terms.finder_share_percent));
+    }
+    let slashed = bond_value
+        .checked_sub(fee)
+        .filter(|_| fee <= fee_max)
+        .ok_or(BondError::SlashFee {
+            fee,
+            value: bond_value,
+            fee_max,
+        })?;
+    // At most 21e14 * 100: no overflow in u64.
+    let finder = Amount::from_sat(slashed.to_sat() * u64::from(terms.finder_share_percent) / 100);
+    let outputs = [
+        TxOut {
+            value: finder,
+            script_pubkey: finder_script,
+        },
+        TxOut {
+            value: slashed - finder,
+            script_pubkey: crate::tx::burn_script(),
+        },
+    ];
+    Ok(outputs
+        .into_iter()
+        .filter(|o| o.value > Amount::ZERO)
+        .collect())
+}
+
+/// Policy check of a slash spend `tx` of a bond worth `bond_value`: its outputs are exactly
+/// [`slash_outputs`] for the fee it pays (`bond_value` minus its outputs). That the input is the
+/// bond and the signature the slashing key's is for consensus and the caller.
+pub fn check_slash_outputs(
+    tx: &Transaction,
+    terms: &BondTerms,
+    bond_value: Amount,
+    fee_max: Amount,
+    finder_script: &ScriptBuf,
+) -> Result<(), BondError> {
+    let paid = tx
+        .output
+        .iter()
+        .try_fold(Amount::ZERO, |sum, o| sum.checked_add(o.value))
+        .ok_or(BondError::WrongSlashOutputs)?;
+    let fee = bond_value
+        .checked_sub(paid)
+        .ok_or(BondError::WrongSlashOutputs)?;
+    let expected = slash_outputs(terms, bond_value, fee, fee_max, finder_script.clone())?;
+    if tx.output != expected {
+        return Err(BondError::WrongSlashOutputs);
+    }
+    Ok(())
 }
 
 /// What admission needs to know about the chain and the cycle.
@@ -134,8 +228,8 @@ pub fn check_bond(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bitcoin::hashes::Hash;
     use bitcoin::secp256k1::{Secp256k1, SecretKey};
-    use bitcoin::TxOut;
 
     fn key(b: u8) -> PublicKey {
         SecretKey::from_slice(&[b; 32])
@@ -148,6 +242,7 @@ mod tests {
             slash_key: key(1),
             lock_blocks: 20,
             bond_min: Amount::from_sat(1_000_000),
+            finder_share_percent: 30,
         }
     }
 
@@ -253,5 +348,76 @@ mod tests {
             check_bond(&bond(1_000_000, 95), &key(2), &long, &QUERY),
             Err(BondError::LockTooLong(0x1_0000))
         );
+    }
+
+    #[test]
+    fn slash_outputs_split_finder_share_and_burn() {
+        let finder = ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::from_byte_array([5; 20]));
+        let t = terms();
+        let fee_max = Amount::from_sat(10_000);
+        // 1_000_000 - 1_000 = 999_000; 30% = 299_700 to the finder, 699_300 burned.
+        let outs = slash_outputs(
+            &t,
+            Amount::from_sat(1_000_000),
+            Amount::from_sat(1_000),
+            fee_max,
+            finder.clone(),
+        )
+        .unwrap();
+        assert_eq!(outs.len(), 2);
+        assert_eq!(outs[0].value, Amount::from_sat(299_700));
+        assert_eq!(outs[0].script_pubkey, finder);
+        assert_eq!(outs[1].value, Amount::from_sat(699_300));
+        assert_eq!(outs[1].script_pubkey, crate::tx::burn_script());
+        assert!(matches!(
+            slash_outputs(
+                &t,
+                Amount::from_sat(1_000_000),
+                Amount::from_sat(10_001),
+                fee_max,
+                finder.clone()
+            ),
+            Err(BondError::SlashFee { .. })
+        ));
+        let none = BondTerms {
+            finder_share_percent: 0,
+            ..t
+        };
+        let outs = slash_outputs(
+            &none,
+            Amount::from_sat(5_000),
+            Amount::ZERO,
+            fee_max,
+            finder.clone(),
+        )
+        .unwrap();
+        assert_eq!(outs.len(), 1);
+        assert_eq!(outs[0].script_pubkey, crate::tx::burn_script());
+
+        let mut tx = Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: vec![],
+            output: slash_outputs(
+                &t,
+                Amount::from_sat(1_000_000),
+                Amount::from_sat(1_000),
+                fee_max,
+                finder.clone(),
+            )
+            .unwrap(),
+        };
+        let check = |tx: &Transaction| {
+            check_slash_outputs(tx, &t, Amount::from_sat(1_000_000), fee_max, &finder)
+        };
+        assert_eq!(check(&tx), Ok(()));
+        // The slasher pays itself instead of burning.
+        tx.output[1].script_pubkey = finder.clone();
+        assert_eq!(check(&tx), Err(BondError::WrongSlashOutputs));
+        // The finder is short-changed.
+        tx.output[1].script_pubkey = crate::tx::burn_script();
+        tx.output[0].value -= Amount::ONE_SAT;
+        tx.output[1].value += Amount::ONE_SAT;
+        assert_eq!(check(&tx), Err(BondError::WrongSlashOutputs));
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Time-based relative locks (type flag set) need the median time past of each spent coin's
 //! block, which a `Coin` does not carry; they are refused rather than silently ignored.
-//! Not yet called from `tx::check_tx_inputs` (issue 10, open).
+//! `tx::check_tx_inputs` calls [`check_sequence_locks`] for every transaction, with the height of
+//! the block that includes it (tip + 1 for the mempool, where a coin of an unconfirmed parent has
+//! that height too, so any lock above 0 on it is not yet reached).
 
 use bitcoin::Transaction;
 use primitives::Coin;
@@ -20,8 +22,10 @@ const SEQUENCE_LOCK_MASK: u32 = 0x0000_ffff;
 pub enum SequenceLockError {
     #[error("input {index}: time-based relative lock times are not supported on this chain")]
     TimeBased { index: usize },
-    #[error("relative lock not reached: the block must be at height {required} or above")]
-    NotReached { required: u64 },
+    #[error(
+        "input {index}: relative lock not reached: the block must be at height {required} or above"
+    )]
+    NotReached { index: usize, required: u64 },
 }
 
 /// Checks every input's height-based relative lock of a version >= 2 transaction mined at
@@ -45,7 +49,7 @@ pub fn check_sequence_locks(
         }
         let required = u64::from(coin.height) + u64::from(sequence & SEQUENCE_LOCK_MASK);
         if u64::from(height) < required {
-            return Err(SequenceLockError::NotReached { required });
+            return Err(SequenceLockError::NotReached { index, required });
         }
     }
     Ok(())
@@ -87,7 +91,10 @@ mod tests {
         let t = tx(2, 20);
         assert_eq!(
             check_sequence_locks(&t, &[coin(100)], 119),
-            Err(SequenceLockError::NotReached { required: 120 })
+            Err(SequenceLockError::NotReached {
+                index: 0,
+                required: 120
+            })
         );
         assert_eq!(check_sequence_locks(&t, &[coin(100)], 120), Ok(()));
     }

@@ -1,7 +1,16 @@
 //! Transaction rules. Transactions are Bitcoin's; the spendable output types are P2WPKH (BIP143
-//! sighash, ECDSA) and P2TR key path (BIP341 sighash, Schnorr). Other outputs are refused when
-//! created, so no coin is ever locked in a script this chain cannot verify.
+//! sighash, ECDSA), P2WSH (any witness script, run by Bitcoin Core's interpreter through
+//! libbitcoinconsensus) and P2TR key path (BIP341 sighash, Schnorr). Other outputs are refused
+//! when created, so no coin is ever locked in a script this chain cannot verify.
+//!
+//! Why not every input through the library: libbitcoinconsensus 25.1 (the version rust-bitcoin
+//! 0.32 builds) has no Taproot (no spent-outputs API), and with `WITNESS` set it would pass any
+//! witness v1 program unchecked; and P2WPKH through it would drop this chain's stricter rules
+//! (low-S, strict sighash type, compressed key are policy in Bitcoin, not consensus) and cost a
+//! whole-transaction parse and prevout hashing per input. So P2WPKH and P2TR key path keep the
+//! BIP143/BIP341 checks below, sharing one sighash cache, and only P2WSH runs a script.
 
+use crate::sequence_locks::{check_sequence_locks, SequenceLockError};
 use crate::SECP;
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{Message, XOnlyPublicKey};
@@ -20,6 +29,35 @@ pub const COINBASE_SCRIPT_SIG_BYTES_MAX: usize = 100;
 
 /// Lock times below this are block heights, at or above it Unix times (Bitcoin's threshold).
 const LOCK_TIME_THRESHOLD: u32 = 500_000_000;
+
+/// Script verification flags for libbitcoinconsensus: every consensus rule it knows (BIP16 P2SH,
+/// BIP66 strict DER, BIP147 NULLDUMMY, BIP65 CHECKLOCKTIMEVERIFY, BIP112 CHECKSEQUENCEVERIFY,
+/// BIP141/143 witness), active from genesis.
+pub const SCRIPT_VERIFY_FLAGS: u32 = bitcoinconsensus::VERIFY_P2SH
+    | bitcoinconsensus::VERIFY_DERSIG
+    | bitcoinconsensus::VERIFY_NULLDUMMY
+    | bitcoinconsensus::VERIFY_CHECKLOCKTIMEVERIFY
+    | bitcoinconsensus::VERIFY_CHECKSEQUENCEVERIFY
+    | bitcoinconsensus::VERIFY_WITNESS;
+
+/// Most P2WSH inputs one transaction may have. The library parses the whole transaction and
+/// rehashes its prevouts, sequences and outputs for every input it checks, so its cost is
+/// inputs x size; this bound keeps a block's script work linear in its size.
+pub const P2WSH_INPUTS_MAX: usize = 64;
+
+/// A transaction's P2WSH witness scripts may hold at most one signature operation (counted as
+/// Bitcoin Core counts witness scripts: `CHECKSIG` 1, `CHECKMULTISIG` its key count) per this
+/// many bytes of the transaction. A script runs each opcode at most once, so this bounds every
+/// block's script signature checks by its size (Bitcoin's 80,000 per 4,000,000 weight units)
+/// with no block-level count, and any block template within the size limit is within it.
+pub const BYTES_PER_SCRIPT_SIGOP: usize = 50;
+
+/// The only OP_RETURN output allowed to carry value: `OP_RETURN OP_PUSHBYTES_4 "burn"`
+/// (`6a046275726e`). Value sent to it is destroyed on purpose (a slashed bond's burned part);
+/// any other OP_RETURN with value is refused as a mistake.
+pub fn burn_script() -> ScriptBuf {
+    ScriptBuf::new_op_return(b"burn")
+}
 
 /// Read access to unspent coins; consensus never touches storage itself.
 pub trait CoinView {
@@ -44,7 +82,7 @@ pub enum TxError {
     OutputTooLarge { index: usize, value: Amount },
     #[error("outputs sum above the money supply cap")]
     OutputsOverflow,
-    #[error("output {index} has a script type this chain cannot spend (P2WPKH, P2TR and OP_RETURN are allowed)")]
+    #[error("output {index} has a script type this chain cannot spend (P2WPKH, P2WSH, P2TR and OP_RETURN are allowed)")]
     UnsupportedOutputScript { index: usize },
     #[error("OP_RETURN output {index} carries value; it would be destroyed")]
     OpReturnWithValue { index: usize },
@@ -78,6 +116,29 @@ pub enum TxError {
     PubkeyHashMismatch { index: usize },
     #[error("input {index}: signature does not verify")]
     BadSignature { index: usize },
+    #[error("{0}")]
+    SequenceLock(#[from] SequenceLockError),
+    #[error("transaction has {count} P2WSH inputs; at most {P2WSH_INPUTS_MAX} are allowed")]
+    TooManyScriptInputs { count: usize },
+    #[error("witness scripts hold {sigops} signature operations in a {bytes}-byte transaction; at most one per {BYTES_PER_SCRIPT_SIGOP} bytes is allowed")]
+    ScriptSigopsDensity { sigops: usize, bytes: usize },
+    #[error("input {index}: witness script fails (libbitcoinconsensus: {})", describe_script_error(.error))]
+    ScriptFailed {
+        index: usize,
+        error: bitcoinconsensus::Error,
+    },
+}
+
+/// libbitcoinconsensus reports no reason for a script that runs and fails: its error is then
+/// `ERR_SCRIPT` ("error value was not set"); say what that means.
+fn describe_script_error(error: &bitcoinconsensus::Error) -> String {
+    match error {
+        bitcoinconsensus::Error::ERR_SCRIPT => {
+            "the script failed or left false on the stack (the library gives no finer reason)"
+                .into()
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Rules that need nothing but the transaction itself.
@@ -131,12 +192,12 @@ pub fn check_transaction(tx: &Transaction, tx_bytes_max: usize) -> Result<(), Tx
 fn check_output_script(index: usize, out: &TxOut) -> Result<(), TxError> {
     let script = &out.script_pubkey;
     if script.is_op_return() {
-        if out.value != Amount::ZERO {
+        if out.value != Amount::ZERO && *script != burn_script() {
             return Err(TxError::OpReturnWithValue { index });
         }
         return Ok(());
     }
-    if script.is_p2wpkh() || script.is_p2tr() {
+    if script.is_p2wpkh() || script.is_p2wsh() || script.is_p2tr() {
         return Ok(());
     }
     Err(TxError::UnsupportedOutputScript { index })
@@ -164,8 +225,9 @@ pub struct SpendContext {
     pub coinbase_maturity_blocks: u32,
 }
 
-/// Rules against the unspent outputs: inputs exist and are mature, amounts add up, lock time
-/// reached, every signature verifies. Returns the fee and the coins spent, in input order.
+/// Rules against the unspent outputs: inputs exist and are mature, amounts add up, lock time and
+/// BIP68 relative locks (version >= 2, against each coin's height and `ctx.height`) reached,
+/// every witness verifies. Returns the fee and the coins spent, in input order.
 pub fn check_tx_inputs(
     tx: &Transaction,
     view: &impl CoinView,
@@ -201,6 +263,7 @@ pub fn check_tx_inputs(
     if inputs < outputs {
         return Err(TxError::InsufficientInputs { inputs, outputs });
     }
+    check_sequence_locks(tx, &spent, ctx.height)?;
     verify_signatures(tx, &spent)?;
     Ok((inputs - outputs, spent))
 }
@@ -225,6 +288,10 @@ fn check_final(tx: &Transaction, ctx: &SpendContext) -> Result<(), TxError> {
 /// Verifies every input's witness against the output it spends.
 fn verify_signatures(tx: &Transaction, spent: &[Coin]) -> Result<(), TxError> {
     let prevouts: Vec<TxOut> = spent.iter().map(|c| c.output.clone()).collect();
+    check_script_cost(tx, &prevouts)?;
+    // The library takes the transaction serialised (with witnesses); do it once, and only if
+    // a P2WSH input needs it.
+    let mut serialized: Option<Vec<u8>> = None;
     let mut cache = SighashCache::new(tx);
     for (index, prev) in prevouts.iter().enumerate() {
         let input = &tx.input[index];
@@ -233,17 +300,56 @@ fn verify_signatures(tx: &Transaction, spent: &[Coin]) -> Result<(), TxError> {
         }
         if prev.script_pubkey.is_p2wpkh() {
             verify_p2wpkh(tx, index, prev, &mut cache)?;
+        } else if prev.script_pubkey.is_p2wsh() {
+            let bytes = serialized.get_or_insert_with(|| bitcoin::consensus::encode::serialize(tx));
+            verify_script(index, prev, bytes)?;
         } else if prev.script_pubkey.is_p2tr() {
             verify_p2tr_key_path(tx, index, &prevouts, &mut cache)?;
         } else {
             // Unreachable for coins created under these rules; refuse rather than accept.
             return Err(TxError::MalformedWitness {
                 index,
-                reason: "spent output is not P2WPKH or P2TR",
+                reason: "spent output is not P2WPKH, P2WSH or P2TR",
             });
         }
     }
     Ok(())
+}
+
+/// The bounds on what P2WSH inputs make the script library do: [`P2WSH_INPUTS_MAX`] and
+/// [`BYTES_PER_SCRIPT_SIGOP`]. The witness script is a P2WSH witness's last element.
+fn check_script_cost(tx: &Transaction, prevouts: &[TxOut]) -> Result<(), TxError> {
+    let mut count = 0;
+    let mut sigops = 0;
+    for (input, prev) in tx.input.iter().zip(prevouts) {
+        if prev.script_pubkey.is_p2wsh() {
+            count += 1;
+            if let Some(script) = input.witness.last() {
+                sigops += bitcoin::Script::from_bytes(script).count_sigops();
+            }
+        }
+    }
+    if count > P2WSH_INPUTS_MAX {
+        return Err(TxError::TooManyScriptInputs { count });
+    }
+    let bytes = tx.total_size();
+    if sigops.saturating_mul(BYTES_PER_SCRIPT_SIGOP) > bytes {
+        return Err(TxError::ScriptSigopsDensity { sigops, bytes });
+    }
+    Ok(())
+}
+
+/// Runs input `index`'s witness against `prev` in Bitcoin Core's interpreter with
+/// [`SCRIPT_VERIFY_FLAGS`]. `tx_bytes` is the transaction serialised with its witnesses.
+fn verify_script(index: usize, prev: &TxOut, tx_bytes: &[u8]) -> Result<(), TxError> {
+    bitcoinconsensus::verify_with_flags(
+        prev.script_pubkey.as_bytes(),
+        prev.value.to_sat(),
+        tx_bytes,
+        index,
+        SCRIPT_VERIFY_FLAGS,
+    )
+    .map_err(|error| TxError::ScriptFailed { index, error })
 }
 
 fn verify_p2wpkh(

@@ -382,7 +382,10 @@ impl Coordinator {
                 cycle,
                 submissions = l.scored.len(),
                 eligible = l.draw_order.len(),
-                winner = ?l.draw_order.first(),
+                winner = %l
+                    .draw_order
+                    .first()
+                    .map_or_else(|| "none".to_owned(), ToString::to_string),
                 held_out_loss = evaluation.next_quality.held_out_loss,
                 "cycle evaluated"
             );
@@ -405,7 +408,7 @@ impl Coordinator {
                 }
                 Action::Closed(outcome) => {
                     self.metrics.add_closed(outcome);
-                    info!(?outcome, "cycle closed");
+                    info!(outcome = %outcome_text(outcome), "cycle closed");
                 }
                 _ => {}
             }
@@ -964,5 +967,25 @@ impl Coordinator {
         })?;
         write_export(&dir, EXPORT_STEM, &model, card)?;
         Ok(())
+    }
+}
+
+/// A cycle's outcome for the log, with keys in compressed hex as everywhere else.
+fn outcome_text(outcome: &crate::api::CycleOutcome) -> String {
+    use crate::api::CycleOutcome;
+    match outcome {
+        CycleOutcome::Produced {
+            height,
+            hash,
+            attempt,
+            miner,
+        } => format!("block {height} {hash} by {miner} (attempt {attempt})"),
+        CycleOutcome::NoEligibleEntries => "no block: no submission scored above zero".into(),
+        CycleOutcome::WinnersSilent { attempts } => {
+            format!("no block: all {attempts} drawn winners stayed silent")
+        }
+        CycleOutcome::Superseded { height, hash } => {
+            format!("no block: another block {hash} took height {height}")
+        }
     }
 }

@@ -35,6 +35,11 @@ pub struct WorkSetup {
     /// Seeds the initial global model.
     pub model_seed: u64,
     pub hints: TrainHints,
+    /// The task owner's own held-out samples (same format and features as the dataset), given
+    /// to the coordinator and nobody else: the held-out pool is this file instead of a secret
+    /// split of the (possibly public) dataset. `None`: the secret split.
+    #[serde(default)]
+    pub held_out: Option<DatasetSource>,
 }
 
 impl WorkSetup {
@@ -53,6 +58,7 @@ impl WorkSetup {
                 momentum: 0.9,
                 batch: 32,
             },
+            held_out: None,
         }
     }
 }
@@ -119,7 +125,28 @@ impl Workload {
                 split.train.feature_count()
             )));
         }
-        let held_out = HeldOutPool::new(secret, split.held_out.clone());
+        let pool = match &setup.held_out {
+            None => split.held_out.clone(),
+            Some(source) => {
+                let owner = Dataset::load(source)?;
+                if owner.samples.feature_count() != split.train.feature_count()
+                    || owner.class_count > dataset.class_count
+                {
+                    return Err(LearningError::SamplesDoNotFitModel(format!(
+                        "held-out file {source} has {} features and {} classes, the dataset {} and {}",
+                        owner.samples.feature_count(),
+                        owner.class_count,
+                        split.train.feature_count(),
+                        dataset.class_count
+                    )));
+                }
+                let mut samples = owner.samples;
+                // The same normalisation as the training data, so losses are comparable.
+                normalisation.apply(&mut samples)?;
+                samples
+            }
+        };
+        let held_out = HeldOutPool::new(secret, pool);
         Ok(Workload {
             setup,
             split,
@@ -324,4 +351,67 @@ pub struct Measured {
     pub params_trained: u64,
     /// In 10^-6 nat; `i64::MIN` when the candidate's loss is not finite.
     pub loss_reduction: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `samples` as a CSV file (features, then the label), the format `csv:FILE` reads.
+    fn write_csv(path: &std::path::Path, samples: &Samples) {
+        let mut text = String::new();
+        for i in 0..samples.len() {
+            let row: Vec<String> = samples.row(i).iter().map(|v| v.to_string()).collect();
+            text.push_str(&format!("{},{}\n", row.join(","), samples.labels()[i]));
+        }
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn an_owner_held_out_file_is_the_pool_and_no_split_of_public_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let digits = Dataset::load(&DatasetSource::Digits).unwrap();
+        // The owner's samples: 100 rows nobody else has (here: the last 100 digits, reversed).
+        let rows: Vec<usize> = (digits.samples.len() - 100..digits.samples.len())
+            .rev()
+            .collect();
+        let owner = digits.samples.select(&rows);
+        let file = dir.path().join("owner-held-out.csv");
+        write_csv(&file, &owner);
+
+        let secret = HeldOutSecret::from_bytes([5; 32]);
+        let mut setup = WorkSetup::digits_mlp(vec![8]);
+        let split_only = Workload::load(setup.clone(), secret.clone()).unwrap();
+        setup.held_out = Some(DatasetSource::Csv(file.clone()));
+        let work = Workload::load(setup.clone(), secret.clone()).unwrap();
+
+        // The pool is the owner's 100 samples, normalised like the training data.
+        let mut expected = owner.clone();
+        work.normalisation.apply(&mut expected).unwrap();
+        let per_pass = work.held_out.batches_per_pass();
+        let mut seen = 0;
+        for cycle in 0..per_pass {
+            let batch = work.held_out.batch(cycle).unwrap().samples;
+            for i in 0..batch.len() {
+                assert!(
+                    (0..expected.len()).any(|j| expected.row(j) == batch.row(i)),
+                    "a batch sample is not from the owner's file"
+                );
+            }
+            seen += batch.len();
+        }
+        assert_eq!(seen, work.held_out.batch_size() * per_pass as usize);
+        assert_ne!(
+            work.held_out.batch(0).unwrap().reveal.batch_hash,
+            split_only.held_out.batch(0).unwrap().reveal.batch_hash
+        );
+
+        // A file that does not fit the dataset is refused with the reason.
+        let narrow = Samples::new(vec![0.0; 20], vec![1, 2], 10).unwrap();
+        let bad = dir.path().join("narrow.csv");
+        write_csv(&bad, &narrow);
+        setup.held_out = Some(DatasetSource::Csv(bad));
+        let error = Workload::load(setup, secret).err().unwrap().to_string();
+        assert!(error.contains("10 features"), "{error}");
+    }
 }

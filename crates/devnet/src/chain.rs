@@ -49,6 +49,10 @@ pub fn create(dir: &Path, cycle_secs: u64, time: u32) -> Result<ChainParams, Dev
         block_bytes_max: DEFAULT_BLOCK_BYTES_MAX,
         coinbase_maturity_blocks: DEFAULT_COINBASE_MATURITY_BLOCKS,
         cycle_secs,
+        bond_min: primitives::params::DEFAULT_BOND_MIN,
+        bond_lock_blocks: primitives::params::DEFAULT_BOND_LOCK_BLOCKS,
+        bond_slash_key: key.public_key(&secp),
+        slash_finder_share_percent: primitives::params::DEFAULT_SLASH_FINDER_SHARE_PERCENT,
         genesis,
     };
     std::fs::write(&params_path, params.to_toml()).map_err(io(&params_path))?;

@@ -21,6 +21,14 @@ pub enum DevnetError {
         secs: u64,
         log: PathBuf,
     },
+    /// The logs' last lines are in the message: a CI run keeps only what the test printed.
+    #[error("node {node} had no peer after {secs} s of dialing node 0\n--- end of node {node}'s log:\n{dialer_log}\n--- end of node 0's log:\n{listener_log}")]
+    NotLinked {
+        node: usize,
+        secs: u64,
+        dialer_log: String,
+        listener_log: String,
+    },
     #[error("{role} exited early with {status} (log: {log})")]
     ChildExited {
         role: String,

@@ -12,6 +12,7 @@ use coordinator::work::WorkSetup;
 use coordinator::CoordinatorClient;
 use learning::{model_from_safetensors, model_hash, DatasetSource, Model};
 use miner::audit::{audit, AuditReport};
+use miner::published::Archive;
 use miner::report::CycleReport;
 use miner::{Behaviour, NodeRpc};
 use node::rpc::client::ClientAuth;
@@ -21,7 +22,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tracing::warn;
+use tracing::{info, warn};
 
 /// Poll interval for the coordinator's records and the nodes' tips.
 const POLL: Duration = Duration::from_millis(200);
@@ -57,6 +58,10 @@ impl Layout {
     }
     pub fn model_dir(&self) -> PathBuf {
         self.root.join("model")
+    }
+    /// The coordinator's published data, saved for the offline audit.
+    pub fn archive(&self) -> PathBuf {
+        self.root.join("archive")
     }
     pub fn miners_file(&self) -> PathBuf {
         self.root.join("miners.json")
@@ -514,9 +519,6 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
             winner: body.miner.to_string(),
         });
     }
-    let audit = audit(node0, &client, &params)
-        .await
-        .map_err(|e| e.to_string());
     if !nodes_agree {
         warn!(?tips, "nodes disagree on the tip");
     }
@@ -540,6 +542,26 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
         test_accuracy: card.test_accuracy,
         parameters: exported.param_count(),
     };
+
+    // The audit works from an archive of what the coordinator published, with the coordinator
+    // stopped: nobody has to take its word, or need it to stay up, to recompute every score
+    // and merge. The miners' receipts catch a record that left out a receipted update.
+    let archive_dir = layout.archive();
+    let archive = Archive::save(&client, &archive_dir).await;
+    coordinator.kill();
+    let mut receipts = Vec::new();
+    for m in &miners {
+        let reports = miner::report::read_all(&m.report).map_err(io(&m.report))?;
+        receipts.extend(reports.into_iter().filter_map(|r| r.receipt));
+    }
+    let audit = match archive {
+        Ok((archive, stats)) => {
+            info!(?stats, dir = %archive_dir.display(), "published data archived");
+            audit(node0, &archive, &params, &receipts).await
+        }
+        Err(error) => Err(error),
+    }
+    .map_err(|e| e.to_string());
 
     let mut per_miner = Vec::new();
     let mut honest = miner::cpu::CpuAccount::default();
@@ -644,16 +666,27 @@ async fn wait_linked(
                 redial_at = Instant::now() + REDIAL_AFTER;
             }
             if Instant::now() >= deadline {
-                return Err(DevnetError::NotReady {
-                    role: format!("node {i} (no peer connected)"),
+                return Err(DevnetError::NotLinked {
+                    node: i,
                     secs: LINK_WAIT.as_secs(),
-                    log: layout.node(i).join("node.log"),
+                    dialer_log: log_tail(&layout.node(i).join("node.log")),
+                    listener_log: log_tail(&layout.node(0).join("node.log")),
                 });
             }
             tokio::time::sleep(POLL).await;
         }
     }
     Ok(())
+}
+
+/// Lines of a log quoted in an error.
+const LOG_TAIL_LINES: usize = 30;
+
+/// The last [`LOG_TAIL_LINES`] lines of a log file (empty if it cannot be read).
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
 }
 
 /// Polls every node's best block hash until they are equal (or [`AGREE_WAIT`] passed).
@@ -725,8 +758,8 @@ pub fn render(outcome: &Outcome) -> String {
     ));
     match &outcome.audit {
         Ok(a) => out.push_str(&format!(
-            "  audit: passed ({} blocks, {} cycle records, {} lotteries recomputed, {} cycles re-measured from published data, {} fraud evidence rechecked by replay)\n",
-            a.blocks_checked, a.cycles_checked, a.lotteries_recomputed, a.cycles_remeasured, a.evidence_rechecked
+            "  audit: passed, from {} with the coordinator stopped ({} blocks, {} cycle records, {} lotteries recomputed, {} cycles re-measured from published data, {} fraud evidence rechecked by replay, {} miner receipts found in their records)\n",
+            outcome.data_dir.join("archive").display(), a.blocks_checked, a.cycles_checked, a.lotteries_recomputed, a.cycles_remeasured, a.evidence_rechecked, a.receipts_checked
         )),
         Err(e) => out.push_str(&format!("  audit: FAILED: {e}\n")),
     }

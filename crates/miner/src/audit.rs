@@ -18,10 +18,11 @@
 
 use crate::error::MinerError;
 use crate::node_rpc::NodeRpc;
+use crate::published::PublishedSource;
 use bitcoin::secp256k1::{PublicKey, Secp256k1};
 use bitcoin::BlockHash;
 use consensus::lottery::{self, Contribution, Entry};
-use coordinator::api::{CycleOutcome, CycleRecord};
+use coordinator::api::{CycleOutcome, CycleRecord, Receipt};
 use coordinator::client::ClientError;
 use coordinator::CoordinatorClient;
 use primitives::{Block, ChainParams, Hash256};
@@ -147,6 +148,20 @@ pub enum AuditError {
         miner: PublicKey,
         why: String,
     },
+    #[error("archive {path}: {why}")]
+    Archive { path: String, why: String },
+    #[error("receipt for miner {miner}'s update {update_hash} in cycle {cycle} is not signed by a coordinator key of this chain")]
+    ReceiptNotSigned {
+        cycle: u64,
+        miner: PublicKey,
+        update_hash: Hash256,
+    },
+    #[error("cycle {cycle}: the coordinator receipted miner {miner}'s update {update_hash}, but the record omits it (a dropped submission)")]
+    ReceiptOmitted {
+        cycle: u64,
+        miner: PublicKey,
+        update_hash: Hash256,
+    },
     #[error("the node holds {count} equivocation(s); first at height {height}, attempt {attempt}")]
     Equivocation {
         count: usize,
@@ -178,6 +193,8 @@ pub struct AuditReport {
     /// Replay checks per cycle, and fraud evidence rechecked.
     pub verification: Vec<CycleVerification>,
     pub evidence_rechecked: usize,
+    /// Miners' receipts found in their cycle's record.
+    pub receipts_checked: usize,
 }
 
 /// How a cycle's submissions fared in their replay checks.
@@ -404,6 +421,49 @@ pub fn check_chain_block(
     Ok(())
 }
 
+/// Every receipt the coordinator signed must be in its cycle's record: a coordinator that
+/// accepted an update and then left it out of the record (so it was never scored) is caught by
+/// the miner's receipt. Only evaluated cycles are due: before evaluation a record lists no
+/// submissions yet, and a cycle never evaluated issues no certificate, so no block or reward
+/// comes from it. Returns how many receipts were checked.
+pub fn check_receipts(
+    records: &[CycleRecord],
+    receipts: &[Receipt],
+    params: &ChainParams,
+) -> Result<usize, AuditError> {
+    let secp = Secp256k1::verification_only();
+    let mut checked = 0;
+    for receipt in receipts {
+        let (cycle, miner, update_hash) = (receipt.cycle, receipt.miner, receipt.update_hash);
+        if !params.coordinator_keys.contains(&receipt.coordinator) || !receipt.verify(&secp) {
+            return Err(AuditError::ReceiptNotSigned {
+                cycle,
+                miner,
+                update_hash,
+            });
+        }
+        let Some(record) = records
+            .iter()
+            .find(|r| r.announcement.announcement.cycle == cycle && r.next_model_hash.is_some())
+        else {
+            continue;
+        };
+        if !record
+            .submissions
+            .iter()
+            .any(|s| s.miner == miner && s.update_hash == update_hash)
+        {
+            return Err(AuditError::ReceiptOmitted {
+                cycle,
+                miner,
+                update_hash,
+            });
+        }
+        checked += 1;
+    }
+    Ok(checked)
+}
+
 /// Every published cycle record, oldest first.
 pub async fn fetch_records(client: &CoordinatorClient) -> Result<Vec<CycleRecord>, AuditError> {
     let mut records: Vec<CycleRecord> = Vec::new();
@@ -428,11 +488,13 @@ pub async fn fetch_records(client: &CoordinatorClient) -> Result<Vec<CycleRecord
     }
 }
 
-/// Runs the whole audit against a node and a coordinator.
+/// Runs the whole audit against a node and a coordinator's published data (its live API or an
+/// [`crate::published::Archive`]), with the miners' `receipts` if any are given.
 pub async fn audit(
     node: &NodeRpc,
-    coordinator: &CoordinatorClient,
+    coordinator: &impl PublishedSource,
     params: &ChainParams,
+    receipts: &[Receipt],
 ) -> Result<AuditReport, AuditError> {
     let genesis = node.block_hash(0).await?;
     if genesis != params.genesis_hash() {
@@ -442,7 +504,8 @@ pub async fn audit(
         });
     }
     let (tip, height) = node.tip().await?;
-    let records = fetch_records(coordinator).await?;
+    let records = coordinator.records().await?;
+    let receipts_checked = check_receipts(&records, receipts, params)?;
     let mut cycles = BTreeMap::new();
     let mut lotteries = 0;
     for record in &records {
@@ -514,6 +577,7 @@ pub async fn audit(
         cycles_remeasured: remeasured,
         verification: records.iter().map(CycleVerification::of).collect(),
         evidence_rechecked,
+        receipts_checked,
     })
 }
 
@@ -521,7 +585,7 @@ pub async fn audit(
 /// and the shard, and replays it: the failure must be the one the record lists, under the
 /// record's secret and commitments.
 pub async fn recheck_evidence(
-    coordinator: &CoordinatorClient,
+    coordinator: &impl PublishedSource,
     record: &CycleRecord,
     miner: PublicKey,
     listed: &proof::Failure,

@@ -21,6 +21,7 @@ pub mod error;
 pub mod miner;
 pub mod node_rpc;
 pub mod progress;
+pub mod published;
 pub mod remeasure;
 pub mod report;
 pub mod retry;

@@ -11,7 +11,8 @@ use crate::retry::retry;
 use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
 use bitcoin::{Address, CompressedPublicKey, Network};
 use coordinator::api::{
-    CertificateHex, CycleStatus, Hardware, PhaseName, RegisterRequest, TaskInfo,
+    CertificateHex, CycleOutcome, CycleStatus, Hardware, PhaseName, RegisterRequest,
+    ScoredSubmission, TaskInfo,
 };
 use coordinator::client::ClientError;
 use coordinator::CoordinatorClient;
@@ -500,7 +501,16 @@ impl Miner {
                     Err(e) => return Err(e.into()),
                 }
             }
-            if record.outcome.is_some() {
+            if let Some(outcome) = &record.outcome {
+                if let Some(reason) = no_block_reason(
+                    outcome,
+                    &record.submissions,
+                    &record.draw_order,
+                    &self.public_key,
+                ) {
+                    self.progress
+                        .say(format!("cycle {cycle}: no block for this miner: {reason}"));
+                }
                 return Ok(());
             }
             tokio::time::sleep(POLL_INTERVAL).await;
@@ -572,4 +582,161 @@ fn summary_line(report: &CycleReport) -> String {
         report.cpu.other_secs,
         100.0 * report.useful_work_fraction
     )
+}
+
+/// Why `me` got no block from a closed cycle, from what its record says: no receipted
+/// submission, a failed or unanswered replay check, a score of zero (no held-out improvement),
+/// not drawn, or drawn but another block won; `None` when `me` produced the cycle's block.
+pub fn no_block_reason(
+    outcome: &CycleOutcome,
+    submissions: &[ScoredSubmission],
+    draw_order: &[PublicKey],
+    me: &PublicKey,
+) -> Option<String> {
+    if matches!(outcome, CycleOutcome::Produced { miner, .. } if miner == me) {
+        return None;
+    }
+    let Some(mine) = submissions.iter().find(|s| &s.miner == me) else {
+        return Some(
+            "not scored: the cycle's record has no submission of this miner (none was \
+             receipted before the submission deadline)"
+                .into(),
+        );
+    };
+    let nats = mine.loss_reduction as f64 / primitives::certificate::LOSS_UNITS_PER_NAT as f64;
+    if !mine.verification.passed() {
+        return Some(format!(
+            "score 0: the replay check of its training {} (loss reduction {nats:.6} nat)",
+            match mine.verification.name() {
+                "unanswered" => "was not answered in time",
+                _ => "failed",
+            }
+        ));
+    }
+    if mine.score == 0 {
+        return Some(if mine.loss_reduction <= 0 {
+            format!("score 0: no held-out improvement (loss reduction {nats:.6} nat)")
+        } else {
+            format!(
+                "score 0 ({} parameters trained, loss reduction {nats:.6} nat)",
+                mine.params_trained
+            )
+        });
+    }
+    let scored = format!("score {} (loss reduction {nats:.6} nat)", mine.score);
+    let drawn = draw_order.iter().position(|k| k == me);
+    let place = match drawn {
+        Some(k) => format!("drawn for attempt {k}"),
+        None => format!("not drawn in the first {} draws", draw_order.len()),
+    };
+    Some(match outcome {
+        CycleOutcome::Produced {
+            height,
+            attempt,
+            miner,
+            ..
+        } => {
+            let why = match drawn {
+                Some(k) if (k as u32) < *attempt => {
+                    "; its block did not reach the coordinator's node in its window"
+                }
+                _ => "",
+            };
+            format!("{scored}, {place}{why}; the winner was {miner} (attempt {attempt}, block {height})")
+        }
+        CycleOutcome::NoEligibleEntries => {
+            format!("{scored}, but the cycle closed with no eligible entry")
+        }
+        CycleOutcome::WinnersSilent { attempts } => match drawn {
+            Some(k) if (k as u32) < *attempts => format!(
+                "{scored}, {place}, but no block of this miner reached the coordinator's node \
+                 in its window"
+            ),
+            _ => format!("{scored}, {place}; all {attempts} drawn winners stayed silent"),
+        },
+        CycleOutcome::Superseded { height, hash } => {
+            format!("{scored}, {place}; another block {hash} took height {height}")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+
+    fn key(n: u8) -> PublicKey {
+        let secp = Secp256k1::new();
+        SecretKey::from_slice(&[n; 32]).unwrap().public_key(&secp)
+    }
+
+    fn submission(miner: PublicKey, loss_reduction: i64, score: u64) -> ScoredSubmission {
+        ScoredSubmission {
+            miner,
+            payout_address: String::new(),
+            segment: "l0".into(),
+            update_hash: Hash256::ZERO,
+            commitment: proof::Commitment {
+                task_hash: Hash256::ZERO,
+                update_hash: Hash256::ZERO,
+                transcript_root: Hash256::ZERO,
+                steps: 1,
+            },
+            received_at_ms: 0,
+            params_trained: 10,
+            loss_reduction,
+            score,
+            verification: proof::Verdict::Verified {
+                intervals: vec![0],
+                replayed_steps: 1,
+            },
+        }
+    }
+
+    fn produced(miner: PublicKey, attempt: u32) -> CycleOutcome {
+        CycleOutcome::Produced {
+            height: 4,
+            hash: bitcoin::BlockHash::all_zeros(),
+            attempt,
+            miner,
+        }
+    }
+
+    #[test]
+    fn a_cycle_without_a_block_says_why() {
+        let (me, other) = (key(1), key(2));
+        let reason = |outcome: &CycleOutcome, subs: &[ScoredSubmission], draw: &[PublicKey]| {
+            no_block_reason(outcome, subs, draw, &me)
+        };
+        assert_eq!(reason(&produced(me, 0), &[], &[me]), None);
+        let none = reason(&CycleOutcome::NoEligibleEntries, &[], &[]).unwrap();
+        assert!(none.starts_with("not scored"), "{none}");
+
+        let flat = [submission(me, -12, 0)];
+        let text = reason(&CycleOutcome::NoEligibleEntries, &flat, &[]).unwrap();
+        assert!(text.contains("score 0: no held-out improvement"), "{text}");
+        assert!(text.contains("-0.000012 nat"), "{text}");
+
+        let mut unanswered = submission(me, 500, 0);
+        unanswered.verification = proof::Verdict::Unanswered;
+        let text = reason(&produced(other, 0), &[unanswered], &[other]).unwrap();
+        assert!(text.contains("replay check"), "{text}");
+
+        let good = [submission(me, 500, 7), submission(other, 900, 9)];
+        let text = reason(&produced(other, 0), &good, &[other, me]).unwrap();
+        assert!(text.contains("score 7"), "{text}");
+        assert!(text.contains("drawn for attempt 1"), "{text}");
+        assert!(text.contains(&format!("the winner was {other}")), "{text}");
+        assert!(!text.contains("PublicKey("), "{text}");
+
+        let text = reason(&produced(other, 1), &good, &[me, other]).unwrap();
+        assert!(text.contains("did not reach"), "{text}");
+        let text = reason(
+            &CycleOutcome::WinnersSilent { attempts: 2 },
+            &good,
+            &[other],
+        )
+        .unwrap();
+        assert!(text.contains("not drawn"), "{text}");
+    }
 }

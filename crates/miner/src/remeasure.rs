@@ -6,9 +6,9 @@
 //! certificate of a cycle carries its record's digest (so the chain anchors the records).
 
 use crate::audit::AuditError;
+use crate::published::PublishedSource;
 use coordinator::api::{record_digest, CycleRecord};
 use coordinator::work::evaluate_submissions;
-use coordinator::CoordinatorClient;
 use learning::{model_from_safetensors, model_hash, ModelSpec, Samples};
 use primitives::{sha256, Hash256};
 
@@ -179,7 +179,7 @@ pub fn remeasure(
 /// Fetches what `record`'s re-measurement needs and runs it. Returns false for a cycle not yet
 /// evaluated (nothing to re-measure yet).
 pub async fn fetch_and_remeasure(
-    client: &CoordinatorClient,
+    source: &impl PublishedSource,
     spec: &ModelSpec,
     record: &CycleRecord,
     earlier: &[CycleRecord],
@@ -190,11 +190,11 @@ pub async fn fetch_and_remeasure(
     let cycle = record.announcement.announcement.cycle;
     let mut updates = Vec::with_capacity(record.submissions.len());
     for s in &record.submissions {
-        updates.push(client.published_update(cycle, &s.update_hash).await?);
+        updates.push(source.update(cycle, &s.update_hash).await?);
     }
     let published = PublishedCycle {
-        start_model: client.weights(cycle).await?,
-        held_out: client.held_out(cycle).await?,
+        start_model: source.weights(cycle).await?,
+        held_out: source.held_out(cycle).await?,
         updates,
     };
     remeasure(spec, record, earlier, &published)?;

@@ -11,6 +11,7 @@ use coordinator::api::{
 use coordinator::held_out::HeldOutSecret;
 use coordinator::work::{evaluate_submissions, WorkSetup, Workload};
 use learning::{encode_update, model_hash, model_to_safetensors, train, Budget, TrainConfig};
+use miner::audit::check_receipts;
 use miner::remeasure::{check_record_chain, remeasure, PublishedCycle};
 use primitives::{sha256, Hash256};
 
@@ -281,4 +282,76 @@ fn a_served_start_model_other_than_announced_is_caught() {
     .unwrap_err()
     .to_string();
     assert!(why.contains("not the announced one"), "{why}");
+}
+
+/// The receipts the coordinator signed for `record`'s submissions, with `coordinator`'s key.
+fn receipts_for(record: &CycleRecord, coordinator: &SecretKey) -> Vec<coordinator::api::Receipt> {
+    let secp = Secp256k1::new();
+    record
+        .submissions
+        .iter()
+        .map(|s| {
+            let mut receipt = coordinator::api::Receipt {
+                cycle: record.announcement.announcement.cycle,
+                miner: s.miner,
+                update_hash: s.update_hash,
+                transcript_root: s.commitment.transcript_root,
+                steps: s.commitment.steps,
+                received_at_ms: s.received_at_ms,
+                coordinator: coordinator.public_key(&secp),
+                signature: CompactSignature::sign(&secp, coordinator, &Hash256::ZERO),
+            };
+            receipt.signature = CompactSignature::sign(&secp, coordinator, &receipt.signing_hash());
+            receipt
+        })
+        .collect()
+}
+
+#[test]
+fn a_record_that_drops_a_receipted_submission_is_caught_by_the_receipt() {
+    let h = honest_cycle();
+    let chain = testkit::TestChain::new();
+    let receipts = receipts_for(&h.record, &chain.coordinator);
+    let records = [h.record.clone()];
+    assert_eq!(
+        check_receipts(&records, &receipts, &chain.params).unwrap(),
+        2
+    );
+
+    // The coordinator drops one receipted update from the record (and re-publishes its digest).
+    let mut dropped = h.record.clone();
+    let gone = dropped.submissions.remove(0);
+    let why = check_receipts(&[republished(dropped)], &receipts, &chain.params)
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("the record omits it"), "{why}");
+    assert!(why.contains(&gone.update_hash.to_string()), "{why}");
+
+    // A cycle not evaluated yet lists no submissions: its receipts are not due.
+    let mut open = h.record.clone();
+    open.submissions.clear();
+    open.next_model_hash = None;
+    assert_eq!(
+        check_receipts(&[open], &receipts, &chain.params).unwrap(),
+        0
+    );
+}
+
+#[test]
+fn a_receipt_not_signed_by_a_chain_coordinator_proves_nothing() {
+    let h = honest_cycle();
+    let chain = testkit::TestChain::new();
+    // A miner forging a receipt (to accuse an honest coordinator) with a key of its own.
+    let forged = receipts_for(&h.record, &key(42));
+    let why = check_receipts(std::slice::from_ref(&h.record), &forged, &chain.params)
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("not signed by a coordinator key"), "{why}");
+    // The chain's key, but the signature does not cover the receipt's fields.
+    let mut tampered = receipts_for(&h.record, &chain.coordinator);
+    tampered[0].steps += 1;
+    let why = check_receipts(std::slice::from_ref(&h.record), &tampered, &chain.params)
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("not signed by a coordinator key"), "{why}");
 }

@@ -7,7 +7,7 @@ use crate::block::{Block, BLOCK_BYTES_DECODE_MAX};
 use crate::certificate::CertificateKind;
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{Message, PublicKey, Secp256k1};
-use bitcoin::{BlockHash, Network};
+use bitcoin::{Amount, BlockHash, Network};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -21,6 +21,22 @@ pub const DEFAULT_BLOCK_BYTES_MAX: u32 = 1_000_000;
 pub const DEFAULT_COINBASE_MATURITY_BLOCKS: u32 = 100;
 /// The paper's training cycle: 20 minutes.
 pub const DEFAULT_CYCLE_SECS: u64 = 20 * 60;
+
+/// Smallest bond a miner must lock, in satoshis: one coin, a fiftieth of the initial block
+/// subsidy, so that a fraud caught costs more than most blocks are worth to a small miner.
+pub const DEFAULT_BOND_MIN_SATS: u64 = 100_000_000;
+/// [`DEFAULT_BOND_MIN_SATS`] as an amount.
+pub const DEFAULT_BOND_MIN: Amount = Amount::from_sat(DEFAULT_BOND_MIN_SATS);
+/// Relative lock of a bond's miner branch, in blocks: 144 blocks, two days if every 20-minute
+/// cycle produces a block (a cycle produces at most one, so never less in wall time). It covers
+/// the cycle the bond backs plus a dispute window in which anyone can find and report fraud.
+pub const DEFAULT_BOND_LOCK_BLOCKS: u32 = 144;
+/// Part of a slashed bond paid to whoever found the fraud; the rest is burned.
+pub const DEFAULT_SLASH_FINDER_SHARE_PERCENT: u8 = 50;
+/// BIP68 encodes a block-based relative lock in the low 16 bits of nSequence.
+pub const BOND_LOCK_BLOCKS_MAX: u32 = 0xffff;
+/// A bond must stay locked for at least the block of its own cycle and one more of dispute.
+pub const BOND_LOCK_BLOCKS_MIN: u32 = 2;
 
 /// More coordinator keys than this is a misconfiguration, not a federation: every certificate
 /// check scans the list.
@@ -60,6 +76,18 @@ pub struct ChainParams {
     pub coinbase_maturity_blocks: u32,
     /// Length of one training cycle.
     pub cycle_secs: u64,
+    /// Smallest value a bond output must hold (`bond_min` in chain.toml, in satoshis).
+    pub bond_min: Amount,
+    /// Relative lock (BIP68/BIP112, in blocks) of a bond's miner branch: the cycle the bond
+    /// backs plus the dispute window, in `BOND_LOCK_BLOCKS_MIN..=BOND_LOCK_BLOCKS_MAX`.
+    pub bond_lock_blocks: u32,
+    /// The slashing authority's key, the `OP_IF` branch of every bond (compressed SEC hex in
+    /// chain.toml). A P2WSH script's `OP_CHECKSIG` is ECDSA over a SEC key, so an x-only
+    /// (BIP340) key cannot be used. Files without it default to the first coordinator key.
+    pub bond_slash_key: PublicKey,
+    /// Percent (0..=100) of a slashed bond, after the fee, paid to whoever found the fraud; the
+    /// rest is burned in an OP_RETURN output so the slashing key's holder gains nothing.
+    pub slash_finder_share_percent: u8,
     pub genesis: Block,
 }
 
@@ -74,8 +102,29 @@ struct ParamsFile {
     block_bytes_max: u32,
     coinbase_maturity_blocks: u32,
     cycle_secs: u64,
+    // Bond terms; files written before bonds existed load with the defaults.
+    #[serde(default = "default_bond_min")]
+    bond_min: u64,
+    #[serde(default = "default_bond_lock_blocks")]
+    bond_lock_blocks: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bond_slash_key: Option<PublicKey>,
+    #[serde(default = "default_slash_finder_share_percent")]
+    slash_finder_share_percent: u8,
     genesis_block: String,
     subsidy: SubsidySchedule,
+}
+
+fn default_bond_min() -> u64 {
+    DEFAULT_BOND_MIN_SATS
+}
+
+fn default_bond_lock_blocks() -> u32 {
+    DEFAULT_BOND_LOCK_BLOCKS
+}
+
+fn default_slash_finder_share_percent() -> u8 {
+    DEFAULT_SLASH_FINDER_SHARE_PERCENT
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -94,6 +143,12 @@ pub enum ParamsError {
     ZeroHalvingInterval,
     #[error("cycle_secs must be at least 1")]
     ZeroCycle,
+    #[error("bond_min must be at least 1 satoshi and at most the money supply")]
+    BondMinOutOfRange,
+    #[error("bond_lock_blocks {0} is outside {BOND_LOCK_BLOCKS_MIN}..={BOND_LOCK_BLOCKS_MAX}")]
+    BondLockOutOfRange(u32),
+    #[error("slash_finder_share_percent {0} is over 100")]
+    FinderShareOutOfRange(u8),
     #[error("genesis_block is not valid hex: {0}")]
     GenesisHex(String),
     #[error("genesis_block does not decode: {0}")]
@@ -125,11 +180,24 @@ impl TryFrom<ParamsFile> for ChainParams {
         if file.cycle_secs == 0 {
             return Err(ParamsError::ZeroCycle);
         }
+        // 21 million coins: the consensus money cap, restated here to keep primitives leaf-level.
+        if file.bond_min == 0 || file.bond_min > 21_000_000 * 100_000_000 {
+            return Err(ParamsError::BondMinOutOfRange);
+        }
+        if !(BOND_LOCK_BLOCKS_MIN..=BOND_LOCK_BLOCKS_MAX).contains(&file.bond_lock_blocks) {
+            return Err(ParamsError::BondLockOutOfRange(file.bond_lock_blocks));
+        }
+        if file.slash_finder_share_percent > 100 {
+            return Err(ParamsError::FinderShareOutOfRange(
+                file.slash_finder_share_percent,
+            ));
+        }
         let bytes =
             hex::decode(&file.genesis_block).map_err(|e| ParamsError::GenesisHex(e.to_string()))?;
         let genesis =
             Block::decode(&bytes).map_err(|e| ParamsError::GenesisDecode(e.to_string()))?;
         check_genesis(&genesis, file.chain_id, &file.coordinator_keys)?;
+        let bond_slash_key = file.bond_slash_key.unwrap_or(file.coordinator_keys[0]);
         Ok(ChainParams {
             name: file.name,
             chain_id: file.chain_id,
@@ -139,6 +207,10 @@ impl TryFrom<ParamsFile> for ChainParams {
             block_bytes_max: file.block_bytes_max,
             coinbase_maturity_blocks: file.coinbase_maturity_blocks,
             cycle_secs: file.cycle_secs,
+            bond_min: Amount::from_sat(file.bond_min),
+            bond_lock_blocks: file.bond_lock_blocks,
+            bond_slash_key,
+            slash_finder_share_percent: file.slash_finder_share_percent,
             genesis,
         })
     }
@@ -154,6 +226,10 @@ impl From<ChainParams> for ParamsFile {
             block_bytes_max: p.block_bytes_max,
             coinbase_maturity_blocks: p.coinbase_maturity_blocks,
             cycle_secs: p.cycle_secs,
+            bond_min: p.bond_min.to_sat(),
+            bond_lock_blocks: p.bond_lock_blocks,
+            bond_slash_key: Some(p.bond_slash_key),
+            slash_finder_share_percent: p.slash_finder_share_percent,
             genesis_block: hex::encode(p.genesis.encode()),
             subsidy: p.subsidy,
         }
@@ -237,6 +313,10 @@ mod tests {
             block_bytes_max: DEFAULT_BLOCK_BYTES_MAX,
             coinbase_maturity_blocks: 100,
             cycle_secs: DEFAULT_CYCLE_SECS,
+            bond_min: DEFAULT_BOND_MIN,
+            bond_lock_blocks: DEFAULT_BOND_LOCK_BLOCKS,
+            bond_slash_key: SecretKey::from_slice(&[9; 32]).unwrap().public_key(&secp),
+            slash_finder_share_percent: DEFAULT_SLASH_FINDER_SHARE_PERCENT,
             genesis,
         }
     }
@@ -252,7 +332,7 @@ mod tests {
     #[test]
     fn invalid_parameters_are_rejected_with_reason() {
         type Mutation = fn(&mut ChainParams);
-        let cases: [(Mutation, ParamsError); 5] = [
+        let cases: [(Mutation, ParamsError); 9] = [
             (
                 |p| p.coordinator_keys.clear(),
                 ParamsError::NoCoordinatorKeys,
@@ -267,6 +347,22 @@ mod tests {
                 ParamsError::BlockBytesOutOfRange(10),
             ),
             (|p| p.chain_id = 43, ParamsError::GenesisNotGenesis(43)),
+            (
+                |p| p.bond_min = Amount::ZERO,
+                ParamsError::BondMinOutOfRange,
+            ),
+            (
+                |p| p.bond_lock_blocks = 1,
+                ParamsError::BondLockOutOfRange(1),
+            ),
+            (
+                |p| p.bond_lock_blocks = 0x1_0000,
+                ParamsError::BondLockOutOfRange(0x1_0000),
+            ),
+            (
+                |p| p.slash_finder_share_percent = 101,
+                ParamsError::FinderShareOutOfRange(101),
+            ),
         ];
         for (mutate, expected) in cases {
             let mut p = params();
@@ -277,6 +373,29 @@ mod tests {
         let unknown = format!("colour = \"red\"\n{}", params().to_toml());
         let err = ChainParams::from_toml(&unknown).unwrap_err().to_string();
         assert!(err.contains("unknown field `colour`"), "{err}");
+    }
+
+    #[test]
+    fn files_without_bond_terms_load_with_the_defaults() {
+        let p = params();
+        let text = p.to_toml();
+        assert!(
+            text.contains(&format!("bond_slash_key = \"{}\"", p.bond_slash_key)),
+            "{text}"
+        );
+        let old: String = text
+            .lines()
+            .filter(|l| !l.starts_with("bond_") && !l.starts_with("slash_"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let loaded = ChainParams::from_toml(&old).unwrap();
+        assert_eq!(loaded.bond_min, Amount::from_sat(DEFAULT_BOND_MIN_SATS));
+        assert_eq!(loaded.bond_lock_blocks, DEFAULT_BOND_LOCK_BLOCKS);
+        assert_eq!(loaded.bond_slash_key, p.coordinator_keys[0]);
+        assert_eq!(
+            loaded.slash_finder_share_percent,
+            DEFAULT_SLASH_FINDER_SHARE_PERCENT
+        );
     }
 
     #[test]

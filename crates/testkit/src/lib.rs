@@ -72,6 +72,10 @@ impl TestChain {
             block_bytes_max: DEFAULT_BLOCK_BYTES_MAX,
             coinbase_maturity_blocks,
             cycle_secs: 60,
+            bond_min: primitives::params::DEFAULT_BOND_MIN,
+            bond_lock_blocks: primitives::params::DEFAULT_BOND_LOCK_BLOCKS,
+            bond_slash_key: coordinator.public_key(&secp),
+            slash_finder_share_percent: primitives::params::DEFAULT_SLASH_FINDER_SHARE_PERCENT,
             genesis,
         };
         TestChain {

@@ -1,11 +1,14 @@
 //! End-to-end: `trainchain devnet` with real node, coordinator and miner processes on
 //! loopback, short cycles and the shipped digits with a small MLP.
 
+mod support;
+
 use coordinator::held_out::HeldOutSecret;
 use coordinator::work::Workload;
 use learning::{evaluate, model_from_safetensors, Dataset, Model, SplitFractions};
+use primitives::ChainParams;
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Cycle length for tests: registration 0.6 s, training 2.4 s; enough for a miner to train
@@ -146,6 +149,87 @@ fn devnet_mines_three_blocks_that_audit_and_trains_a_better_model() {
     );
     let fraction = summary["useful_work_fraction"].as_f64().unwrap();
     assert!(fraction > 0.5 && fraction <= 1.0, "{fraction}");
+
+    offline_audit_from_the_archive(&dir.path().join("net"));
+}
+
+/// A third party holding only what was published: the devnet has ended, so its coordinator is
+/// gone; a node is started again on node 0's chain, and `trainchain audit --archive` recomputes
+/// every score and merge from the saved data, with every miner's receipts. Then the archive
+/// is tampered with, as a coordinator rewriting history would, and the audit fails each time.
+fn offline_audit_from_the_archive(net: &Path) {
+    let params_path = net.join("chain.toml");
+    let params = ChainParams::from_toml(&std::fs::read_to_string(&params_path).unwrap()).unwrap();
+    let archive = net.join("archive");
+    let reports: Vec<PathBuf> = std::fs::read_dir(net)
+        .unwrap()
+        .map(|e| e.unwrap().path().join("report.jsonl"))
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(reports.len(), 3, "one report per miner");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let node = runtime.block_on(support::start_node(&net.join("node-0"), &params, &[]));
+    let audit = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_trainchain"));
+        command
+            .arg("audit")
+            .arg("--archive")
+            .arg(&archive)
+            .args(["--rpc", &node.rpc_url, "--rpc-auth"])
+            .arg(format!("cookie:{}", node.dir.display()))
+            .arg("--params")
+            .arg(&params_path);
+        for report in &reports {
+            command.arg("--receipts").arg(report);
+        }
+        command.output().expect("running trainchain audit")
+    };
+
+    let output = audit();
+    assert!(output.status.success(), "{}", explain(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("audit passed"), "{stdout}");
+    assert!(!stdout.contains(" 0 receipts found"), "{stdout}");
+
+    // An update swapped after the fact no longer hashes to its receipt.
+    let updates = archive.join("cycles/0/updates");
+    let update = std::fs::read_dir(&updates)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let original = std::fs::read(&update).unwrap();
+    let mut swapped = original.clone();
+    *swapped.last_mut().unwrap() ^= 1;
+    std::fs::write(&update, &swapped).unwrap();
+    let output = audit();
+    assert!(!output.status.success(), "{}", explain(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("is not the receipted one"),
+        "{}",
+        explain(&output)
+    );
+    std::fs::write(&update, &original).unwrap();
+
+    // A record that drops a receipted submission is caught by the miner's receipt.
+    let records_path = archive.join("records.json");
+    let records_text = std::fs::read_to_string(&records_path).unwrap();
+    let mut records: Value = serde_json::from_str(&records_text).unwrap();
+    records[0]["submissions"].as_array_mut().unwrap().remove(0);
+    std::fs::write(&records_path, serde_json::to_vec(&records).unwrap()).unwrap();
+    let output = audit();
+    assert!(!output.status.success(), "{}", explain(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("the record omits it"),
+        "{}",
+        explain(&output)
+    );
+    std::fs::write(&records_path, records_text).unwrap();
+    assert!(
+        audit().status.success(),
+        "the restored archive audits again"
+    );
 }
 
 #[test]

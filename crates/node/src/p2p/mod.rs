@@ -509,7 +509,9 @@ impl Network {
             Ok(()) => {
                 self.dialing.insert(id, addr);
             }
-            Err(error) => debug!(%addr, %error, "dial failed"),
+            // Info: a configured peer that is never reached is the first thing an operator
+            // (or a failed devnet) needs to see, and dials are rare.
+            Err(error) => info!(%addr, %error, "dial refused"),
         }
     }
 
@@ -610,7 +612,7 @@ impl Network {
                 let dialed = self.dialing.remove(&connection_id);
                 let now = now_unix_secs();
                 if self.book.is_banned(&peer_id, now) || self.active == NetworkActivity::Inactive {
-                    debug!(peer = %peer_id, "refusing connection (banned or network inactive)");
+                    info!(peer = %peer_id, "refusing connection (banned or network inactive)");
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
@@ -645,7 +647,7 @@ impl Network {
                 ..
             } => {
                 if let Some(addr) = self.dialing.remove(&connection_id) {
-                    debug!(%addr, %error, "could not connect");
+                    info!(%addr, %error, "could not connect");
                 }
             }
             SwarmEvent::IncomingConnectionError {

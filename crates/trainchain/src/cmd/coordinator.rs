@@ -2,10 +2,12 @@
 //! reading the chain tip from a node's JSON-RPC and serving miners over HTTP.
 
 use super::params::{self, COORDINATOR_KEY_FILE};
+use super::rpc;
 use anyhow::{Context, Result};
 use coordinator::server::{start, ADDRESS_FILE};
 use coordinator::{Coordinator, CycleTiming, RpcAuth, RpcChain, WorkSetup};
 use learning::DatasetSource;
+use node::rpc::client::ClientAuth;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,13 +24,19 @@ pub struct Args {
     /// Coordinator signing key (default: `<data-dir>/coordinator.key`, mode 0600).
     #[arg(long)]
     pub key: Option<PathBuf>,
-    /// JSON-RPC URL of the coordinator's node, e.g. http://127.0.0.1:18443.
+    /// JSON-RPC URL of the coordinator's node, e.g. http://127.0.0.1:7332. Default: `rpc_url`
+    /// of `<node-data-dir>/node.json` when the node runs there, else http://127.0.0.1:7332.
     #[arg(long)]
-    pub node_rpc: String,
+    pub node_rpc: Option<String>,
+    /// The node's data directory, when the node runs on this machine: its `.cookie` holds the
+    /// default credentials and its `node.json` the default URL.
+    #[arg(long)]
+    pub node_data_dir: Option<PathBuf>,
     /// How to authenticate to the node: "cookie:DIR" (the node's data directory),
-    /// "user:password", or "none".
-    #[arg(long, default_value = "none")]
-    pub node_rpc_auth: node::rpc::client::ClientAuth,
+    /// "user:password", or "none". Default: the cookie in --node-data-dir; without it, the
+    /// cookie in --data-dir if a node keeps one there; else none.
+    #[arg(long)]
+    pub node_rpc_auth: Option<ClientAuth>,
     /// HTTP API address; port 0 lets the OS choose (the URL is written to coordinator.addr).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub bind: SocketAddr,
@@ -41,6 +49,12 @@ pub struct Args {
     /// Dataset: `digits` (shipped), `mnist:DIR` or `csv:FILE`.
     #[arg(long, default_value = "digits")]
     pub dataset: String,
+    /// The task owner's held-out samples, `csv:FILE` or `mnist:DIR` in the dataset's format
+    /// and features: each cycle is scored on a fresh batch of this file, which only the
+    /// coordinator holds. Default: a secret random split of --dataset (seeded by
+    /// `<data-dir>/held-out.secret`). Fixed at first start, like the dataset.
+    #[arg(long)]
+    pub held_out: Option<String>,
     /// Hidden layer widths of the MLP, comma-separated.
     #[arg(long, default_value = "32", value_delimiter = ',')]
     pub hidden: Vec<usize>,
@@ -64,12 +78,25 @@ pub fn run(args: Args) -> Result<()> {
     };
     drop(loaded);
     setup.dataset = dataset;
+    setup.held_out = match &args.held_out {
+        Some(text) => Some(
+            text.parse::<DatasetSource>()
+                .with_context(|| format!("--held-out {text}"))?,
+        ),
+        None => None,
+    };
     let mut timing = CycleTiming::from_cycle_secs(args.cycle_secs.unwrap_or(params.cycle_secs));
     if let Some(secs) = args.block_window_secs {
         timing.block_window_ms = secs.saturating_mul(1000);
     }
-    let auth = args
-        .node_rpc_auth
+    let node_url = rpc::node_url(args.node_rpc.as_deref(), args.node_data_dir.as_deref())?;
+    let node_auth = ClientAuth::or_default(
+        args.node_rpc_auth.clone(),
+        args.node_data_dir.as_deref(),
+        Some(args.data_dir.as_path()),
+    );
+    rpc::check_node_credentials(&node_url, &node_auth)?;
+    let auth = node_auth
         .resolve()
         .context("reading the node's RPC credentials")?
         .and_then(|pair| {
@@ -79,7 +106,7 @@ pub fn run(args: Args) -> Result<()> {
                 password: password.to_owned(),
             })
         });
-    let chain = Arc::new(RpcChain::new(args.node_rpc, auth)?);
+    let chain = Arc::new(RpcChain::new(node_url, auth)?);
     let coordinator = Arc::new(
         Coordinator::open(&args.data_dir, key, &params, setup, timing)
             .context("opening the coordinator")?,

@@ -91,6 +91,10 @@ pub fn new_chain(args: &Args, key: &bitcoin::secp256k1::SecretKey, time: u32) ->
         block_bytes_max: args.block_bytes_max,
         coinbase_maturity_blocks: args.coinbase_maturity,
         cycle_secs: args.cycle_secs,
+        bond_min: primitives::params::DEFAULT_BOND_MIN,
+        bond_lock_blocks: primitives::params::DEFAULT_BOND_LOCK_BLOCKS,
+        bond_slash_key: key.public_key(&secp),
+        slash_finder_share_percent: primitives::params::DEFAULT_SLASH_FINDER_SHARE_PERCENT,
         genesis,
     }
 }

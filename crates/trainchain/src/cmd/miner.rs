@@ -1,6 +1,7 @@
 //! `trainchain miner`: takes part in a coordinator's training cycles and produces the blocks
 //! it wins through its node.
 
+use super::rpc;
 use anyhow::{Context, Result};
 use miner::progress::ProgressMode;
 use miner::{Behaviour, Miner, MinerConfig, NodeRpc};
@@ -12,13 +13,18 @@ pub struct Args {
     /// The coordinator's HTTP API, e.g. http://127.0.0.1:8080.
     #[arg(long)]
     pub coordinator: String,
-    /// The JSON-RPC URL of this miner's node, e.g. http://127.0.0.1:7332.
+    /// The JSON-RPC URL of this miner's node, e.g. http://127.0.0.1:7332. Default: `rpc_url`
+    /// of `<node-data-dir>/node.json` when the node runs there, else http://127.0.0.1:7332.
     #[arg(long)]
-    pub node_rpc: String,
+    pub node_rpc: Option<String>,
+    /// The node's data directory, when the node runs on this machine: its `.cookie` holds the
+    /// default credentials and its `node.json` the default URL.
+    #[arg(long)]
+    pub node_data_dir: Option<PathBuf>,
     /// How to authenticate to the node: "cookie:DIR" (the node's data directory),
-    /// "user:password", or "none".
-    #[arg(long, default_value = "none")]
-    pub node_rpc_auth: ClientAuth,
+    /// "user:password", or "none". Default: the cookie in --node-data-dir, else none.
+    #[arg(long)]
+    pub node_rpc_auth: Option<ClientAuth>,
     /// The miner's secret key file (`trainchain wallet new` writes one); its P2WPKH address
     /// receives the block rewards.
     #[arg(long)]
@@ -45,9 +51,12 @@ pub fn run(args: Args) -> Result<()> {
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
+    let node_url = rpc::node_url(args.node_rpc.as_deref(), args.node_data_dir.as_deref())?;
+    let node_auth = ClientAuth::or_default(args.node_rpc_auth, args.node_data_dir.as_deref(), None);
+    rpc::check_node_credentials(&node_url, &node_auth)?;
     let config = MinerConfig {
         coordinator_url: args.coordinator,
-        node: NodeRpc::new(&args.node_rpc, args.node_rpc_auth),
+        node: NodeRpc::new(&node_url, node_auth),
         key,
         threads,
         behaviour: args.behaviour,

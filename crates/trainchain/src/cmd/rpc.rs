@@ -2,9 +2,9 @@
 //! as JSON (numbers, booleans, arrays), otherwise as a string.
 
 use anyhow::{Context, Result};
-use node::rpc::client::{ClientAuth, RpcClient};
+use node::rpc::client::{ClientAuth, RpcClient, RpcClientError};
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::node::RUNTIME_FILE;
 
@@ -28,11 +28,8 @@ pub struct Connection {
 
 impl Connection {
     pub fn client(&self) -> Result<RpcClient> {
-        let auth = match (&self.rpc_auth, &self.rpc_data_dir) {
-            (Some(auth), _) => auth.clone(),
-            (None, Some(dir)) => ClientAuth::CookieIn(dir.clone()),
-            (None, None) => ClientAuth::None,
-        };
+        let auth =
+            ClientAuth::or_default(self.rpc_auth.clone(), self.rpc_data_dir.as_deref(), None);
         let url = self.url()?;
         RpcClient::new(&url, &auth)
             .with_context(|| format!("connecting to the node's RPC at {url}"))
@@ -41,28 +38,60 @@ impl Connection {
     /// `--rpc`, else the running node's `node.json` in `--rpc-data-dir`, else the default, as
     /// bitcoin-cli finds its node from the data directory.
     pub fn url(&self) -> Result<String> {
-        if let Some(url) = &self.url {
-            return Ok(url.clone());
+        node_url(self.url.as_deref(), self.rpc_data_dir.as_deref())
+    }
+}
+
+/// A node's RPC URL: `explicit`, else `rpc_url` of the running node's `node.json` in
+/// `node_data_dir`, else [`DEFAULT_RPC_URL`].
+pub fn node_url(explicit: Option<&str>, node_data_dir: Option<&Path>) -> Result<String> {
+    if let Some(url) = explicit {
+        return Ok(url.to_owned());
+    }
+    let Some(dir) = node_data_dir else {
+        return Ok(DEFAULT_RPC_URL.to_string());
+    };
+    let path = dir.join(RUNTIME_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let runtime: Value = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", path.display()))?;
+            runtime["rpc_url"]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("{} has no rpc_url", path.display()))
         }
-        let Some(dir) = &self.rpc_data_dir else {
-            return Ok(DEFAULT_RPC_URL.to_string());
-        };
-        let path = dir.join(RUNTIME_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let runtime: Value = serde_json::from_str(&text)
-                    .with_context(|| format!("parsing {}", path.display()))?;
-                runtime["rpc_url"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .with_context(|| format!("{} has no rpc_url", path.display()))
-            }
-            // No node.json: the node is not running there (or is older); try the default.
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                Ok(DEFAULT_RPC_URL.to_string())
-            }
-            Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+        // No node.json: the node is not running there (or is older); try the default.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Ok(DEFAULT_RPC_URL.to_string())
         }
+        Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Checks at startup that the node takes these credentials, so a wrong or missing one fails
+/// within seconds with a message that names the fix instead of in retries. A node that is not
+/// up yet (or a cookie it has not written yet) is no error here: the role waits for it.
+pub fn check_node_credentials(url: &str, auth: &ClientAuth) -> Result<()> {
+    let client = match RpcClient::new(url, auth) {
+        Ok(client) => client,
+        Err(RpcClientError::Cookie { path, error }) => {
+            tracing::warn!(%path, %error, "the node's cookie is not there yet; waiting for the node");
+            return Ok(());
+        }
+        Err(error) => return Err(error).context("node RPC credentials"),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match runtime.block_on(client.call("getblockcount", vec![])) {
+        Err(error @ RpcClientError::Unauthorized { .. }) => Err(error.into()),
+        Err(error) => {
+            tracing::warn!(%url, %error, "the node does not answer yet; waiting for it");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
     }
 }
 

@@ -246,8 +246,14 @@ fn coin_from_json(unspent: &Value) -> Result<(OutPoint, Coin)> {
 }
 
 fn load_wallet(key: &Path, network: Network) -> Result<Wallet> {
-    let secret =
-        wallet::key_file::load(key).with_context(|| format!("loading {}", key.display()))?;
+    let secret = match wallet::key_file::load(key) {
+        Ok(secret) => secret,
+        Err(wallet::key_file::KeyFileError::Missing { .. }) => bail!(
+            "no wallet key at {path}: create one with `trainchain wallet new --key {path}` first",
+            path = key.display()
+        ),
+        Err(error) => return Err(error).with_context(|| format!("loading {}", key.display())),
+    };
     Ok(Wallet::new(secret, network))
 }
 
@@ -259,6 +265,17 @@ fn open(key: &Path, chain: &ChainArgs) -> Result<(ChainState, Wallet)> {
     let params = params::load(chain.params.as_deref(), data_dir)?;
     let wallet = load_wallet(key, params.network)?;
     let store = data_dir.join(CHAIN_STORE_FILE);
+    // Opening a store that is not there would create an empty one and report a balance of 0:
+    // a read-only command must not write, and an empty chain is almost surely the wrong dir.
+    if !store.is_file() {
+        bail!(
+            "no chain store in {dir} ({file} is missing): give the data directory of a node \
+             that has run (`trainchain node --data-dir {dir}` creates it), or --rpc URL of a \
+             running node",
+            dir = data_dir.display(),
+            file = CHAIN_STORE_FILE
+        );
+    }
     let state = ChainState::open(&store, params).with_context(|| {
         format!(
             "opening {} (is a node running on it? stop it or use its RPC)",
