@@ -7,6 +7,7 @@ pub mod bond;
 pub mod certificate;
 pub mod equivocation;
 pub mod fork_choice;
+pub mod incentive;
 pub mod lottery;
 pub mod score;
 pub mod sequence_locks;

@@ -376,18 +376,11 @@ fn getpeerinfo(node: &NodeHandle, _: Args) -> RpcResult {
     Ok(Value::Array(peers))
 }
 
-/// Core's integer version (10000 * major + 100 * minor + patch) of this crate's version.
-fn version_number() -> u64 {
-    let mut parts = env!("CARGO_PKG_VERSION")
-        .split(['.', '-'])
-        .map(|p| p.parse::<u64>().unwrap_or(0));
-    let (major, minor, patch) = (
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-    );
-    major * 10_000 + minor * 100 + patch
-}
+/// `getnetworkinfo.version`: the Bitcoin Core release whose RPC reply shapes this node gives
+/// (28.0, `10000 * major + 100 * minor`). Clients branch on it to pick a reply format: the
+/// `bitcoincore-rpc` crate, for one, parses `getblockchaininfo` the pre-0.19 way below 190000.
+/// This node's own version is in `subversion`.
+pub const CORE_API_VERSION: u64 = 280_000;
 
 /// `{address, port, score}` for a listen multiaddr with an IP and a TCP port.
 fn local_address(multiaddr: &str) -> Option<Value> {
@@ -424,7 +417,7 @@ fn getnetworkinfo(node: &NodeHandle, _: Args) -> RpcResult {
         .filter_map(|a| local_address(a))
         .collect();
     Ok(json!({
-        "version": version_number(),
+        "version": CORE_API_VERSION,
         "subversion": format!("/trainchain:{}/", env!("CARGO_PKG_VERSION")),
         "protocolversion": PROTOCOL_VERSION,
         "localservices": NO_SERVICES,

@@ -88,7 +88,7 @@ pub fn transaction(tx: &Transaction, network: Network) -> Value {
                 json!({
                     "txid": input.previous_output.txid.to_string(),
                     "vout": input.previous_output.vout,
-                    "scriptSig": {"hex": hex::encode(input.script_sig.as_bytes())},
+                    "scriptSig": {"asm": input.script_sig.to_asm_string(), "hex": hex::encode(input.script_sig.as_bytes())},
                     "txinwitness": witness,
                     "sequence": input.sequence.0,
                 })
