@@ -53,7 +53,13 @@ impl Incentives {
 
     /// Expected gain of cheating over honest training, in satoshis, for a miner with win
     /// probability `win` whose honest run costs `cost_sats`, faking `skipped` of `intervals`.
-    pub fn cheating_advantage(&self, win: f64, cost_sats: f64, intervals: u64, skipped: u64) -> f64 {
+    pub fn cheating_advantage(
+        &self,
+        win: f64,
+        cost_sats: f64,
+        intervals: u64,
+        skipped: u64,
+    ) -> f64 {
         let p = self.detection_probability(intervals, skipped);
         let saved = skipped.min(intervals) as f64 / intervals.max(1) as f64 * cost_sats;
         saved - p * (win * self.reward_sats as f64 + self.bond_sats as f64)
@@ -133,7 +139,10 @@ mod tests {
     fn sampled_checks_need_the_bond_the_inequality_names() {
         // Checking 10% of submissions: the bond must be at least 9 rewards.
         let unbonded = terms(PPM / 10, 0);
-        assert!(unbonded.best_cheat(1.0, 16).is_some(), "cheating pays unbonded");
+        assert!(
+            unbonded.best_cheat(1.0, 16).is_some(),
+            "cheating pays unbonded"
+        );
         assert_eq!(unbonded.bond_needed_sats(), Some(450 * COIN));
         let bonded = terms(PPM / 10, 450);
         for intervals in 1..=64 {

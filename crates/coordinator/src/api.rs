@@ -131,6 +131,46 @@ pub struct Hardware {
     pub memory_bytes: u64,
 }
 
+/// A bond named by its outpoint, `TXID:VOUT` on the wire (the txid in the usual reversed hex,
+/// as `gettxout` takes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BondOutpoint(pub bitcoin::OutPoint);
+
+impl fmt::Display for BondOutpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.0.txid, self.0.vout)
+    }
+}
+
+impl FromStr for BondOutpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (txid, vout) = s
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?} is not TXID:VOUT"))?;
+        let txid = bitcoin::Txid::from_str(txid)
+            .map_err(|e| format!("{txid:?} is not a transaction id: {e}"))?;
+        let vout = vout
+            .parse::<u32>()
+            .map_err(|e| format!("{vout:?} is not an output index: {e}"))?;
+        Ok(BondOutpoint(bitcoin::OutPoint::new(txid, vout)))
+    }
+}
+
+impl Serialize for BondOutpoint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for BondOutpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// `POST /v1/register` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterRequest {
@@ -140,20 +180,35 @@ pub struct RegisterRequest {
     /// Where the block subsidy goes if this miner wins (an address of the chain's network).
     pub payout_address: String,
     pub hardware: Hardware,
+    /// The bond backing this registration (a `consensus::bond` output for `miner`), if any;
+    /// required when the coordinator admits bonded registrations only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bond: Option<BondOutpoint>,
     /// Signature by `miner` over [`RegisterRequest::signing_hash`].
     pub signature: CompactSignature,
 }
 
 impl RegisterRequest {
     /// `H_registration(cycle u64 LE || miner 33 || len(payout_address) u32 LE || payout_address
-    /// UTF-8 || threads u32 LE || memory_bytes u64 LE)`.
+    /// UTF-8 || threads u32 LE || memory_bytes u64 LE || opt(bond: txid 32 (internal byte order)
+    /// || vout u32 LE))`, where `opt(x)` is `0x00` when absent and `0x01 || x` when present.
     pub fn signing_hash(
         cycle: u64,
         miner: &PublicKey,
         payout_address: &str,
         hardware: Hardware,
+        bond: Option<&BondOutpoint>,
     ) -> Hash256 {
         let address_len = u32::try_from(payout_address.len()).unwrap_or(u32::MAX);
+        let mut bond_bytes = Vec::with_capacity(37);
+        match bond {
+            None => bond_bytes.push(0),
+            Some(b) => {
+                bond_bytes.push(1);
+                bond_bytes.extend_from_slice(b.0.txid.as_byte_array());
+                bond_bytes.extend_from_slice(&b.0.vout.to_le_bytes());
+            }
+        }
         tagged_hash(
             REGISTRATION_TAG,
             &[
@@ -163,11 +218,12 @@ impl RegisterRequest {
                 payout_address.as_bytes(),
                 &hardware.threads.to_le_bytes(),
                 &hardware.memory_bytes.to_le_bytes(),
+                &bond_bytes,
             ],
         )
     }
 
-    /// A registration signed with the miner's key.
+    /// An unbonded registration signed with the miner's key.
     pub fn new_signed<C: Signing>(
         secp: &Secp256k1<C>,
         key: &SecretKey,
@@ -175,20 +231,38 @@ impl RegisterRequest {
         payout_address: String,
         hardware: Hardware,
     ) -> Self {
+        Self::new_signed_bonded(secp, key, cycle, payout_address, hardware, None)
+    }
+
+    /// A registration naming `bond` (or none), signed with the miner's key.
+    pub fn new_signed_bonded<C: Signing>(
+        secp: &Secp256k1<C>,
+        key: &SecretKey,
+        cycle: u64,
+        payout_address: String,
+        hardware: Hardware,
+        bond: Option<BondOutpoint>,
+    ) -> Self {
         let miner = key.public_key(secp);
-        let digest = Self::signing_hash(cycle, &miner, &payout_address, hardware);
+        let digest = Self::signing_hash(cycle, &miner, &payout_address, hardware, bond.as_ref());
         RegisterRequest {
             cycle,
             miner,
             payout_address,
             hardware,
+            bond,
             signature: CompactSignature::sign(secp, key, &digest),
         }
     }
 
     pub fn verify<C: Verification>(&self, secp: &Secp256k1<C>) -> bool {
-        let digest =
-            Self::signing_hash(self.cycle, &self.miner, &self.payout_address, self.hardware);
+        let digest = Self::signing_hash(
+            self.cycle,
+            &self.miner,
+            &self.payout_address,
+            self.hardware,
+            self.bond.as_ref(),
+        );
         self.signature.verify(secp, &self.miner, &digest)
     }
 }

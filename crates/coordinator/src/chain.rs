@@ -2,9 +2,10 @@
 //! block arrived. [`RpcChain`] reads a node's Bitcoin-Core-style JSON-RPC; [`MemoryChain`] is
 //! an in-process chain for tests and single-process setups.
 
-use bitcoin::BlockHash;
-use primitives::{BlockHeader, Certificate};
+use bitcoin::{Amount, BlockHash, OutPoint, ScriptBuf, TxOut};
+use primitives::{BlockHeader, Certificate, Coin};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +45,21 @@ pub trait ChainSource: Send + Sync + 'static {
         &self,
         height: u32,
     ) -> impl Future<Output = Result<Option<(BlockHash, Certificate)>, ChainError>> + Send;
+    /// The confirmed unspent output at `outpoint` (a bond, for admission) with the tip height
+    /// it was read at; `None` if the best chain has no such unspent output.
+    fn unspent_output(
+        &self,
+        outpoint: OutPoint,
+    ) -> impl Future<Output = Result<Option<UnspentOutput>, ChainError>> + Send;
+}
+
+/// An unspent output as the node showed it, and the tip it was read at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnspentOutput {
+    /// The output, the height of the block that confirmed it, and whether it is a coinbase's.
+    pub coin: Coin,
+    /// Height of the tip the node read it at.
+    pub tip_height: u32,
 }
 
 /// Basic-auth credentials of a node's RPC.
@@ -54,7 +70,7 @@ pub struct RpcAuth {
 }
 
 /// JSON-RPC client for a trainchain node (`getblockcount`, `getblockhash`, `getcertificate`,
-/// falling back to `getblockheader <hash> false` for the raw header).
+/// falling back to `getblockheader <hash> false` for the raw header, and `gettxout` for bonds).
 pub struct RpcChain {
     url: String,
     auth: Option<RpcAuth>,
@@ -148,6 +164,51 @@ impl RpcChain {
     }
 }
 
+/// Reads one `gettxout` answer (Bitcoin Core's shape: `bestblock`, `confirmations`, `value` in
+/// coins, `scriptPubKey.hex`, `coinbase`) read at the tip `tip_height`.
+fn parse_txout(v: &Value, tip_height: u32) -> Result<(BlockHash, UnspentOutput), ChainError> {
+    let bad = |detail: String| ChainError::Unexpected {
+        method: "gettxout",
+        detail,
+    };
+    let best = parse_hash("gettxout", v.get("bestblock").unwrap_or(&Value::Null))?;
+    let confirmations = v
+        .get("confirmations")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| bad(format!("no confirmations in {v}")))?;
+    let value = v
+        .get("value")
+        .and_then(Value::as_f64)
+        .and_then(|btc| Amount::from_btc(btc).ok())
+        .ok_or_else(|| bad(format!("no value in {v}")))?;
+    let script = v
+        .get("scriptPubKey")
+        .and_then(|s| s.get("hex"))
+        .and_then(Value::as_str)
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or_else(|| bad(format!("no scriptPubKey.hex in {v}")))?;
+    let is_coinbase = v
+        .get("coinbase")
+        .and_then(Value::as_bool)
+        .ok_or_else(|| bad(format!("no coinbase flag in {v}")))?;
+    // Confirmed in the tip block: 1 confirmation. Unconfirmed (0) would be tip + 1.
+    let height = u64::from(tip_height) + 1 - confirmations.min(u64::from(tip_height) + 1);
+    Ok((
+        best,
+        UnspentOutput {
+            coin: Coin {
+                output: TxOut {
+                    value,
+                    script_pubkey: ScriptBuf::from_bytes(script),
+                },
+                height: u32::try_from(height).unwrap_or(u32::MAX),
+                is_coinbase,
+            },
+            tip_height,
+        },
+    ))
+}
+
 fn parse_hash(method: &'static str, v: &Value) -> Result<BlockHash, ChainError> {
     v.as_str()
         .and_then(|s| BlockHash::from_str(s).ok())
@@ -196,18 +257,72 @@ impl ChainSource for RpcChain {
         };
         Ok(self.certificate(&hash).await?.map(|cert| (hash, cert)))
     }
+
+    /// `gettxout TXID VOUT false` (confirmed outputs only), read against the tip: if a block
+    /// arrives between the two calls the pair is read again (three times at most), so the
+    /// height computed from `confirmations` is the coin's.
+    async fn unspent_output(
+        &self,
+        outpoint: OutPoint,
+    ) -> Result<Option<UnspentOutput>, ChainError> {
+        let mut last_best = None;
+        for _ in 0..3 {
+            let (tip, tip_height) = self.tip().await?;
+            let v = self
+                .call(
+                    "gettxout",
+                    json!([outpoint.txid.to_string(), outpoint.vout, false]),
+                )
+                .await?;
+            if v.is_null() {
+                return Ok(None);
+            }
+            let (best, output) = parse_txout(&v, tip_height)?;
+            if best == tip {
+                return Ok(Some(output));
+            }
+            last_best = Some(best);
+        }
+        Err(ChainError::Unexpected {
+            method: "gettxout",
+            detail: format!(
+                "the tip kept moving while reading {outpoint} (last seen at {})",
+                last_best.map_or_else(String::new, |b| b.to_string())
+            ),
+        })
+    }
 }
 
-/// A chain held in memory: genesis plus blocks pushed by the caller (the test plays node).
+/// A chain held in memory: genesis plus blocks pushed by the caller (the test plays node),
+/// and the unspent outputs the caller puts there (bonds).
 pub struct MemoryChain {
     blocks: Mutex<Vec<(BlockHash, Option<Certificate>)>>,
+    coins: Mutex<BTreeMap<OutPoint, Coin>>,
 }
 
 impl MemoryChain {
     pub fn new(genesis: BlockHash) -> Self {
         MemoryChain {
             blocks: Mutex::new(vec![(genesis, None)]),
+            coins: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Makes `coin` unspent at `outpoint` (its `height` is the caller's to choose).
+    pub fn add_coin(&self, outpoint: OutPoint, coin: Coin) {
+        self.coins
+            .lock()
+            .expect("memory chain lock")
+            .insert(outpoint, coin);
+    }
+
+    /// Spends the output at `outpoint`; true if it was unspent.
+    pub fn spend_coin(&self, outpoint: &OutPoint) -> bool {
+        self.coins
+            .lock()
+            .expect("memory chain lock")
+            .remove(outpoint)
+            .is_some()
     }
 
     /// Appends a block carrying `certificate` and returns its height.
@@ -234,5 +349,22 @@ impl ChainSource for MemoryChain {
         Ok(blocks
             .get(height as usize)
             .and_then(|(hash, cert)| cert.clone().map(|c| (*hash, c))))
+    }
+
+    async fn unspent_output(
+        &self,
+        outpoint: OutPoint,
+    ) -> Result<Option<UnspentOutput>, ChainError> {
+        let tip_height = self.height();
+        let coin = self
+            .coins
+            .lock()
+            .expect("memory chain lock")
+            .get(&outpoint)
+            .cloned();
+        // Like `gettxout ... false`: confirmed outputs only.
+        Ok(coin
+            .filter(|c| c.height <= tip_height)
+            .map(|coin| UnspentOutput { coin, tip_height }))
     }
 }

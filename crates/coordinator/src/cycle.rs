@@ -26,12 +26,14 @@
 //!   dropped (the caller persists the state before answering with the receipt).
 
 use crate::api::{
-    Announcement, CertificateHex, ChallengeInfo, CompactSignature, CycleOutcome, CycleRecord,
-    Hardware, HeldOutReveal, PhaseName, QualityReport, Receipt, RegisterRequest, RegisterResponse,
-    ScoredSubmission, SignedAnnouncement,
+    Announcement, BondOutpoint, CertificateHex, ChallengeInfo, CompactSignature, CycleOutcome,
+    CycleRecord, Hardware, HeldOutReveal, PhaseName, QualityReport, Receipt, RegisterRequest,
+    RegisterResponse, ScoredSubmission, SignedAnnouncement,
 };
+use crate::chain::UnspentOutput;
 use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
 use bitcoin::{Address, BlockHash, Network};
+use consensus::bond::{BondError, BondQuery, BondTerms};
 use consensus::lottery::{self, Contribution, Entry};
 use primitives::{tagged_hash, Certificate, CertificateKind, Hash256, UnsignedCertificate};
 use proof::{Commitment, Verdict};
@@ -116,6 +118,56 @@ impl Default for ProofParams {
     }
 }
 
+/// Confirmations a bond needs before it backs a registration: in a block of the best chain.
+/// More would only delay a new miner; a bond erased by a reorg after admission still
+/// leaves the registration to the end of its cycle, and the chain's reorgs are a block deep.
+pub const BOND_CONFIRMATIONS_MIN: u32 = 1;
+
+/// Blocks after the cycle's own height through which a bond backing it must stay locked: the
+/// dispute window in which fraud found in the cycle can still be slashed. Half the chain's
+/// `bond_lock_blocks` (72 of the default 144), and at most `lock - 2`, so that a bond
+/// confirmed in the tip block always covers the next cycle. A bond then backs registrations
+/// for about `lock - window` blocks after it confirmed, and must be replaced after that.
+pub fn dispute_window_blocks(lock_blocks: u32) -> u32 {
+    (lock_blocks / 2).min(lock_blocks.saturating_sub(2))
+}
+
+/// How registrations are admitted against bonds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BondPolicy {
+    /// The chain's bond terms (`BondTerms::from_params`).
+    pub terms: BondTerms,
+    /// Every registration must name a bond (the chain's `bonds_required`). When false a named
+    /// bond is still checked and counted, and unbonded registrations are admitted too.
+    pub required: bool,
+    pub confirmations_min: u32,
+    /// See [`dispute_window_blocks`].
+    pub dispute_window_blocks: u32,
+}
+
+impl BondPolicy {
+    pub fn new(terms: BondTerms, required: bool) -> Self {
+        BondPolicy {
+            terms,
+            required,
+            confirmations_min: BOND_CONFIRMATIONS_MIN,
+            dispute_window_blocks: dispute_window_blocks(terms.lock_blocks),
+        }
+    }
+
+    /// What `check_bond` needs for a cycle whose block is at `cycle_height`, with the coin
+    /// read at `tip_height`: the bond must not be reclaimable through `cycle_height +
+    /// dispute_window_blocks`.
+    pub fn query(&self, cycle_height: u32, tip_height: u32) -> BondQuery {
+        let needed_until = cycle_height.saturating_add(self.dispute_window_blocks);
+        BondQuery {
+            tip_height,
+            confirmations_min: self.confirmations_min,
+            locked_for_blocks: needed_until.saturating_sub(tip_height),
+        }
+    }
+}
+
 /// Name and size of one trainable segment of the global model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentSize {
@@ -135,6 +187,7 @@ pub struct CycleEnv {
     /// The model's segments in model order.
     pub segments: Vec<SegmentSize>,
     pub proof: ProofParams,
+    pub bonds: BondPolicy,
 }
 
 impl CycleEnv {
@@ -157,6 +210,9 @@ pub struct Registration {
     pub hardware: Hardware,
     pub registered_at_ms: u64,
     pub assignment: Option<Assignment>,
+    /// The bond backing the registration, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bond: Option<BondOutpoint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,6 +299,10 @@ pub struct CycleState {
     secret: Hash256,
     pub phase: Phase,
     pub registrations: BTreeMap<PublicKey, Registration>,
+    /// Bonds backing this cycle's registrations, each with the one miner it backs: a bond
+    /// backs one registration per cycle. Persisted with the state, so a restart keeps it.
+    #[serde(default)]
+    pub bonds: BTreeMap<BondOutpoint, PublicKey>,
     pub submissions: BTreeMap<PublicKey, Submission>,
     pub lottery: Option<LotteryRecord>,
     pub contribution_certificates: BTreeMap<PublicKey, CertificateHex>,
@@ -254,7 +314,15 @@ pub struct CycleState {
 pub enum Event {
     /// Time passed; nothing else happened.
     Tick,
+    /// A registration the caller did not look a bond up for (an unbonded one: one that names
+    /// a bond is refused `BondNotFound`, as nothing was read for it).
     Register(RegisterRequest),
+    /// A registration naming a bond, with what the node showed at the bond's outpoint
+    /// (`None`: no such unspent output).
+    RegisterBonded {
+        request: RegisterRequest,
+        found: Option<UnspentOutput>,
+    },
     /// An update whose bytes the caller decoded and checked (shape, finiteness, size), with
     /// the miner's signed commitment (whose `update_hash` the caller computed from the bytes).
     Submit {
@@ -295,6 +363,17 @@ pub enum Refusal {
     BadHardware,
     #[error("cycle is full: {max} registrations")]
     CycleFull { max: usize },
+    #[error("registration names no bond; this coordinator admits bonded registrations only")]
+    BondRequired,
+    #[error("bond {outpoint} is not a confirmed unspent output of the best chain")]
+    BondNotFound { outpoint: BondOutpoint },
+    #[error("bond {outpoint} already backs a registration in this cycle")]
+    BondInUse { outpoint: BondOutpoint },
+    #[error("bond {outpoint} refused: {error}")]
+    Bond {
+        outpoint: BondOutpoint,
+        error: BondError,
+    },
     #[error("miner already registered for this cycle with different details")]
     RegisteredDifferently,
     #[error("miner is not registered for this cycle")]
@@ -382,6 +461,7 @@ impl CycleState {
             secret: Hash256(secret),
             phase: Phase::Registration,
             registrations: BTreeMap::new(),
+            bonds: BTreeMap::new(),
             submissions: BTreeMap::new(),
             lottery: None,
             contribution_certificates: BTreeMap::new(),
@@ -495,11 +575,17 @@ pub fn tick(
     match event {
         Event::Tick => {}
         Event::Register(request) => {
-            actions.push(match register(&mut state, env, now_ms, request) {
+            actions.push(match register(&mut state, env, now_ms, request, None) {
                 Ok(response) => Action::Registered(response),
                 Err(refusal) => Action::Refused(refusal),
             })
         }
+        Event::RegisterBonded { request, found } => actions.push(
+            match register(&mut state, env, now_ms, request, found.as_ref()) {
+                Ok(response) => Action::Registered(response),
+                Err(refusal) => Action::Refused(refusal),
+            },
+        ),
         Event::Submit {
             cycle,
             miner,
@@ -617,11 +703,41 @@ fn close(state: &mut CycleState, outcome: CycleOutcome, actions: &mut Vec<Action
     state.phase = Phase::Closed { outcome };
 }
 
+/// The bond checks of a registration that need no chain read: a bond is named if bonds are
+/// required, and no other registration of this cycle holds it. `Ok(true)` if `request` is the
+/// exact repeat of the registration its miner already holds (answered as before).
+pub fn bond_precheck(
+    state: &CycleState,
+    env: &CycleEnv,
+    request: &RegisterRequest,
+) -> Result<bool, Refusal> {
+    if let Some(existing) = state.registrations.get(&request.miner) {
+        if existing.payout_address == request.payout_address
+            && existing.hardware == request.hardware
+            && existing.bond == request.bond
+        {
+            return Ok(true);
+        }
+    }
+    let Some(outpoint) = request.bond else {
+        return if env.bonds.required {
+            Err(Refusal::BondRequired)
+        } else {
+            Ok(false)
+        };
+    };
+    if state.bonds.contains_key(&outpoint) {
+        return Err(Refusal::BondInUse { outpoint });
+    }
+    Ok(false)
+}
+
 fn register(
     state: &mut CycleState,
     env: &CycleEnv,
     now_ms: u64,
     request: RegisterRequest,
+    found: Option<&UnspentOutput>,
 ) -> Result<RegisterResponse, Refusal> {
     let a = state.announcement();
     if request.cycle != a.cycle {
@@ -659,18 +775,26 @@ fn register(
         registration_deadline_ms: a.registration_deadline_ms,
         submission_deadline_ms: a.submission_deadline_ms,
     };
-    if let Some(existing) = state.registrations.get(&request.miner) {
-        // A miner that restarted may register again: same details, same answer.
-        return if existing.payout_address == request.payout_address && existing.hardware == hw {
-            Ok(response)
-        } else {
-            Err(Refusal::RegisteredDifferently)
-        };
+    // A miner that restarted may register again: same details and bond, same answer.
+    if bond_precheck(state, env, &request)? {
+        return Ok(response);
+    }
+    if state.registrations.contains_key(&request.miner) {
+        return Err(Refusal::RegisteredDifferently);
+    }
+    if let Some(outpoint) = request.bond {
+        let found = found.ok_or(Refusal::BondNotFound { outpoint })?;
+        let query = env.bonds.query(a.height, found.tip_height);
+        consensus::bond::check_bond(&found.coin, &request.miner, &env.bonds.terms, &query)
+            .map_err(|error| Refusal::Bond { outpoint, error })?;
     }
     if state.registrations.len() >= env.registrations_max {
         return Err(Refusal::CycleFull {
             max: env.registrations_max,
         });
+    }
+    if let Some(outpoint) = request.bond {
+        state.bonds.insert(outpoint, request.miner);
     }
     state.registrations.insert(
         request.miner,
@@ -679,6 +803,7 @@ fn register(
             hardware: hw,
             registered_at_ms: now_ms,
             assignment: None,
+            bond: request.bond,
         },
     );
     Ok(response)
@@ -1128,12 +1253,127 @@ mod tests {
                 checkpoint_interval: 4,
                 challenges: 2,
             },
+            bonds: BondPolicy::new(
+                BondTerms {
+                    slash_key: key(201).public_key(&Secp256k1::new()),
+                    lock_blocks: 20,
+                    bond_min: bitcoin::Amount::from_sat(1_000_000),
+                    finder_share_percent: 50,
+                },
+                false,
+            ),
         }
     }
 
     fn address(env: &CycleEnv, k: &SecretKey) -> String {
         let pk = CompressedPublicKey(k.public_key(&env.secp));
         Address::p2wpkh(&pk, Network::Regtest).to_string()
+    }
+
+    #[test]
+    fn a_bond_backs_cycles_until_its_lock_would_end_inside_the_dispute_window() {
+        let mut env = env();
+        env.bonds.required = true;
+        // Lock 20: the dispute window is 10 blocks after the cycle's height.
+        assert_eq!(env.bonds.dispute_window_blocks, 10);
+        assert_eq!(dispute_window_blocks(2), 0);
+        assert_eq!(dispute_window_blocks(3), 1);
+        assert_eq!(dispute_window_blocks(144), 72);
+        let k = key(1);
+        let miner = k.public_key(&env.secp);
+        let bond = BondOutpoint(bitcoin::OutPoint::new(
+            bitcoin::Txid::from_byte_array([9; 32]),
+            1,
+        ));
+        // Confirmed at height 50: reclaimable from 70, so it backs cycles at heights 51..=59
+        // (needed until 59 + 10 = 69) and not the cycle at 60.
+        let coin = primitives::Coin {
+            output: bitcoin::TxOut {
+                value: env.bonds.terms.bond_min,
+                script_pubkey: consensus::bond::bond_script_pubkey(&env.bonds.terms, &miner),
+            },
+            height: 50,
+            is_coinbase: false,
+        };
+        for (parent_height, ok) in [(50, true), (58, true), (59, false)] {
+            let state = CycleState::open(
+                &env,
+                0,
+                BlockHash::all_zeros(),
+                parent_height,
+                Hash256::ZERO,
+                T0,
+                [1; 32],
+                Hash256::ZERO,
+                Hash256::ZERO,
+            );
+            let request = RegisterRequest::new_signed_bonded(
+                &env.secp,
+                &k,
+                0,
+                address(&env, &k),
+                Hardware {
+                    threads: 4,
+                    memory_bytes: 1 << 30,
+                },
+                Some(bond),
+            );
+            let found = UnspentOutput {
+                coin: coin.clone(),
+                tip_height: parent_height,
+            };
+            let (next, actions) = tick(
+                state,
+                &env,
+                T0 + 1,
+                [2; 32],
+                Event::RegisterBonded {
+                    request: request.clone(),
+                    found: Some(found),
+                },
+            );
+            if ok {
+                assert!(
+                    matches!(actions[..], [Action::Registered(_)]),
+                    "{parent_height}"
+                );
+                assert_eq!(next.bonds.get(&bond), Some(&miner));
+                assert_eq!(next.registrations[&miner].bond, Some(bond));
+            } else {
+                assert_eq!(
+                    actions,
+                    [Action::Refused(Refusal::Bond {
+                        outpoint: bond,
+                        error: BondError::UnlocksTooSoon {
+                            reclaimable_at: 70,
+                            needed_until: 70,
+                        },
+                    })]
+                );
+                assert!(next.registrations.is_empty() && next.bonds.is_empty());
+            }
+            // Named but not looked up: refused, never admitted unchecked.
+            let (_, actions) = tick(
+                next.clone(),
+                &env,
+                T0 + 2,
+                [2; 32],
+                Event::Register(RegisterRequest::new_signed_bonded(
+                    &env.secp,
+                    &key(2),
+                    0,
+                    address(&env, &key(2)),
+                    request.hardware,
+                    Some(bond),
+                )),
+            );
+            assert!(matches!(
+                actions[..],
+                [Action::Refused(
+                    Refusal::BondInUse { .. } | Refusal::BondNotFound { .. }
+                )]
+            ));
+        }
     }
 
     fn registration(env: &CycleEnv, n: u8, cycle: u64) -> Event {

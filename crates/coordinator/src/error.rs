@@ -3,6 +3,7 @@
 use crate::chain::ChainError;
 use crate::cycle::Refusal;
 use crate::store::StoreError;
+use consensus::bond::BondError;
 use learning::{LearningError, UpdateError};
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +86,18 @@ impl ServiceError {
                 Refusal::BadPayoutAddress { .. } => "bad_payout_address",
                 Refusal::BadHardware => "bad_hardware",
                 Refusal::CycleFull { .. } => "cycle_full",
+                Refusal::BondRequired => "bond_required",
+                Refusal::BondNotFound { .. } => "bond_not_found",
+                Refusal::BondInUse { .. } => "bond_in_use",
+                Refusal::Bond { error, .. } => match error {
+                    BondError::WrongScript => "bond_wrong_key",
+                    BondError::TooSmall { .. } => "bond_too_small",
+                    BondError::Unconfirmed { .. } => "bond_immature",
+                    BondError::Coinbase => "bond_coinbase",
+                    BondError::UnlocksTooSoon { .. } => "bond_unlocks_too_soon",
+                    // The chain's terms themselves are out of range (parsing bounds them).
+                    _ => "bond_invalid",
+                },
                 Refusal::RegisteredDifferently => "registered_differently",
                 Refusal::NotRegistered => "not_registered",
                 Refusal::TrainingNotStarted { .. } => "training_not_started",
@@ -138,6 +151,10 @@ impl ServiceError {
         match self {
             ServiceError::Refused(r) => match r {
                 Refusal::BadSignature | Refusal::NotRegistered => 403,
+                // No bond, or one that cannot back this registration: the miner must fix
+                // its bond (not retry), so 403 rather than a retryable status.
+                Refusal::BondRequired | Refusal::Bond { .. } => 403,
+                Refusal::BondNotFound { .. } => 404,
                 Refusal::BadPayoutAddress { .. } | Refusal::BadHardware => 400,
                 Refusal::CycleFull { .. } => 429,
                 // Wrong cycle, closed, late, duplicate, not started: the request conflicts

@@ -4,7 +4,7 @@ use crate::api::{
     ApiError, CompactSignature, CycleRange, MINER_HEADER, SIGNATURE_HEADER, STEPS_HEADER,
     TASK_HASH_HEADER, TRANSCRIPT_ROOT_HEADER,
 };
-use crate::chain::ChainSource;
+use crate::chain::{ChainError, ChainSource, UnspentOutput};
 use crate::error::ServiceError;
 use crate::limits::{
     ServerLimits, CONNECTION_READ_BUFFER_BYTES_MAX, CYCLE_RECORDS_PER_PAGE_MAX,
@@ -25,9 +25,11 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http_body_util::BodyExt;
 use primitives::Hash256;
 use std::collections::HashSet;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::{Path as FsPath, PathBuf};
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -74,6 +76,25 @@ impl IntoResponse for ServiceError {
 
 type ApiResult<T> = Result<T, ServiceError>;
 
+/// Reads an unspent output through the coordinator's chain source (`ChainSource` itself is
+/// not object-safe, and the router is not generic over it).
+pub type CoinReader = Arc<
+    dyn Fn(
+            bitcoin::OutPoint,
+        )
+            -> Pin<Box<dyn Future<Output = Result<Option<UnspentOutput>, ChainError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The [`CoinReader`] of a chain source.
+pub fn coin_reader<C: ChainSource>(chain: Arc<C>) -> CoinReader {
+    Arc::new(move |outpoint| {
+        let chain = chain.clone();
+        Box::pin(async move { chain.unspent_output(outpoint).await })
+    })
+}
+
 /// The state every handler shares: the coordinator and the server's own limits.
 pub struct Api {
     coordinator: Arc<Coordinator>,
@@ -81,12 +102,24 @@ pub struct Api {
     uploads: UploadGate,
     /// One token bucket per peer address: a flood from one address spends only its own.
     registrations: DefaultKeyedRateLimiter<IpAddr>,
+    /// Where bonds are read; without one a registration naming a bond is refused
+    /// `bond_not_found`.
+    coins: Option<CoinReader>,
 }
 
 type Shared = Arc<Api>;
 
 impl Api {
     pub fn new(coordinator: Arc<Coordinator>, limits: ServerLimits) -> Self {
+        Self::with_coins(coordinator, limits, None)
+    }
+
+    /// An API that reads bonds through `coins`.
+    pub fn with_coins(
+        coordinator: Arc<Coordinator>,
+        limits: ServerLimits,
+        coins: Option<CoinReader>,
+    ) -> Self {
         let rate =
             NonZeroU32::new(limits.registrations_per_address_per_second).unwrap_or(NonZeroU32::MIN);
         let burst =
@@ -96,6 +129,7 @@ impl Api {
             limits,
             uploads: UploadGate::new(&limits),
             registrations: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            coins,
         }
     }
 
@@ -194,10 +228,20 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
     router_with(coordinator, ServerLimits::default())
 }
 
-/// The router with every route. Every route has a body limit checked against a declared
+/// The router with every route, reading no chain (a registration naming a bond is refused
+/// `bond_not_found`). Every route has a body limit checked against a declared
 /// `Content-Length` before the body is read (413, JSON error), and every body an idle timeout.
 pub fn router_with(coordinator: Arc<Coordinator>, limits: ServerLimits) -> Router {
-    let api: Shared = Arc::new(Api::new(coordinator, limits));
+    router_with_coins(coordinator, limits, None)
+}
+
+/// [`router_with`], reading bonds through `coins` (see [`coin_reader`]).
+pub fn router_with_coins(
+    coordinator: Arc<Coordinator>,
+    limits: ServerLimits,
+    coins: Option<CoinReader>,
+) -> Router {
+    let api: Shared = Arc::new(Api::with_coins(coordinator, limits, coins));
     let uploads = Router::new()
         .route("/v1/cycles/{cycle}/submit", post(submit))
         .route("/v1/cycles/{cycle}/answer", post(answer))
@@ -293,10 +337,12 @@ async fn cycle_status(State(api): State<Shared>) -> ApiResult<Response> {
 }
 
 /// Registration, cheapest check first: the JSON parses (within 16 KiB), the cycle is the live
-/// one and open (memory only), the peer address has a token, and only then the machine checks
-/// the signature (the expensive step the bucket protects), the details and a free slot. A
-/// request refused before the bucket spends no token; one refused after spends only its own
-/// address's.
+/// one and open, and (with bonds required) a bond is named that backs no other registration of
+/// the cycle (memory only); then the peer address has a token, the signature verifies (the
+/// expensive step the bucket protects, before any chain read), the named bond is read through
+/// the node, and the machine checks the details, the bond and a free slot. A request refused
+/// before the bucket spends no token; one refused after spends only its own address's. So an
+/// unbonded flood costs nothing, and a bad-signature one only its sender's bucket.
 async fn register(
     State(api): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -305,9 +351,21 @@ async fn register(
     let result = async {
         let Json(request) = body.map_err(json_rejection)?;
         api.coordinator.registration_open(now_ms(), request.cycle)?;
+        api.coordinator.registration_bond_precheck(&request)?;
         api.take_registration_token(peer.ip())?;
         let c = api.coordinator.clone();
-        blocking(move || c.register(now_ms(), entropy(), request)).await
+        let Some(bond) = request.bond else {
+            return blocking(move || c.register(now_ms(), entropy(), request)).await;
+        };
+        // Read the bond only for a request its miner signed: a forged one costs no RPC.
+        if !request.verify(&c.env().secp) {
+            return Err(ServiceError::Refused(crate::cycle::Refusal::BadSignature));
+        }
+        let found = match &api.coins {
+            Some(read) => read(bond.0).await?,
+            None => None,
+        };
+        blocking(move || c.register_bonded(now_ms(), entropy(), request, found)).await
     }
     .await;
     match result {
@@ -698,7 +756,11 @@ pub async fn start_with<C: ChainSource>(
     let address = listener.local_addr()?;
     write_address_file(data_dir, address)?;
     info!(%address, "coordinator API listening");
-    let app = router_with(coordinator.clone(), limits);
+    let app = router_with_coins(
+        coordinator.clone(),
+        limits,
+        Some(coin_reader(chain.clone())),
+    );
     let server = tokio::spawn(serve(listener, app, limits));
     let driver = tokio::spawn(drive(coordinator, chain));
     Ok(Running {

@@ -6,8 +6,10 @@ use crate::api::{
     CertificateHex, CycleRecord, CycleStatus, Health, MinerCertificates, Receipt, RegisterRequest,
     RegisterResponse, TaskInfo,
 };
+use crate::chain::UnspentOutput;
 use crate::cycle::{
-    tick, Action, CycleEnv, CycleState, CycleTiming, Event, Phase, ProofParams, Refusal,
+    bond_precheck, tick, Action, BondPolicy, CycleEnv, CycleState, CycleTiming, Event, Phase,
+    ProofParams, Refusal,
 };
 use crate::error::ServiceError;
 use crate::limits::CYCLE_RECORDS_PAGE_BYTES_MAX;
@@ -25,7 +27,7 @@ use primitives::{sha256, Certificate, CertificateKind, ChainParams, Hash256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// What a miner claims with an upload besides the bytes (its signed commitment's other fields).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +133,7 @@ impl Coordinator {
             registrations_max: work.registrations_max(),
             segments: Workload::segments(&initial),
             proof: ProofParams::default(),
+            bonds: BondPolicy::new(consensus::bond::BondTerms::from_params(params), false),
             secp,
             key,
         };
@@ -152,6 +155,13 @@ impl Coordinator {
 
     pub fn env(&self) -> &CycleEnv {
         &self.env
+    }
+
+    /// Admits bonded registrations only (`required`) or unbonded ones too. Until the chain
+    /// parameters carry `bonds_required`, the caller sets it here after [`Coordinator::open`].
+    pub fn require_bonds(mut self, required: bool) -> Self {
+        self.env.bonds.required = required;
+        self
     }
 
     pub fn workload(&self) -> &Workload {
@@ -438,25 +448,61 @@ impl Coordinator {
         Ok(())
     }
 
+    /// The bond checks of a registration that read memory only (see
+    /// [`crate::cycle::bond_precheck`]): with bonds required an unbonded request is refused
+    /// here, before any rate limit, signature check or chain read, and a bond already backing
+    /// another registration of the cycle too. Logged with the reason at debug level: these
+    /// refusals come before any rate limit, so a flood must not flood the log as well.
+    pub fn registration_bond_precheck(
+        &self,
+        request: &RegisterRequest,
+    ) -> Result<(), ServiceError> {
+        let guard = lock(&self.state);
+        let state = guard.as_ref().ok_or(ServiceError::NotOpen)?;
+        bond_precheck(state, &self.env, request).map(drop).map_err(|refusal| {
+            debug!(miner = %request.miner, bond = ?request.bond.map(|b| b.to_string()), %refusal, "registration refused");
+            ServiceError::from(refusal)
+        })
+    }
+
     /// Registers a miner for the live cycle. The machine checks, in order: cycle, phase,
-    /// signature, payout address, hardware, then a free slot. Rate limits are the server's
-    /// (per peer address, after [`Coordinator::registration_open`]).
+    /// signature, payout address, hardware, the bond, then a free slot. Rate limits are the
+    /// server's (per peer address, after [`Coordinator::registration_open`]). A request that
+    /// names a bond goes through [`Coordinator::register_bonded`] instead, with the bond read.
     pub fn register(
         &self,
         now_ms: u64,
         entropy: [u8; 32],
         request: RegisterRequest,
     ) -> Result<RegisterResponse, ServiceError> {
-        let miner = request.miner;
+        self.register_event(now_ms, entropy, Event::Register(request))
+    }
+
+    /// Registers a miner naming a bond, with what the node showed at the bond's outpoint
+    /// (`found`, from [`crate::ChainSource::unspent_output`]).
+    pub fn register_bonded(
+        &self,
+        now_ms: u64,
+        entropy: [u8; 32],
+        request: RegisterRequest,
+        found: Option<UnspentOutput>,
+    ) -> Result<RegisterResponse, ServiceError> {
+        self.register_event(now_ms, entropy, Event::RegisterBonded { request, found })
+    }
+
+    fn register_event(
+        &self,
+        now_ms: u64,
+        entropy: [u8; 32],
+        event: Event,
+    ) -> Result<RegisterResponse, ServiceError> {
+        let (miner, bond) = match &event {
+            Event::Register(r) | Event::RegisterBonded { request: r, .. } => (r.miner, r.bond),
+            _ => return Err(ServiceError::NotOpen),
+        };
         let mut guard = lock(&self.state);
         let state = guard.clone().ok_or(ServiceError::NotOpen)?;
-        let (next, actions) = tick(
-            state.clone(),
-            &self.env,
-            now_ms,
-            entropy,
-            Event::Register(request),
-        );
+        let (next, actions) = tick(state.clone(), &self.env, now_ms, entropy, event);
         if next != state {
             self.store.put_current(&next)?;
         }
@@ -466,10 +512,13 @@ impl Coordinator {
             match action {
                 Action::Registered(response) => {
                     self.metrics.add_registration();
+                    if let Some(bond) = bond {
+                        info!(%miner, %bond, cycle = response.cycle, "bonded registration");
+                    }
                     return Ok(response);
                 }
                 Action::Refused(refusal) => {
-                    warn!(%miner, %refusal, "registration refused");
+                    warn!(%miner, bond = ?bond.map(|b| b.to_string()), %refusal, "registration refused");
                     return Err(refusal.into());
                 }
                 _ => {}

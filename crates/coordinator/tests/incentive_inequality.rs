@@ -25,7 +25,10 @@ fn defaults() -> Incentives {
 #[test]
 fn with_the_default_parameters_cheating_never_pays() {
     let terms = defaults();
-    assert!(terms.challenges >= 1, "a check must open at least one interval");
+    assert!(
+        terms.challenges >= 1,
+        "a check must open at least one interval"
+    );
     for intervals in 1..=256 {
         for win in [0.001, 0.01, 0.1, 0.5, 1.0] {
             assert_eq!(

@@ -20,6 +20,27 @@ pub const COORDINATOR_KEY_FILE: &str = "coordinator.key";
 /// Writes `<dir>/coordinator.key` and `<dir>/chain.toml` for a new regtest chain whose cycles
 /// last `cycle_secs`, with genesis at `time`.
 pub fn create(dir: &Path, cycle_secs: u64, time: u32) -> Result<ChainParams, DevnetError> {
+    create_funded(dir, cycle_secs, time, Vec::new())
+}
+
+/// Like [`create`], with a genesis coinbase that also pays `allocations` (for instance each
+/// miner's P2WPKH script, so bonds can be made from the start). Their total must stay within
+/// the height-0 subsidy (50 coins), which consensus applies to genesis too.
+pub fn create_funded(
+    dir: &Path,
+    cycle_secs: u64,
+    time: u32,
+    allocations: Vec<(bitcoin::ScriptBuf, bitcoin::Amount)>,
+) -> Result<ChainParams, DevnetError> {
+    let subsidy = bitcoin::Amount::from_sat(SubsidySchedule::default().initial_sats);
+    match primitives::genesis::allocations_total(&allocations) {
+        Some(total) if total <= subsidy => {}
+        _ => {
+            return Err(DevnetError::Config(format!(
+                "genesis allocations total more than the height-0 subsidy of {subsidy}"
+            )))
+        }
+    }
     let params_path = dir.join(PARAMS_FILE);
     if params_path.exists() {
         return Err(DevnetError::DataDirInUse(dir.to_owned()));
@@ -37,6 +58,7 @@ pub fn create(dir: &Path, cycle_secs: u64, time: u32) -> Result<ChainParams, Dev
             time,
             model_hash: Hash256::ZERO,
             message: "trainchain devnet",
+            allocations,
         },
         &key,
     );

@@ -4,38 +4,9 @@ use crate::error::DevnetError;
 use miner::behaviour::Cheat;
 use miner::Behaviour;
 use std::path::PathBuf;
-use std::str::FromStr;
 
-/// `--model`: `mlp:W1,W2,...` (hidden layer widths of an MLP; input and classes come from
-/// the dataset), which is what the coordinator trains.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelArg {
-    pub hidden: Vec<usize>,
-}
-
-impl FromStr for ModelArg {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let widths = s
-            .strip_prefix("mlp:")
-            .ok_or_else(|| format!("model {s:?}: expected mlp:W1,W2,... (hidden widths)"))?;
-        let hidden = widths
-            .split(',')
-            .map(|w| match w.trim().parse::<usize>() {
-                Ok(n) if n > 0 => Ok(n),
-                _ => Err(format!("model {s:?}: {w:?} is not a positive width")),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(ModelArg { hidden })
-    }
-}
-
-impl std::fmt::Display for ModelArg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let widths: Vec<String> = self.hidden.iter().map(ToString::to_string).collect();
-        write!(f, "mlp:{}", widths.join(","))
-    }
-}
+/// The devnet's model, as `--model` names it (`mlp:W1,...` or `cnn:C1,C2[,kK]`).
+pub type ModelArg = learning::ModelChoice;
 
 /// One miner of the devnet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +95,10 @@ mod tests {
 
     #[test]
     fn model_arg_parses_widths_and_refuses_nonsense() {
-        assert_eq!("mlp:32".parse::<ModelArg>().unwrap().hidden, vec![32]);
+        assert_eq!(
+            "mlp:32".parse::<ModelArg>().unwrap(),
+            ModelArg::Mlp { hidden: vec![32] }
+        );
         assert_eq!(
             "mlp:64,16".parse::<ModelArg>().unwrap().to_string(),
             "mlp:64,16"

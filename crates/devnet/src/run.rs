@@ -1,7 +1,7 @@
 //! The devnet's life: chain, nodes, coordinator, miners, cycles, checks, export.
 
 use crate::chain::{self, COORDINATOR_KEY_FILE, PARAMS_FILE};
-use crate::config::{DevnetConfig, MinerRole};
+use crate::config::{DevnetConfig, MinerRole, ModelArg};
 use crate::error::{io, DevnetError};
 use crate::process::{free_loopback_port, Child};
 use crate::summary::{BlockLine, ChainTip, CycleLine, MinerLine, ModelLine, Summary};
@@ -110,16 +110,12 @@ fn unix_secs() -> u64 {
 }
 
 /// The coordinator's work setup for these flags: what `trainchain coordinator --dataset
-/// --hidden` builds, so the devnet can evaluate the global models itself.
-pub fn work_setup(dataset: &str, hidden: &[usize]) -> Result<WorkSetup, DevnetError> {
+/// --model` builds, so the devnet can evaluate the global models itself.
+pub fn work_setup(dataset: &str, model: &ModelArg) -> Result<WorkSetup, DevnetError> {
     let source: DatasetSource = dataset.parse()?;
     let loaded = learning::Dataset::load(&source)?;
-    let mut setup = WorkSetup::digits_mlp(hidden.to_vec());
-    setup.model = learning::ModelSpec::Mlp {
-        input: loaded.samples.feature_count(),
-        hidden: hidden.to_vec(),
-        classes: loaded.class_count,
-    };
+    let mut setup = WorkSetup::digits_mlp(vec![32]);
+    setup.model = model.spec(loaded.samples.feature_count(), loaded.class_count)?;
     setup.dataset = source;
     Ok(setup)
 }
@@ -179,12 +175,6 @@ fn start_coordinator(
 ) -> Result<Child, DevnetError> {
     let dir = layout.coordinator();
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let hidden: Vec<String> = config
-        .model
-        .hidden
-        .iter()
-        .map(ToString::to_string)
-        .collect();
     let mut args = os(&["coordinator", "--data-dir"]);
     args.push(dir.clone().into());
     args.push("--params".into());
@@ -200,8 +190,8 @@ fn start_coordinator(
         &config.cycle_secs.to_string(),
         "--dataset",
         &config.dataset,
-        "--hidden",
-        &hidden.join(","),
+        "--model",
+        &config.model.to_string(),
     ]));
     Child::spawn(
         "coordinator",
@@ -338,7 +328,7 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
         config.cycle_secs,
         u32::try_from(unix_secs()).unwrap_or(u32::MAX),
     )?;
-    let setup = work_setup(&config.dataset, &config.model.hidden)?;
+    let setup = work_setup(&config.dataset, &config.model)?;
     println!(
         "devnet in {}: {} nodes, {} miners ({} lazy, {} noise, {} cheating), {} cycles of {} s, {} on {}",
         layout.root.display(),

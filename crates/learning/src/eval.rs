@@ -1,15 +1,14 @@
 //! Loss and accuracy of a model on a set, and the score input of the coordinator: the
 //! held-out loss with one miner's segment substituted into the global model.
 //!
-//! An MLP's logits come from the same kernel and passes as training
-//! ([`crate::fused_mlp::mlp_logits`]), so a loss recomputed on another machine has the
-//! same bits; the loss itself is sequential f64 code in sample order. CNNs go through
-//! candle's forward pass (reproducible on one machine, not yet across CPUs).
+//! Logits come from the same kernel and passes as training ([`crate::fused_mlp::mlp_logits`],
+//! [`crate::fused_cnn::cnn_logits`]), so a loss recomputed on another machine has the same
+//! bits, for the MLP and the CNN; the loss itself is sequential f64 code in sample order.
 
-use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::fused_cnn::{cnn_logits, CnnBuffers};
 use crate::fused_mlp::{mlp_logits, ForwardBuffers};
 use crate::kernel::{Kernel, Simd};
 use crate::model::{Model, ModelSpec};
@@ -61,13 +60,10 @@ pub fn evaluate_with_kernel(model: &Model, samples: &Samples, kernel: Kernel) ->
             }
         }
         ModelSpec::Cnn { .. } => {
-            let params = model.tensors(&Device::Cpu)?;
+            let mut buffers = CnnBuffers::default();
             for (features, labels) in batches {
-                let inputs = Tensor::from_slice(features, (labels.len(), d), &Device::Cpu)?;
-                let logits: Vec<f32> = crate::model::forward(model.spec(), &params, &inputs)?
-                    .flatten_all()?
-                    .to_vec1()?;
-                totals.add(&logits, classes, labels);
+                let logits = cnn_logits(kernel, model, features, labels.len(), &mut buffers);
+                totals.add(logits, classes, labels);
             }
         }
     }

@@ -184,27 +184,7 @@ impl<'a> MlpStepper<'a> {
     fn loss_and_output_grad(&mut self) -> f32 {
         let classes = self.layers[self.layers.len() - 1].fan_out;
         let logits = &self.activations[self.layers.len()];
-        let scale = 1.0 / self.batch as f32;
-        let mut total = 0f64;
-        for ((row, grad), &label) in logits
-            .chunks_exact(classes)
-            .zip(self.grad.chunks_exact_mut(classes))
-            .zip(&self.labels)
-        {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for (g, &z) in grad.iter_mut().zip(row) {
-                *g = (z - max).exp();
-                sum += *g;
-            }
-            total += f64::from(sum.ln() + max - row[label as usize]);
-            let inv = scale / sum;
-            for g in grad.iter_mut() {
-                *g *= inv;
-            }
-            grad[label as usize] -= scale;
-        }
-        (total / self.batch as f64) as f32
+        softmax_cross_entropy(logits, &self.labels, classes, &mut self.grad)
     }
 
     fn backward_and_update(&mut self) {
@@ -248,6 +228,38 @@ impl<'a> MlpStepper<'a> {
             std::mem::swap(&mut self.grad, &mut self.grad_below);
         }
     }
+}
+
+/// Mean softmax cross-entropy of `logits` `[labels.len(), classes]`; leaves `dLoss/dLogits`
+/// in `grad`. Sequential, in sample order; the sum in f64.
+pub(crate) fn softmax_cross_entropy(
+    logits: &[f32],
+    labels: &[u32],
+    classes: usize,
+    grad: &mut [f32],
+) -> f32 {
+    let batch = labels.len();
+    let scale = 1.0 / batch as f32;
+    let mut total = 0f64;
+    for ((row, grad), &label) in logits
+        .chunks_exact(classes)
+        .zip(grad.chunks_exact_mut(classes))
+        .zip(labels)
+    {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for (g, &z) in grad.iter_mut().zip(row) {
+            *g = (z - max).exp();
+            sum += *g;
+        }
+        total += f64::from(sum.ln() + max - row[label as usize]);
+        let inv = scale / sum;
+        for g in grad.iter_mut() {
+            *g *= inv;
+        }
+        grad[label as usize] -= scale;
+    }
+    (total / batch as f64) as f32
 }
 
 /// The update rule of a run.

@@ -18,12 +18,15 @@
 //! the same bits on any x86-64 CPU with FMA under any SIMD level ([`kernel`]).
 
 mod aggregate;
+#[cfg(test)]
 mod autograd;
 mod checkpoint;
+mod choice;
 mod dataset;
 mod error;
 mod eval;
 mod export;
+mod fused_cnn;
 mod fused_mlp;
 pub mod kernel;
 mod model;
@@ -35,6 +38,7 @@ mod update;
 
 pub use aggregate::{aggregate, AcceptedUpdate, Aggregation};
 pub use checkpoint::{TrainState, STATE_BYTES_MAX};
+pub use choice::{ModelChoice, CNN_KERNEL_DEFAULT};
 pub use dataset::{
     parse_csv, parse_idx_images, parse_idx_labels, Dataset, DatasetSource, ImageShape, Split,
     SplitFractions, CLASSES_MAX, DATASET_FILE_BYTES_MAX,

@@ -1,10 +1,10 @@
 //! SGD training of chosen segments on a shard, for a step or wall-clock budget.
 //!
-//! MLPs train through [`crate::fused_mlp`], a hand-fused step on reused buffers; CNNs
-//! through candle's autograd ([`crate::autograd`]). Both draw batches from the same
-//! seeded [`BatchOrder`] and touch only the parameters of the segments they are given.
-//! The MLP step's matrix products run on [`crate::kernel`] at the process's SIMD level
-//! ([`Simd::from_env`]) or one the caller pins ([`train_with_kernel`]).
+//! MLPs train through [`crate::fused_mlp`], CNNs through [`crate::fused_cnn`]: hand-fused
+//! steps on reused buffers, checked in tests against candle's autograd ([`crate::autograd`]).
+//! Both draw batches from the same seeded [`BatchOrder`] and touch only the parameters of the
+//! segments they are given. Their matrix products run on [`crate::kernel`] at the process's
+//! SIMD level ([`Simd::from_env`]) or one the caller pins ([`train_with_kernel`]).
 
 use std::time::{Duration, Instant};
 
@@ -146,7 +146,7 @@ pub(crate) trait Stepper: Send {
 /// Which implementation runs the step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Engine {
-    /// The fused MLP step for MLPs, candle autograd otherwise.
+    /// The fused step on the reproducible kernel (MLP or CNN).
     Fastest,
     /// candle autograd for every model (a reference to check the fused step against).
     #[cfg(test)]
@@ -312,7 +312,11 @@ impl<'a> Trainer<'a> {
             (ModelSpec::Mlp { .. }, Engine::Fastest) => Box::new(
                 crate::fused_mlp::MlpStepper::new(&start, &trainable, shard, config, kernel)?,
             ),
-            _ => Box::new(crate::autograd::AutogradStepper::new(
+            (ModelSpec::Cnn { .. }, Engine::Fastest) => Box::new(
+                crate::fused_cnn::CnnStepper::new(&start, &trainable, shard, config, kernel)?,
+            ),
+            #[cfg(test)]
+            (_, Engine::Autograd) => Box::new(crate::autograd::AutogradStepper::new(
                 &start, &trainable, shard, config,
             )?),
         };
@@ -535,6 +539,92 @@ mod tests {
                 let mut sorted = epoch.to_vec();
                 sorted.sort_unstable();
                 assert_eq!(sorted, (0..n).collect::<Vec<_>>());
+            }
+        }
+    }
+
+    /// The fused CNN step must compute what candle's autograd computes (up to float
+    /// rounding), with and without momentum, for every subset of trained segments (the
+    /// backward pass stops at the lowest one), through resumable runs' velocity too.
+    #[test]
+    fn fused_cnn_step_matches_candle_autograd() {
+        let spec = ModelSpec::Cnn {
+            height: 8,
+            width: 8,
+            channels: [3, 5],
+            kernel: 3,
+            classes: 4,
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let values: Vec<f32> = (0..40 * 64)
+            .map(|_| rand::Rng::gen_range(&mut rng, -1.0..1.0))
+            .collect();
+        let labels: Vec<u32> = (0..40).map(|i| (i % 4) as u32).collect();
+        let shard = Samples::new(values, labels, 64).unwrap();
+        let subsets: [&[&str]; 4] = [
+            &["conv0", "conv1", "linear"],
+            &["conv0"],
+            &["conv1"],
+            &["linear"],
+        ];
+        for momentum in [0.0, 0.9] {
+            for segments in subsets {
+                let config = TrainConfig {
+                    lr: 0.05,
+                    momentum,
+                    batch: 8,
+                    budget: Budget::Steps(10),
+                    seed: 3,
+                    threads: 1,
+                };
+                let mut fused = Model::new(spec.clone(), 9).unwrap();
+                let mut reference = fused.clone();
+                let kernel = Kernel::Reproducible(Simd::best());
+                let fused_report = train_with(
+                    &mut fused,
+                    segments,
+                    &shard,
+                    &config,
+                    Engine::Fastest,
+                    kernel,
+                )
+                .unwrap();
+                let reference_report = train_with(
+                    &mut reference,
+                    segments,
+                    &shard,
+                    &config,
+                    Engine::Autograd,
+                    kernel,
+                )
+                .unwrap();
+                for (a, b) in fused_report
+                    .loss_curve
+                    .iter()
+                    .zip(&reference_report.loss_curve)
+                {
+                    assert!((a - b).abs() < 1e-4, "{segments:?}: loss {a} vs {b}");
+                }
+                for (a, b) in fused.params().iter().zip(reference.params()) {
+                    for (x, y) in a.values.iter().zip(&b.values) {
+                        assert!((x - y).abs() < 1e-4, "{segments:?} {}: {x} vs {y}", a.name);
+                    }
+                }
+                for (p, initial) in fused
+                    .params()
+                    .iter()
+                    .zip(Model::new(spec.clone(), 9).unwrap().params())
+                {
+                    let trained = segments
+                        .iter()
+                        .any(|s| p.name.starts_with(&format!("{s}.")));
+                    assert_eq!(
+                        p.values != initial.values,
+                        trained,
+                        "{segments:?} {}",
+                        p.name
+                    );
+                }
             }
         }
     }

@@ -466,3 +466,52 @@ fn a_fixed_run_has_the_same_bits_on_every_machine() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// An 8x8 CNN (the digits' shape) with two small convolutions.
+fn small_cnn() -> ModelSpec {
+    ModelSpec::Cnn {
+        height: 8,
+        width: 8,
+        channels: [4, 6],
+        kernel: 3,
+        classes: 10,
+    }
+}
+
+#[test]
+fn cnn_training_has_the_same_bits_at_every_level_and_thread_count() {
+    let split = digits_split();
+    for momentum in [0.9, 0.0] {
+        let config = TrainConfig {
+            lr: 0.05,
+            momentum,
+            batch: 16,
+            budget: Budget::Steps(12),
+            seed: 5,
+            threads: 1,
+        };
+        assert_training_reproducible(&small_cnn(), &split.train, &config);
+    }
+}
+
+#[test]
+fn cnn_evaluation_has_the_same_bits_at_every_level_and_thread_count() {
+    let split = digits_split();
+    let model = Model::new(small_cnn(), 9).unwrap();
+    let reference = evaluate(&model, &split.held_out).unwrap();
+    for simd in Simd::available() {
+        for threads in [1, 2] {
+            let eval = pool(threads)
+                .install(|| {
+                    evaluate_with_kernel(&model, &split.held_out, Kernel::Reproducible(simd))
+                })
+                .unwrap();
+            assert_eq!(
+                eval.loss.to_bits(),
+                reference.loss.to_bits(),
+                "{simd:?}, {threads} threads"
+            );
+            assert_eq!(eval.accuracy.to_bits(), reference.accuracy.to_bits());
+        }
+    }
+}

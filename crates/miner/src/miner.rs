@@ -53,6 +53,10 @@ pub struct MinerConfig {
     /// Stop after taking part in this many cycles (none: run until stopped).
     pub cycles_max: Option<u64>,
     pub progress: ProgressMode,
+    /// The bond named in every registration (the same each cycle: it stays locked for the
+    /// chain's `bond_lock_blocks` anyway). Without one, a coordinator that admits bonded
+    /// registrations only refuses the miner with `bond_required`.
+    pub bond: Option<coordinator::api::BondOutpoint>,
 }
 
 pub struct Miner {
@@ -253,14 +257,26 @@ impl Miner {
             threads: self.config.threads as u32,
             memory_bytes: machine_memory_bytes(),
         };
-        let request = RegisterRequest::new_signed(
+        let request = RegisterRequest::new_signed_bonded(
             &self.secp,
             &self.config.key,
             cycle,
             payout.to_owned(),
             hardware,
+            self.config.bond,
         );
-        retry("register", || self.client.register(&request)).await?;
+        if let Err(error) = retry("register", || self.client.register(&request)).await {
+            // A refusal (no bond, or one that cannot back this cycle) is the coordinator's
+            // to explain: say it as it said it, with the bond named.
+            let bond = self
+                .config
+                .bond
+                .map_or_else(|| "no bond".to_owned(), |b| format!("bond {b}"));
+            self.progress.say(format!(
+                "cycle {cycle}: registration refused ({bond}): {error}"
+            ));
+            return Err(error);
+        }
         self.progress.say(format!("cycle {cycle}: registered"));
 
         tokio::time::sleep(skew.until(announcement.registration_deadline_ms)).await;

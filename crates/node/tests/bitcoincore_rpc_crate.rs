@@ -55,7 +55,10 @@ async fn the_bitcoincore_rpc_crate_reads_the_chain_and_sends_a_transaction() {
         assert_eq!(header.height as u64, BLOCKS);
         let block = client.get_block_info(&best).unwrap();
         assert_eq!((block.height as u64, block.tx.len()), (BLOCKS, 1));
-        assert_eq!(client.get_tx_out_set_info(None, None, None).unwrap().height, BLOCKS);
+        assert_eq!(
+            client.get_tx_out_set_info(None, None, None).unwrap().height,
+            BLOCKS
+        );
         let tips = client.get_chain_tips().unwrap();
         assert_eq!(tips[0].hash, best);
         assert!(client.get_network_info().unwrap().version > 0);
@@ -65,7 +68,9 @@ async fn the_bitcoincore_rpc_crate_reads_the_chain_and_sends_a_transaction() {
         client.estimate_smart_fee(6, None).unwrap();
 
         // The coin it spends is there, then sent, then in the pool.
-        let coin = client.get_tx_out(&outpoint.txid, outpoint.vout, Some(false)).unwrap();
+        let coin = client
+            .get_tx_out(&outpoint.txid, outpoint.vout, Some(false))
+            .unwrap();
         assert_eq!(coin.map(|c| c.value), Some(prev.value));
         let tested = client.test_mempool_accept(&[&tx]).unwrap();
         assert!(tested[0].allowed, "{tested:?}");

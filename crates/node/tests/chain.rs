@@ -389,6 +389,7 @@ fn restart_resumes_from_the_store_and_refuses_another_chain() {
             time: block_time(0),
             model_hash: primitives::Hash256::ZERO,
             message: "another chain",
+            allocations: Vec::new(),
         },
         &other.coordinator,
     );

@@ -301,6 +301,7 @@ mod tests {
                 time: 1_700_000_000,
                 model_hash: Hash256::ZERO,
                 message: "test genesis",
+                allocations: Vec::new(),
             },
             &key,
         );

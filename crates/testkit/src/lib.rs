@@ -60,6 +60,7 @@ impl TestChain {
                 time: GENESIS_TIME,
                 model_hash: Hash256::ZERO,
                 message: "testkit genesis",
+                allocations: Vec::new(),
             },
             &coordinator,
         );

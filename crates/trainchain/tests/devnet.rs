@@ -104,7 +104,7 @@ fn devnet_mines_three_blocks_that_audit_and_trains_a_better_model() {
     // The held-out pool is the coordinator's secret: a miner rebuilding the split from public
     // data with the seed that used to be fixed gets another held-out set. (This test reads the
     // secret from the coordinator's data directory, as only its operator can.)
-    let setup = devnet::run::work_setup("digits", &[32]).unwrap();
+    let setup = devnet::run::work_setup("digits", &"mlp:32".parse().unwrap()).unwrap();
     let secret = HeldOutSecret::load_or_create(&dir.path().join("net/coordinator")).unwrap();
     let digits = Dataset::load(&setup.dataset).unwrap();
     let rebuilt = digits.split(SplitFractions::default(), 1).unwrap();
@@ -341,4 +341,30 @@ fn cheating_miners_are_caught_by_replay_and_win_nothing() {
     // The audit replayed every piece of evidence itself.
     assert!(stdout.contains("audit: passed"), "{stdout}");
     assert!(stdout.contains("caught: "), "{stdout}");
+}
+
+#[test]
+fn devnet_trains_the_cnn_with_replayed_checks_and_a_bitwise_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (output, summary) = run_devnet_with(
+        dir.path(),
+        "4",
+        &["--cycles", "2", "--model", "cnn:4,8", "--miners", "2"],
+    );
+    assert!(output.status.success(), "{}", explain(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // Every submission's replay check passed: training a CNN replays bit for bit.
+    let cycles = summary["cycles"].as_array().unwrap();
+    assert_eq!(cycles.len(), 2);
+    for cycle in cycles {
+        assert_eq!(cycle["failed"], 0, "{summary}");
+        assert_eq!(cycle["verified"], 2, "{summary}");
+    }
+    // And the audit recomputed every CNN evaluation and merge bit for bit from the archive.
+    assert!(stdout.contains("audit: passed"), "{stdout}");
+    assert!(stdout.contains(" 2 cycles re-measured"), "{stdout}");
+    assert!(
+        !summary["blocks"].as_array().unwrap().is_empty(),
+        "{summary}"
+    );
 }

@@ -1,5 +1,6 @@
 //! The trainchain wallet library: one secp256k1 key in a file, its P2WPKH address, its balance,
-//! and payments built and signed from the coins it owns.
+//! payments built and signed from the coins it owns, and its bonds (create, reclaim) and the
+//! slashing authority's slash of a bond ([`bond`]).
 //!
 //! The wallet does no chain I/O: the caller passes the coin set (for instance the node's UTXO
 //! set, or the part of it locked to [`Wallet::script_pubkey`]) and the chain tip. Only
@@ -21,12 +22,14 @@
 //! # }
 //! ```
 
+pub mod bond;
 pub mod key_file;
 pub mod payment;
 pub mod spendable;
 mod wallet;
 
 pub use bitcoin;
+pub use bond::BondSpendError;
 pub use key_file::{KeyFileError, KeyFormatError};
 pub use payment::{PaymentPlan, PaymentRequest};
 pub use spendable::{Balance, ChainTip};

@@ -1,5 +1,6 @@
 //! A single-key P2WPKH wallet: its address, its balance, and payments it builds and signs.
 
+use crate::bond::{self, BondSpendError};
 use crate::payment::{self, PaymentRequest};
 use crate::spendable::{Balance, ChainTip};
 use bitcoin::secp256k1::{All, Secp256k1, SecretKey};
@@ -7,6 +8,7 @@ use bitcoin::{
     Address, Amount, CompressedPublicKey, FeeRate, Network, OutPoint, Script, ScriptBuf,
     Transaction,
 };
+use consensus::bond::BondTerms;
 use primitives::Coin;
 use std::fmt;
 use thiserror::Error;
@@ -35,6 +37,8 @@ pub enum WalletError {
     ValueOutOfRange,
     #[error("cannot sign input {input}: {reason}")]
     Signing { input: usize, reason: String },
+    #[error("a bond of {value} is below the chain's bond_min of {min}")]
+    BondBelowMinimum { value: Amount, min: Amount },
 }
 
 /// One secret key, and the P2WPKH address it controls on one network.
@@ -119,6 +123,74 @@ impl Wallet {
                 network: self.network,
             });
         }
+        self.pay_script(coins, tip, to.script_pubkey(), amount, fee_rate)
+    }
+
+    /// The output script of this wallet's bond under `terms` (P2WSH of the bond script with
+    /// the wallet's key as the miner key).
+    pub fn bond_script_pubkey(&self, terms: &BondTerms) -> ScriptBuf {
+        bond::bond_script_pubkey(terms, &self.public_key.0)
+    }
+
+    /// Whether `script` is this wallet's bond under `terms`.
+    pub fn is_own_bond(&self, terms: &BondTerms, script: &Script) -> bool {
+        *script == self.bond_script_pubkey(terms)
+    }
+
+    /// Builds and signs a transaction locking `value` in this wallet's bond under `terms`
+    /// (output 0), paid from the wallet's spendable coins among `coins` with change, as
+    /// [`Wallet::build_payment`] pays. Refuses a value below the chain's `bond_min`: such an
+    /// output would lock coins no coordinator accepts as a bond.
+    pub fn build_bond(
+        &self,
+        coins: &[(OutPoint, Coin)],
+        tip: ChainTip,
+        terms: &BondTerms,
+        value: Amount,
+        fee_rate: FeeRate,
+    ) -> Result<Transaction, WalletError> {
+        if value < terms.bond_min {
+            return Err(WalletError::BondBelowMinimum {
+                value,
+                min: terms.bond_min,
+            });
+        }
+        self.pay_script(coins, tip, self.bond_script_pubkey(terms), value, fee_rate)
+    }
+
+    /// Builds and signs the reclaim of this wallet's bond `outpoint` (worth `value`, confirmed
+    /// at `confirmed_height`) to [`Wallet::address`], for the block after `tip`; refused while
+    /// the bond is still locked. See [`bond::build_reclaim`].
+    pub fn build_reclaim(
+        &self,
+        terms: &BondTerms,
+        outpoint: OutPoint,
+        value: Amount,
+        confirmed_height: u32,
+        tip: ChainTip,
+        fee_rate: FeeRate,
+    ) -> Result<Transaction, BondSpendError> {
+        bond::build_reclaim(
+            &self.secp,
+            &self.key,
+            terms,
+            outpoint,
+            value,
+            confirmed_height,
+            tip.height.saturating_add(1),
+            self.script_pubkey.clone(),
+            fee_rate,
+        )
+    }
+
+    fn pay_script(
+        &self,
+        coins: &[(OutPoint, Coin)],
+        tip: ChainTip,
+        destination: ScriptBuf,
+        amount: Amount,
+        fee_rate: FeeRate,
+    ) -> Result<Transaction, WalletError> {
         let mut immature = Amount::ZERO;
         let mut spendable = Vec::new();
         for (outpoint, coin) in coins.iter().filter(|(_, coin)| self.owns(coin)) {
@@ -131,7 +203,7 @@ impl Wallet {
             }
         }
         let request = PaymentRequest {
-            destination: to.script_pubkey(),
+            destination,
             amount,
             fee_rate,
             change_script: self.script_pubkey.clone(),

@@ -131,6 +131,15 @@ fn main() {
             params: 2_080,
         }],
         proof: ProofParams::default(),
+        bonds: coordinator::cycle::BondPolicy::new(
+            consensus::bond::BondTerms {
+                slash_key: key(1_000_001).public_key(&Secp256k1::new()),
+                lock_blocks: primitives::params::DEFAULT_BOND_LOCK_BLOCKS,
+                bond_min: primitives::params::DEFAULT_BOND_MIN,
+                finder_share_percent: primitives::params::DEFAULT_SLASH_FINDER_SHARE_PERCENT,
+            },
+            false,
+        ),
     };
     println!("closing a cycle (scores, root, seed, draws, certificates), median of {REPEATS}:");
     println!(

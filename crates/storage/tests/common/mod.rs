@@ -47,6 +47,7 @@ pub fn genesis() -> Block {
             time: GENESIS_TIME,
             model_hash: Hash256([1; 32]),
             message: "storage tests",
+            allocations: Vec::new(),
         },
         &coordinator_key(),
     )

@@ -55,7 +55,12 @@ pub struct Args {
     /// `<data-dir>/held-out.secret`). Fixed at first start, like the dataset.
     #[arg(long)]
     pub held_out: Option<String>,
-    /// Hidden layer widths of the MLP, comma-separated.
+    /// The model: `mlp:W1,W2,...` (hidden widths) or `cnn:C1,C2[,kK]` (two convolutions'
+    /// channels and an odd kernel size, default 3, on square images such as the digits' 8x8
+    /// or MNIST's 28x28). Input size and classes come from the dataset.
+    #[arg(long, conflicts_with = "hidden")]
+    pub model: Option<learning::ModelChoice>,
+    /// Hidden layer widths of the MLP, comma-separated (the same as `--model mlp:W1,...`).
     #[arg(long, default_value = "32", value_delimiter = ',')]
     pub hidden: Vec<usize>,
 }
@@ -71,11 +76,12 @@ pub fn run(args: Args) -> Result<()> {
     let dataset: DatasetSource = args.dataset.parse()?;
     let loaded = learning::Dataset::load(&dataset)?;
     let mut setup = WorkSetup::digits_mlp(args.hidden.clone());
-    setup.model = learning::ModelSpec::Mlp {
-        input: loaded.samples.feature_count(),
+    let choice = args.model.clone().unwrap_or(learning::ModelChoice::Mlp {
         hidden: args.hidden.clone(),
-        classes: loaded.class_count,
-    };
+    });
+    setup.model = choice
+        .spec(loaded.samples.feature_count(), loaded.class_count)
+        .with_context(|| format!("--model {choice} on --dataset {}", args.dataset))?;
     drop(loaded);
     setup.dataset = dataset;
     setup.held_out = match &args.held_out {

@@ -40,7 +40,8 @@ pub struct Args {
     /// Dataset: `digits` (shipped), `mnist:DIR` or `csv:FILE`.
     #[arg(long, default_value = "digits")]
     pub dataset: String,
-    /// Model: `mlp:W1,W2,...` (hidden layer widths).
+    /// Model: `mlp:W1,W2,...` (hidden layer widths) or `cnn:C1,C2[,kK]` (two convolutions'
+    /// channels, odd kernel size, default 3; square images such as the digits or MNIST).
     #[arg(long, default_value = "mlp:32")]
     pub model: ModelArg,
     /// Write the summary as JSON here.

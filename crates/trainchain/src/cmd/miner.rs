@@ -38,6 +38,10 @@ pub struct Args {
     /// Stop after this many cycles (default: run until stopped).
     #[arg(long)]
     pub cycles: Option<u64>,
+    /// The bond (TXID:VOUT, a `trainchain wallet bond` output for this miner's key) named in
+    /// every registration. Required by a coordinator that admits bonded registrations only.
+    #[arg(long, value_name = "TXID:VOUT")]
+    pub bond: Option<coordinator::api::BondOutpoint>,
     /// Devnet bad-actor testing only: honest, lazy (uploads unchanged weights), noise, or a
     /// proof-of-training cheat (other-data, rescale, skip-steps, wrong-order, wrong-rate,
     /// perturb).
@@ -63,6 +67,7 @@ pub fn run(args: Args) -> Result<()> {
         report_path: args.report,
         cycles_max: args.cycles,
         progress: ProgressMode::detect(),
+        bond: args.bond,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

@@ -4,6 +4,11 @@
 //! store is opened exclusively) or a running node over JSON-RPC (`--rpc URL`, coins found with
 //! `scantxoutset`). `send` builds a payment like `pay` and broadcasts it with
 //! `sendrawtransaction`.
+//!
+//! `bond create | inspect | reclaim` work through a running node (`--rpc`, `--rpc-data-dir`)
+//! and read the chain's bond terms from its chain.toml (`--params`, by default
+//! `<rpc-data-dir>/chain.toml`), checked against the node's genesis hash: the node's RPC does not
+//! report the terms.
 
 use super::params::{self, CHAIN_STORE_FILE};
 use super::rpc::Connection;
@@ -52,6 +57,62 @@ pub enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Bonds: lock coins under the chain's bond terms, look at a bond, reclaim it after its lock.
+    Bond {
+        #[command(subcommand)]
+        command: BondCommand,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum BondCommand {
+    /// Lock coins in a bond for the key (output 0, change back to the key) and broadcast it;
+    /// prints the bond's TXID:VOUT and the height it becomes reclaimable at.
+    Create {
+        #[command(flatten)]
+        bond: BondArgs,
+        /// Bond value in coins (default: the chain's bond_min).
+        #[arg(long, value_parser = parse_coins)]
+        coins: Option<Amount>,
+        /// Fee rate in satoshis per virtual byte. The default is 2: the node's mempool prices
+        /// its minimum relay fee (1 sat per byte) by whole serialized bytes, witness included,
+        /// so 1 sat/vB is refused for witness spends.
+        #[arg(long, default_value_t = 2)]
+        fee_rate: u64,
+    },
+    /// Value, confirmations, whether it is the key's bond under the chain's terms, and from
+    /// which height it is reclaimable (or that it is spent).
+    Inspect {
+        #[command(flatten)]
+        bond: BondArgs,
+        /// The bond output, TXID:VOUT.
+        outpoint: OutPoint,
+    },
+    /// Spend the key's bond back to its address through the timelocked branch and broadcast
+    /// it; refused (nothing is sent) while the bond is still locked.
+    Reclaim {
+        #[command(flatten)]
+        bond: BondArgs,
+        /// The bond output, TXID:VOUT.
+        outpoint: OutPoint,
+        /// Fee rate in satoshis per virtual byte. The default is 2: the node's mempool prices
+        /// its minimum relay fee (1 sat per byte) by whole serialized bytes, witness included,
+        /// so 1 sat/vB is refused for witness spends.
+        #[arg(long, default_value_t = 2)]
+        fee_rate: u64,
+    },
+}
+
+/// What every bond command needs: the key, the chain's terms and a running node.
+#[derive(clap::Args)]
+pub struct BondArgs {
+    #[arg(long)]
+    key: PathBuf,
+    /// The chain's parameters (for its bond terms), if not `<rpc-data-dir>/chain.toml`.
+    #[arg(long)]
+    params: Option<PathBuf>,
+    #[command(flatten)]
+    connection: Connection,
 }
 
 /// Where the wallet reads the chain: a stopped node's data directory, or a node's RPC.
@@ -140,8 +201,244 @@ pub fn run(command: Command) -> Result<()> {
             let txid = runtime.block_on(client.call("sendrawtransaction", vec![json!(hex)]))?;
             println!("{}", txid.as_str().unwrap_or_default());
         }
+        Command::Bond { command } => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(bond(command))?;
+        }
     }
     Ok(())
+}
+
+async fn bond(command: BondCommand) -> Result<()> {
+    match command {
+        BondCommand::Create {
+            bond,
+            coins,
+            fee_rate,
+        } => {
+            let (client, terms) = bond_context(&bond).await?;
+            let (wallet, owned, tip) = rpc_view(&client, &bond.key).await?;
+            let value = coins.unwrap_or(terms.bond_min);
+            let fee_rate = FeeRate::from_sat_per_vb(fee_rate).context("fee rate too large")?;
+            let tx = wallet.build_bond(&owned, tip, &terms, value, fee_rate)?;
+            let hex = bitcoin::consensus::encode::serialize_hex(&tx);
+            let txid = client
+                .call("sendrawtransaction", vec![json!(hex)])
+                .await
+                .context("the node refused the bond transaction")?;
+            let next = u64::from(tip.height) + 1;
+            println!("bond:           {}:0", txid.as_str().unwrap_or_default());
+            println!("value:          {value}");
+            println!(
+                "reclaimable at: height {} if it confirms in the next block ({next}); \
+                 {} blocks after the block that confirms it",
+                next + u64::from(terms.lock_blocks),
+                terms.lock_blocks
+            );
+        }
+        BondCommand::Inspect { bond, outpoint } => {
+            let (client, terms) = bond_context(&bond).await?;
+            let wallet = load_wallet(&bond.key, network_of(&client).await?)?;
+            let Some(coin) = bond_coin(&client, outpoint).await? else {
+                let confirmed = client
+                    .call(
+                        "gettxout",
+                        vec![
+                            json!(outpoint.txid.to_string()),
+                            json!(outpoint.vout),
+                            json!(false),
+                        ],
+                    )
+                    .await?;
+                println!("outpoint:       {outpoint}");
+                if confirmed.is_null() {
+                    println!("status:         spent (or never created): not in the coin set");
+                } else {
+                    println!("status:         being spent by a transaction in the mempool");
+                }
+                return Ok(());
+            };
+            let own = wallet.is_own_bond(&terms, &coin.script_pubkey);
+            println!("outpoint:       {outpoint}");
+            println!("value:          {}", coin.value);
+            println!("confirmations:  {}", coin.confirmations);
+            println!(
+                "this key's bond: {}",
+                if own {
+                    "yes (bond script for this key under the chain's terms)"
+                } else {
+                    "no (the output script is not this key's bond under the chain's terms)"
+                }
+            );
+            if coin.value < terms.bond_min {
+                println!("below bond_min: {} < {}", coin.value, terms.bond_min);
+            }
+            match coin.height {
+                None => println!(
+                    "status:         unconfirmed (in the mempool); reclaimable {} blocks after \
+                     the block that confirms it",
+                    terms.lock_blocks
+                ),
+                Some(height) => {
+                    let at = wallet::bond::reclaimable_at(&terms, height);
+                    let next = u64::from(coin.tip_height) + 1;
+                    println!("confirmed at:   height {height}");
+                    if next >= at {
+                        println!("reclaimable at: height {at} (now: the next block is {next})");
+                        println!("status:         reclaimable");
+                    } else {
+                        println!(
+                            "reclaimable at: height {at} (after {} more blocks)",
+                            at - next
+                        );
+                        println!("status:         locked");
+                    }
+                }
+            }
+        }
+        BondCommand::Reclaim {
+            bond,
+            outpoint,
+            fee_rate,
+        } => {
+            let (client, terms) = bond_context(&bond).await?;
+            let network = network_of(&client).await?;
+            let wallet = load_wallet(&bond.key, network)?;
+            let coin = bond_coin(&client, outpoint).await?.ok_or_else(|| {
+                anyhow!("{outpoint} is not unspent: already spent, or never created")
+            })?;
+            if !wallet.is_own_bond(&terms, &coin.script_pubkey) {
+                bail!("{outpoint} is not this key's bond under the chain's bond terms");
+            }
+            let Some(height) = coin.height else {
+                bail!(
+                    "bond {outpoint} is not confirmed yet; it becomes reclaimable {} blocks after \
+                     the block that confirms it",
+                    terms.lock_blocks
+                );
+            };
+            let tip = ChainTip {
+                height: coin.tip_height,
+                coinbase_maturity_blocks: 0,
+            };
+            let fee_rate = FeeRate::from_sat_per_vb(fee_rate).context("fee rate too large")?;
+            let tx = wallet
+                .build_reclaim(&terms, outpoint, coin.value, height, tip, fee_rate)
+                .with_context(|| format!("not reclaiming bond {outpoint}; nothing was sent"))?;
+            let hex = bitcoin::consensus::encode::serialize_hex(&tx);
+            let txid = client
+                .call("sendrawtransaction", vec![json!(hex)])
+                .await
+                .context("the node refused the reclaim transaction")?;
+            println!("reclaim:        {}", txid.as_str().unwrap_or_default());
+            println!(
+                "pays:           {} to {}",
+                tx.output[0].value,
+                wallet.address()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The node's client and the chain's bond terms, from parameters whose genesis is the node's.
+async fn bond_context(
+    args: &BondArgs,
+) -> Result<(node::rpc::client::RpcClient, consensus::bond::BondTerms)> {
+    let path = match (&args.params, &args.connection.rpc_data_dir) {
+        (Some(path), _) => path.clone(),
+        (None, Some(dir)) => dir.join(params::PARAMS_FILE),
+        (None, None) => bail!(
+            "bond commands need the chain's parameters for its bond terms: give --params \
+             chain.toml or --rpc-data-dir DIR (the node's data directory)"
+        ),
+    };
+    let chain = params::load(Some(&path), Path::new("."))?;
+    let client = args.connection.client()?;
+    let info = client.call("getblockchaininfo", vec![]).await?;
+    let genesis = info["genesisblockhash"].as_str().unwrap_or_default();
+    if genesis != chain.genesis_hash().to_string() {
+        bail!(
+            "{} is another chain's parameters: its genesis is {}, the node's is {genesis}",
+            path.display(),
+            chain.genesis_hash()
+        );
+    }
+    Ok((client, consensus::bond::BondTerms::from_params(&chain)))
+}
+
+async fn network_of(client: &node::rpc::client::RpcClient) -> Result<Network> {
+    let info = client.call("getblockchaininfo", vec![]).await?;
+    info["network"]
+        .as_str()
+        .ok_or_else(|| anyhow!("getblockchaininfo has no network"))?
+        .parse()
+        .context("node reports an unknown network")
+}
+
+/// An unspent output as `gettxout` (mempool included) shows it.
+struct UnspentOutput {
+    value: Amount,
+    script_pubkey: ScriptBuf,
+    confirmations: u64,
+    /// The confirming block's height; `None` while only in the mempool.
+    height: Option<u32>,
+    /// Height of the tip the answer was read at.
+    tip_height: u32,
+}
+
+async fn bond_coin(
+    client: &node::rpc::client::RpcClient,
+    outpoint: OutPoint,
+) -> Result<Option<UnspentOutput>> {
+    let out = client
+        .call(
+            "gettxout",
+            vec![
+                json!(outpoint.txid.to_string()),
+                json!(outpoint.vout),
+                json!(true),
+            ],
+        )
+        .await?;
+    if out.is_null() {
+        return Ok(None);
+    }
+    let value = Amount::from_btc(out["value"].as_f64().unwrap_or(-1.0))
+        .context("gettxout value is not an amount")?;
+    let script_pubkey = ScriptBuf::from_bytes(
+        hex::decode(out["scriptPubKey"]["hex"].as_str().unwrap_or_default())
+            .context("gettxout scriptPubKey is not hex")?,
+    );
+    let confirmations = out["confirmations"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("gettxout has no confirmations"))?;
+    let best = out["bestblock"].as_str().unwrap_or_default();
+    let header = client
+        .call("getblockheader", vec![json!(best)])
+        .await
+        .context("reading the tip header")?;
+    let tip_height = u32::try_from(
+        header["height"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("getblockheader has no height"))?,
+    )?;
+    let height = match confirmations {
+        0 => None,
+        n => Some(
+            (u64::from(tip_height) + 1)
+                .checked_sub(n)
+                .and_then(|h| u32::try_from(h).ok())
+                .ok_or_else(|| anyhow!("gettxout reports more confirmations than blocks"))?,
+        ),
+    };
+    Ok(Some(UnspentOutput {
+        value,
+        script_pubkey,
+        confirmations,
+        height,
+        tip_height,
+    }))
 }
 
 fn build(
