@@ -133,7 +133,10 @@ impl Coordinator {
             registrations_max: work.registrations_max(),
             segments: Workload::segments(&initial),
             proof: ProofParams::default(),
-            bonds: BondPolicy::new(consensus::bond::BondTerms::from_params(params), false),
+            bonds: BondPolicy::new(
+                consensus::bond::BondTerms::from_params(params),
+                params.bonds_required,
+            ),
             secp,
             key,
         };

@@ -75,6 +75,7 @@ pub fn create_funded(
         bond_lock_blocks: primitives::params::DEFAULT_BOND_LOCK_BLOCKS,
         bond_slash_key: key.public_key(&secp),
         slash_finder_share_percent: primitives::params::DEFAULT_SLASH_FINDER_SHARE_PERCENT,
+        bonds_required: false,
         genesis,
     };
     std::fs::write(&params_path, params.to_toml()).map_err(io(&params_path))?;

@@ -88,6 +88,10 @@ pub struct ChainParams {
     /// Percent (0..=100) of a slashed bond, after the fee, paid to whoever found the fraud; the
     /// rest is burned in an OP_RETURN output so the slashing key's holder gains nothing.
     pub slash_finder_share_percent: u8,
+    /// Whether every registration with a coordinator must name a bond (`bonds_required` in
+    /// chain.toml; default false, so chains made before bonds, and devnets without funds,
+    /// keep registering on a key alone).
+    pub bonds_required: bool,
     pub genesis: Block,
 }
 
@@ -111,6 +115,8 @@ struct ParamsFile {
     bond_slash_key: Option<PublicKey>,
     #[serde(default = "default_slash_finder_share_percent")]
     slash_finder_share_percent: u8,
+    #[serde(default)]
+    bonds_required: bool,
     genesis_block: String,
     subsidy: SubsidySchedule,
 }
@@ -211,6 +217,7 @@ impl TryFrom<ParamsFile> for ChainParams {
             bond_lock_blocks: file.bond_lock_blocks,
             bond_slash_key,
             slash_finder_share_percent: file.slash_finder_share_percent,
+            bonds_required: file.bonds_required,
             genesis,
         })
     }
@@ -230,6 +237,7 @@ impl From<ChainParams> for ParamsFile {
             bond_lock_blocks: p.bond_lock_blocks,
             bond_slash_key: Some(p.bond_slash_key),
             slash_finder_share_percent: p.slash_finder_share_percent,
+            bonds_required: p.bonds_required,
             genesis_block: hex::encode(p.genesis.encode()),
             subsidy: p.subsidy,
         }
@@ -318,6 +326,7 @@ mod tests {
             bond_lock_blocks: DEFAULT_BOND_LOCK_BLOCKS,
             bond_slash_key: SecretKey::from_slice(&[9; 32]).unwrap().public_key(&secp),
             slash_finder_share_percent: DEFAULT_SLASH_FINDER_SHARE_PERCENT,
+            bonds_required: false,
             genesis,
         }
     }

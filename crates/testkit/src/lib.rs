@@ -77,6 +77,7 @@ impl TestChain {
             bond_lock_blocks: primitives::params::DEFAULT_BOND_LOCK_BLOCKS,
             bond_slash_key: coordinator.public_key(&secp),
             slash_finder_share_percent: primitives::params::DEFAULT_SLASH_FINDER_SHARE_PERCENT,
+            bonds_required: false,
             genesis,
         };
         TestChain {

@@ -108,12 +108,12 @@ fn run(case: &Case, shard: &Samples, threads: usize, steps: u64) -> learning::Re
     Ok(report.samples as f64 / report.train_secs)
 }
 
-/// `gemm`, or the reproducible kernel's SIMD level; CNNs train through candle either way.
+/// `gemm`, or the reproducible kernel's SIMD level (the matrix products of both the MLP and
+/// the CNN step run on it).
 fn kernel_name(case: &Case) -> &'static str {
-    match (&case.spec, case.kernel) {
-        (ModelSpec::Cnn { .. }, _) => "candle",
-        (_, Kernel::GemmCrate) => "gemm",
-        (_, Kernel::Reproducible(simd)) => simd.level().name(),
+    match case.kernel {
+        Kernel::GemmCrate => "gemm",
+        Kernel::Reproducible(simd) => simd.level().name(),
     }
 }
 
@@ -150,7 +150,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     for batch in [64, 256] {
-        cases.push(("CNN conv16-conv32-linear", &cnn, batch, Kernel::GemmCrate));
+        for &kernel in &kernels {
+            cases.push(("CNN conv16-conv32-linear", &cnn, batch, kernel));
+        }
     }
     let mut cases: Vec<Case> = cases
         .into_iter()

@@ -51,6 +51,10 @@ pub struct Args {
     #[arg(long, default_value_t = DEFAULT_BOND_LOCK_BLOCKS,
           value_parser = clap::value_parser!(u32).range(i64::from(BOND_LOCK_BLOCKS_MIN)..=i64::from(BOND_LOCK_BLOCKS_MAX)))]
     pub bond_lock_blocks: u32,
+    /// Every registration with a coordinator must name a bond (`trainchain wallet bond
+    /// create`): fund the first miners with --allocate, or nobody can ever register.
+    #[arg(long)]
+    pub require_bonds: bool,
 }
 
 /// One `--allocate ADDRESS:COINS`; the address is checked against `--network` in [`new_chain`].
@@ -137,6 +141,12 @@ pub fn new_chain(
              consensus lets the genesis coinbase pay"
         );
     }
+    if args.require_bonds && allocations.is_empty() {
+        bail!(
+            "--require-bonds needs --allocate: with bonds required and no coins at genesis, \
+             nobody can make the first bond, so no cycle can ever have a miner"
+        );
+    }
     if let Some(min) = args.bond_min {
         if min == Amount::ZERO || min > Amount::MAX_MONEY {
             bail!("--bond-min {min} must be above zero and at most the money supply");
@@ -168,6 +178,7 @@ pub fn new_chain(
         bond_lock_blocks: args.bond_lock_blocks,
         bond_slash_key: key.public_key(&secp),
         slash_finder_share_percent: primitives::params::DEFAULT_SLASH_FINDER_SHARE_PERCENT,
+        bonds_required: args.require_bonds,
         genesis,
     })
 }
