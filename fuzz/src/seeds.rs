@@ -418,6 +418,7 @@ pub fn generate() -> Vec<Seed> {
             held_out_loss_units: 1_500_000,
             test_accuracy_ppm: 612_000,
         }),
+        slashes: Vec::new(),
     };
     s.add_json("coordinator_response", "valid-record", 5, &record);
     s.add_json("coordinator_response", "valid-announcement", 6, &signed);

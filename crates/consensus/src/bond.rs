@@ -14,10 +14,16 @@
 //! after the bond. Who may slash, and how the slashed value is split, is policy: see
 //! [`slash_outputs`] and [`check_slash_outputs`].
 
+use bitcoin::absolute::LockTime;
 use bitcoin::blockdata::opcodes::all::{OP_CHECKSIG, OP_CSV, OP_DROP, OP_ELSE, OP_ENDIF, OP_IF};
+use bitcoin::hashes::Hash as _;
 use bitcoin::script::Builder;
-use bitcoin::secp256k1::PublicKey;
-use bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
+use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, SecretKey, Signing};
+use bitcoin::sighash::{EcdsaSighashType, SighashCache};
+use bitcoin::transaction::Version;
+use bitcoin::{
+    ecdsa, Amount, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness,
+};
 use primitives::{ChainParams, Coin};
 use thiserror::Error;
 
@@ -79,7 +85,7 @@ pub enum BondError {
     WrongScript,
     #[error("bond holds {value}, less than the minimum {min}")]
     TooSmall { value: Amount, min: Amount },
-    #[error("bond is a coinbase output; it is refused so a reorg cannot erase it")]
+    #[error("bond is a coinbase output above genesis; it is refused so a reorg cannot erase it")]
     Coinbase,
     #[error("bond has {confirmations} confirmations; {required} are required")]
     Unconfirmed { confirmations: u32, required: u32 },
@@ -98,6 +104,10 @@ pub enum BondError {
     FinderShareOutOfRange(u8),
     #[error("slash spend's outputs are not the finder share and the burn")]
     WrongSlashOutputs,
+    #[error("the secret key is not the chain's bond slashing key")]
+    NotSlashKey,
+    #[error("cannot sign the bond spend: {0}")]
+    Signing(String),
 }
 
 /// The outputs a slash spend of a bond worth `bond_value` must have, paying `fee`: first
@@ -166,6 +176,64 @@ pub fn check_slash_outputs(
     Ok(())
 }
 
+/// Builds and signs the slash of the bond `outpoint` (worth `value`) of `miner` under `terms`
+/// with the slashing key `slash_key`: the `OP_IF` branch, version 2, sequence final, witness
+/// `<signature> <0x01 (true)> <witness script>`, outputs exactly [`slash_outputs`] for `fee`
+/// (the finder's share to `finder_script`, the rest burned), valid in any block after the
+/// bond's. The signature is `SIGHASH_ALL` over the BIP143 digest, low-R (RFC 6979, so the
+/// same inputs always give the same transaction and txid).
+#[allow(clippy::too_many_arguments)]
+pub fn build_slash<C: Signing>(
+    secp: &Secp256k1<C>,
+    terms: &BondTerms,
+    outpoint: OutPoint,
+    value: Amount,
+    miner: &PublicKey,
+    slash_key: &SecretKey,
+    finder_script: ScriptBuf,
+    fee: Amount,
+    fee_max: Amount,
+) -> Result<Transaction, BondError> {
+    if slash_key.public_key(secp) != terms.slash_key {
+        return Err(BondError::NotSlashKey);
+    }
+    let script = bond_witness_script(terms, miner);
+    let mut tx = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: outpoint,
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: slash_outputs(terms, value, fee, fee_max, finder_script)?,
+    };
+    let signature = sign_p2wsh_input(secp, &tx, &script, value, slash_key)?;
+    tx.input[0].witness = Witness::from_slice(&[signature, vec![1u8], script.to_bytes()]);
+    Ok(tx)
+}
+
+/// The `SIGHASH_ALL` BIP143 signature (low-R) of input 0 of `tx`, spending `value` locked by
+/// the P2WSH of `script`, with the sighash byte appended.
+pub fn sign_p2wsh_input<C: Signing>(
+    secp: &Secp256k1<C>,
+    tx: &Transaction,
+    script: &Script,
+    value: Amount,
+    key: &SecretKey,
+) -> Result<Vec<u8>, BondError> {
+    let sighash = SighashCache::new(tx)
+        .p2wsh_signature_hash(0, script, value, EcdsaSighashType::All)
+        .map_err(|e| BondError::Signing(e.to_string()))?;
+    let msg = Message::from_digest(sighash.to_byte_array());
+    let signature = ecdsa::Signature {
+        signature: secp.sign_ecdsa_low_r(&msg, key),
+        sighash_type: EcdsaSighashType::All,
+    };
+    Ok(signature.to_vec())
+}
+
 /// What admission needs to know about the chain and the cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BondQuery {
@@ -199,7 +267,9 @@ pub fn check_bond(
             min: terms.bond_min,
         });
     }
-    if coin.is_coinbase {
+    // Genesis (height 0) is fixed by the chain parameters and cannot be reorganised away, so
+    // its coinbase may pay bonds (a devnet's first bonds); any other coinbase is refused.
+    if coin.is_coinbase && coin.height != 0 {
         return Err(BondError::Coinbase);
     }
     let confirmations = (query.tip_height + 1).saturating_sub(coin.height);
@@ -275,6 +345,24 @@ mod tests {
         );
         assert_eq!(asm, expected);
         assert!(bond_script_pubkey(&terms(), &key(2)).is_p2wsh());
+    }
+
+    #[test]
+    fn a_genesis_coinbase_bond_passes_and_a_later_coinbase_does_not() {
+        let mut genesis = bond(1_000_000, 0);
+        genesis.is_coinbase = true;
+        let query = BondQuery {
+            tip_height: 5,
+            confirmations_min: 1,
+            locked_for_blocks: 10,
+        };
+        assert_eq!(check_bond(&genesis, &key(2), &terms(), &query), Ok(()));
+        let mut later = bond(1_000_000, 5);
+        later.is_coinbase = true;
+        assert_eq!(
+            check_bond(&later, &key(2), &terms(), &query),
+            Err(BondError::Coinbase)
+        );
     }
 
     #[test]

@@ -603,6 +603,21 @@ pub struct CycleRecord {
     /// secret: the accuracy is the coordinator's report, not recomputable).
     #[serde(default)]
     pub next_quality: Option<QualityReport>,
+    /// Bonds the coordinator slashed over fraud found in this cycle, each with the slash
+    /// transaction it sent to its node. Filled in after the evaluation (the transactions are
+    /// sent after the record digest is fixed), so it is not part of [`record_digest`]: the
+    /// chain itself is the proof that a bond was slashed.
+    #[serde(default)]
+    pub slashes: Vec<SlashRecord>,
+}
+
+/// One slashed bond: the miner whose replay check failed, its bond, and the slash
+/// transaction's txid (`gettxout` on the bond shows it spent once the slash is in a block).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlashRecord {
+    pub miner: PublicKey,
+    pub bond: BondOutpoint,
+    pub txid: bitcoin::Txid,
 }
 
 /// A model's quality in integers, as records publish it.

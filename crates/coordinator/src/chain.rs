@@ -2,7 +2,7 @@
 //! block arrived. [`RpcChain`] reads a node's Bitcoin-Core-style JSON-RPC; [`MemoryChain`] is
 //! an in-process chain for tests and single-process setups.
 
-use bitcoin::{Amount, BlockHash, OutPoint, ScriptBuf, TxOut};
+use bitcoin::{Amount, BlockHash, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
 use primitives::{BlockHeader, Certificate, Coin};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -51,7 +51,24 @@ pub trait ChainSource: Send + Sync + 'static {
         &self,
         outpoint: OutPoint,
     ) -> impl Future<Output = Result<Option<UnspentOutput>, ChainError>> + Send;
+    /// Hands `tx` (a slash) to the node for its mempool and relay, `sendrawtransaction`;
+    /// returns its txid. A source that cannot send refuses every transaction.
+    fn send_raw_transaction(
+        &self,
+        tx: &Transaction,
+    ) -> impl Future<Output = Result<Txid, ChainError>> + Send {
+        let _ = tx;
+        async {
+            Err(ChainError::Unexpected {
+                method: "sendrawtransaction",
+                detail: "this chain source sends no transactions".into(),
+            })
+        }
+    }
 }
+
+/// Bitcoin Core's "Transaction already in block chain" (`sendrawtransaction`).
+pub const RPC_VERIFY_ALREADY_IN_CHAIN: i64 = -27;
 
 /// An unspent output as the node showed it, and the tip it was read at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,6 +308,17 @@ impl ChainSource for RpcChain {
             ),
         })
     }
+
+    async fn send_raw_transaction(&self, tx: &Transaction) -> Result<Txid, ChainError> {
+        let hex = bitcoin::consensus::encode::serialize_hex(tx);
+        let v = self.call("sendrawtransaction", json!([hex])).await?;
+        v.as_str()
+            .and_then(|s| Txid::from_str(s).ok())
+            .ok_or_else(|| ChainError::Unexpected {
+                method: "sendrawtransaction",
+                detail: format!("expected a txid, got {v}"),
+            })
+    }
 }
 
 /// A chain held in memory: genesis plus blocks pushed by the caller (the test plays node),
@@ -298,6 +326,7 @@ impl ChainSource for RpcChain {
 pub struct MemoryChain {
     blocks: Mutex<Vec<(BlockHash, Option<Certificate>)>>,
     coins: Mutex<BTreeMap<OutPoint, Coin>>,
+    sent: Mutex<Vec<Transaction>>,
 }
 
 impl MemoryChain {
@@ -305,7 +334,14 @@ impl MemoryChain {
         MemoryChain {
             blocks: Mutex::new(vec![(genesis, None)]),
             coins: Mutex::new(BTreeMap::new()),
+            sent: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Every transaction sent with `send_raw_transaction`, in order (recorded, not applied:
+    /// the caller spends coins with [`MemoryChain::spend_coin`] if it wants them gone).
+    pub fn sent(&self) -> Vec<Transaction> {
+        self.sent.lock().expect("memory chain lock").clone()
     }
 
     /// Makes `coin` unspent at `outpoint` (its `height` is the caller's to choose).
@@ -366,5 +402,13 @@ impl ChainSource for MemoryChain {
         Ok(coin
             .filter(|c| c.height <= tip_height)
             .map(|coin| UnspentOutput { coin, tip_height }))
+    }
+
+    async fn send_raw_transaction(&self, tx: &Transaction) -> Result<Txid, ChainError> {
+        self.sent
+            .lock()
+            .expect("memory chain lock")
+            .push(tx.clone());
+        Ok(tx.compute_txid())
     }
 }

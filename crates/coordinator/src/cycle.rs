@@ -550,6 +550,8 @@ impl CycleState {
             held_out: lottery.map(|l| l.held_out),
             record_hash: lottery.map(|l| l.record_hash),
             next_quality: lottery.map(|l| l.next_quality),
+            // The coordinator adds these from its store (`Coordinator::record`).
+            slashes: Vec::new(),
         }
     }
 

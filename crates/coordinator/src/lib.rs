@@ -18,6 +18,7 @@ pub mod limits;
 pub mod metrics;
 pub mod server;
 pub mod service;
+pub mod slash;
 pub mod store;
 pub mod verification;
 pub mod work;

@@ -703,7 +703,9 @@ pub async fn drive_once<C: ChainSource>(
         None
     };
     let c = coordinator.clone();
-    blocking(move || c.step(now_ms(), entropy(), view.as_ref()).map(drop)).await
+    blocking(move || c.step(now_ms(), entropy(), view.as_ref()).map(drop)).await?;
+    crate::slash::send_pending(coordinator, chain).await;
+    Ok(())
 }
 
 /// Advances cycles forever, every [`DRIVER_POLL`]; errors (node down) are logged and retried.

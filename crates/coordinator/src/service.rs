@@ -82,6 +82,8 @@ pub struct Coordinator {
     models: Mutex<BTreeMap<u64, Arc<LoadedModel>>>,
     shards: Mutex<Option<CachedShards>>,
     latest: Mutex<Option<Arc<LatestModel>>>,
+    /// Slashes to send, by (cycle, miner): see [`crate::slash`].
+    pub(crate) slash_queue: Mutex<BTreeMap<(u64, PublicKey), crate::slash::PendingSlash>>,
     pub metrics: Metrics,
 }
 
@@ -150,8 +152,14 @@ impl Coordinator {
             models: Mutex::new(BTreeMap::new()),
             shards: Mutex::new(None),
             latest: Mutex::new(None),
+            slash_queue: Mutex::new(BTreeMap::new()),
             metrics: Metrics::default(),
         };
+        if let Some(state) = coordinator.state() {
+            for (miner, bond) in crate::slash::failed_bonds(&state) {
+                coordinator.queue_slash(state.cycle(), miner, bond);
+            }
+        }
         coordinator.export_latest()?;
         Ok(coordinator)
     }
@@ -390,6 +398,9 @@ impl Coordinator {
             Event::Evaluated(evaluation.input),
         );
         self.store.put_current(&next)?;
+        for (miner, bond) in crate::slash::failed_bonds(&next) {
+            self.queue_slash(cycle, miner, bond);
+        }
         if let Some(l) = &next.lottery {
             info!(
                 cycle,
@@ -846,7 +857,13 @@ impl Coordinator {
     }
 
     pub fn record(&self, cycle: u64) -> Result<CycleRecord, ServiceError> {
-        Ok(self.cycle_state(cycle)?.record())
+        self.with_slashes(self.cycle_state(cycle)?.record())
+    }
+
+    /// `record` with the slashes sent over its cycle's fraud (kept apart from the state).
+    fn with_slashes(&self, mut record: CycleRecord) -> Result<CycleRecord, ServiceError> {
+        record.slashes = self.store.slashes(record.announcement.announcement.cycle)?;
+        Ok(record)
     }
 
     /// The held-out batch `cycle` was scored on (safetensors), once its record reveals it.
@@ -911,7 +928,8 @@ impl Coordinator {
                 out.push(live.record());
             }
         }
-        Ok(out)
+        drop(live);
+        out.into_iter().map(|r| self.with_slashes(r)).collect()
     }
 
     pub fn certificates(

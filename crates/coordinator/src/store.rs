@@ -23,6 +23,8 @@ const EVIDENCE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("evidence")
 /// The shard (safetensors, as served) of each piece of fraud evidence, same key: with the
 /// cycle's start model it is all a third party needs to recheck the evidence.
 const EVIDENCE_SHARDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("evidence_shards");
+/// Slashes sent: cycle (u64 BE) || miner key (33) -> JSON [`crate::api::SlashRecord`].
+const SLASHES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("slashes");
 /// Global models: cycle in which the model is trained -> safetensors bytes.
 const MODELS: TableDefinition<u64, &[u8]> = TableDefinition::new("models");
 /// Per-model facts: cycle -> JSON [`ModelInfo`].
@@ -97,6 +99,7 @@ impl Store {
         txn.open_table(EVIDENCE_SHARDS)?;
         txn.open_table(MODELS)?;
         txn.open_table(MODEL_INFO)?;
+        txn.open_table(SLASHES)?;
         txn.commit()?;
         Ok(Store { db })
     }
@@ -225,6 +228,31 @@ impl Store {
             .get(update_key(cycle, miner).as_slice())?
             .map(|v| from_json("evidence", v.value()))
             .transpose()
+    }
+
+    /// Keeps the slash sent for `miner`'s fraud in `cycle`.
+    pub fn put_slash(&self, cycle: u64, slash: &crate::api::SlashRecord) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(SLASHES)?.insert(
+            update_key(cycle, &slash.miner).as_slice(),
+            to_json(slash).as_slice(),
+        )?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The slashes sent for fraud found in `cycle`, by miner key.
+    pub fn slashes(&self, cycle: u64) -> Result<Vec<crate::api::SlashRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SLASHES)?;
+        let from = [&cycle.to_be_bytes()[..], &[0u8; 33]].concat();
+        let to = [&cycle.to_be_bytes()[..], &[0xffu8; 33]].concat();
+        let mut out = Vec::new();
+        for entry in table.range(from.as_slice()..=to.as_slice())? {
+            let (_, v) = entry?;
+            out.push(from_json("slash", v.value())?);
+        }
+        Ok(out)
     }
 
     /// Archives a closed cycle and makes `next` the live one, atomically.

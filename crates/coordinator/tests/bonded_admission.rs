@@ -215,9 +215,9 @@ async fn every_bond_refusal_has_its_own_code() {
     // Seen in a block above the tip it was read at: not confirmed.
     s.chain
         .serve(outpoint(4), bond_coin(&t, &pk(4), t.bond_min, 1), 0);
-    let mut coinbase = bond_coin(&t, &pk(5), t.bond_min, 0);
+    let mut coinbase = bond_coin(&t, &pk(5), t.bond_min, 1);
     coinbase.is_coinbase = true;
-    s.chain.serve(outpoint(5), coinbase, 0);
+    s.chain.serve(outpoint(5), coinbase, 1);
     // Confirmed at 10 with the 144-block lock: reclaimable at 154, read at tip 200.
     s.chain
         .serve(outpoint(6), bond_coin(&t, &pk(6), t.bond_min, 10), 200);

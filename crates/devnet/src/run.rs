@@ -79,6 +79,8 @@ pub struct MinerInfo {
     pub role: MinerRole,
     pub public_key: PublicKey,
     pub report: PathBuf,
+    /// Its bond, paid by the genesis block.
+    pub bond: bitcoin::OutPoint,
 }
 
 /// What the devnet found: its summary and the audit's verdict.
@@ -219,6 +221,8 @@ fn start_miner(
         "--behaviour",
         &info.role.behaviour.to_string(),
     ]);
+    args.push("--bond".into());
+    args.push(format!("{}:{}", info.bond.txid, info.bond.vout).into());
     args.push("--key".into());
     args.push(dir.join("miner.key").into());
     args.push("--report".into());
@@ -323,10 +327,24 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
     let layout = Layout {
         root: config.data_dir.clone(),
     };
-    let params: ChainParams = chain::create(
+    // The miners' keys come first: the genesis block pays each of them a bond.
+    let secp = Secp256k1::new();
+    let mut miner_keys = Vec::new();
+    for role in config.miner_roles() {
+        let dir = layout.miner(&role.name);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let key = wallet::key_file::create(
+            &dir.join("miner.key"),
+            &mut bitcoin::secp256k1::rand::thread_rng(),
+        )?;
+        miner_keys.push((role, key.public_key(&secp)));
+    }
+    let public_keys: Vec<PublicKey> = miner_keys.iter().map(|(_, k)| *k).collect();
+    let (params, bonds): (ChainParams, Vec<bitcoin::OutPoint>) = chain::create_bonded(
         &layout.root,
         config.cycle_secs,
         u32::try_from(unix_secs()).unwrap_or(u32::MAX),
+        &public_keys,
     )?;
     let setup = work_setup(&config.dataset, &config.model)?;
     println!(
@@ -354,22 +372,17 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
     wait_linked(&nodes, &p2p_addrs, &layout).await?;
 
     // Miners start before the coordinator, polling its fixed URL, so none misses cycle 0.
-    let secp = Secp256k1::new();
     let port = free_loopback_port()?;
     let coordinator_url = format!("http://127.0.0.1:{port}");
     let mut miners = Vec::new();
     let mut miner_children = Vec::new();
-    for role in config.miner_roles() {
+    for ((role, public_key), bond) in miner_keys.into_iter().zip(bonds) {
         let dir = layout.miner(&role.name);
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let key = wallet::key_file::create(
-            &dir.join("miner.key"),
-            &mut bitcoin::secp256k1::rand::thread_rng(),
-        )?;
         let info = MinerInfo {
-            public_key: key.public_key(&secp),
+            public_key,
             report: dir.join("report.jsonl"),
             role,
+            bond,
         };
         let node_url = nodes[info.role.node].rpc.url().to_owned();
         miner_children.push(start_miner(
@@ -387,6 +400,7 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
             serde_json::json!({
                 "name": m.role.name, "behaviour": m.role.behaviour,
                 "public_key": m.public_key.to_string(), "node": m.role.node,
+                "bond": format!("{}:{}", m.bond.txid, m.bond.vout),
             })
         })
         .collect();

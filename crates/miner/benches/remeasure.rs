@@ -149,6 +149,7 @@ fn cycle(entries: u32) -> Cycle {
         held_out: Some(batch.reveal),
         record_hash: None,
         next_quality: None,
+        slashes: Vec::new(),
     };
     record.record_hash = Some(record_digest(&record));
     let published = PublishedCycle {

@@ -104,6 +104,7 @@ fn honest_record(chain: &TestChain, miners: u32) -> CycleRecord {
         held_out: None,
         record_hash: None,
         next_quality: None,
+        slashes: Vec::new(),
     }
 }
 

@@ -130,6 +130,7 @@ fn honest_cycle() -> Honest {
         held_out: Some(batch.reveal),
         record_hash: None,
         next_quality: None,
+        slashes: Vec::new(),
     };
     record.record_hash = Some(record_digest(&record));
     let published = PublishedCycle {

@@ -17,15 +17,12 @@
 //! low-R and low-S as for payments.
 
 use bitcoin::absolute::LockTime;
-use bitcoin::hashes::Hash as _;
-use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, SecretKey, Signing};
-use bitcoin::sighash::{EcdsaSighashType, SighashCache};
+use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey, Signing};
 use bitcoin::transaction::Version;
 use bitcoin::{
-    ecdsa, Amount, FeeRate, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, TxOut,
-    Witness,
+    Amount, FeeRate, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness,
 };
-use consensus::bond::{bond_witness_script, slash_outputs, BondError, BondTerms};
+use consensus::bond::{bond_witness_script, BondError, BondTerms};
 use thiserror::Error;
 
 pub use consensus::bond::bond_script_pubkey;
@@ -129,9 +126,9 @@ pub fn build_reclaim<C: Signing>(
     Ok(tx)
 }
 
-/// Builds and signs the slash of the bond `outpoint` (worth `value`) of `miner` under `terms`
-/// with the slashing key `slash_key`: outputs [`slash_outputs`] for `fee` (the finder's share
-/// to `finder_script`, the rest burned), valid in any block after the bond's.
+/// Builds and signs the slash of the bond `outpoint` (worth `value`) of `miner`: see
+/// [`consensus::bond::build_slash`], which it is (the coordinator builds slashes too, without
+/// depending on the wallet).
 #[allow(clippy::too_many_arguments)]
 pub fn build_slash<C: Signing>(
     secp: &Secp256k1<C>,
@@ -144,28 +141,26 @@ pub fn build_slash<C: Signing>(
     fee: Amount,
     fee_max: Amount,
 ) -> Result<Transaction, BondSpendError> {
-    if slash_key.public_key(secp) != terms.slash_key {
-        return Err(BondSpendError::NotSlashKey);
-    }
-    let script = bond_witness_script(terms, miner);
-    let mut tx = Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: outpoint,
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::MAX,
-            witness: Witness::new(),
-        }],
-        output: slash_outputs(terms, value, fee, fee_max, finder_script)?,
-    };
-    let signature = sign_input(secp, &tx, &script, value, slash_key)?;
-    tx.input[0].witness = Witness::from_slice(&[signature, vec![1u8], script.to_bytes()]);
-    Ok(tx)
+    consensus::bond::build_slash(
+        secp,
+        terms,
+        outpoint,
+        value,
+        miner,
+        slash_key,
+        finder_script,
+        fee,
+        fee_max,
+    )
+    .map_err(|e| match e {
+        BondError::NotSlashKey => BondSpendError::NotSlashKey,
+        BondError::Signing(why) => BondSpendError::Signing(why),
+        other => BondSpendError::Bond(other),
+    })
 }
 
-/// The `SIGHASH_ALL` BIP143 signature of input 0 of `tx`, spending `value` locked by the P2WSH
-/// of `script`, with the sighash byte appended.
+/// The signature of input 0 of `tx` spending the P2WSH of `script`
+/// ([`consensus::bond::sign_p2wsh_input`]).
 fn sign_input<C: Signing>(
     secp: &Secp256k1<C>,
     tx: &Transaction,
@@ -173,22 +168,18 @@ fn sign_input<C: Signing>(
     value: Amount,
     key: &SecretKey,
 ) -> Result<Vec<u8>, BondSpendError> {
-    let sighash = SighashCache::new(tx)
-        .p2wsh_signature_hash(0, script, value, EcdsaSighashType::All)
-        .map_err(|e| BondSpendError::Signing(e.to_string()))?;
-    let msg = Message::from_digest(sighash.to_byte_array());
-    let signature = ecdsa::Signature {
-        signature: secp.sign_ecdsa_low_r(&msg, key),
-        sighash_type: EcdsaSighashType::All,
-    };
-    Ok(signature.to_vec())
+    consensus::bond::sign_p2wsh_input(secp, tx, script, value, key).map_err(|e| match e {
+        BondError::Signing(why) => BondSpendError::Signing(why),
+        other => BondSpendError::Bond(other),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bitcoin::hashes::Hash as _;
     use bitcoin::Txid;
-    use consensus::bond::check_slash_outputs;
+    use consensus::bond::{check_slash_outputs, slash_outputs};
     use consensus::{check_tx_inputs, SpendContext, TxError};
     use primitives::Coin;
     use std::collections::HashMap;
