@@ -2,13 +2,13 @@
 //! held-out loss with one miner's segment substituted into the global model.
 //!
 //! Logits come from the same kernel and passes as training ([`crate::fused_mlp::mlp_logits`],
-//! [`crate::fused_cnn::cnn_logits`]), so a loss recomputed on another machine has the same
+//! [`crate::fused_cnn::CnnForward`]), so a loss recomputed on another machine has the same
 //! bits, for the MLP and the CNN; the loss itself is sequential f64 code in sample order.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::fused_cnn::{cnn_logits, CnnBuffers};
+use crate::fused_cnn::CnnForward;
 use crate::fused_mlp::{mlp_logits, ForwardBuffers};
 use crate::kernel::{Kernel, Simd};
 use crate::model::{Model, ModelSpec};
@@ -60,9 +60,9 @@ pub fn evaluate_with_kernel(model: &Model, samples: &Samples, kernel: Kernel) ->
             }
         }
         ModelSpec::Cnn { .. } => {
-            let mut buffers = CnnBuffers::default();
+            let mut cnn = CnnForward::new(model);
             for (features, labels) in batches {
-                let logits = cnn_logits(kernel, model, features, labels.len(), &mut buffers);
+                let logits = cnn.logits(kernel, features, labels.len());
                 totals.add(logits, classes, labels);
             }
         }

@@ -367,18 +367,35 @@ fn ours(geo: &Geometry, model: &Model) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// Evaluation's forward pass: logits of `rows` images on the kernel, the same products and
-/// passes as training.
-pub(crate) fn cnn_logits<'b>(
-    kernel: Kernel,
-    model: &Model,
-    input: &[f32],
-    rows: usize,
-    buffers: &'b mut CnnBuffers,
-) -> &'b [f32] {
-    let geo = Geometry::of(model.spec());
-    let params = ours(&geo, model);
-    forward(kernel, &geo, &params, input, rows, buffers)
+/// Evaluation's forward pass: the model's parameters permuted into our layout once, then
+/// logits of batch after batch on the kernel (the same products and passes as training).
+pub(crate) struct CnnForward {
+    geo: Geometry,
+    params: Vec<Vec<f32>>,
+    buffers: CnnBuffers,
+}
+
+impl CnnForward {
+    pub(crate) fn new(model: &Model) -> Self {
+        let geo = Geometry::of(model.spec());
+        CnnForward {
+            params: ours(&geo, model),
+            geo,
+            buffers: CnnBuffers::default(),
+        }
+    }
+
+    /// Logits `[rows, classes]` of `rows` row-major images.
+    pub(crate) fn logits(&mut self, kernel: Kernel, input: &[f32], rows: usize) -> &[f32] {
+        forward(
+            kernel,
+            &self.geo,
+            &self.params,
+            input,
+            rows,
+            &mut self.buffers,
+        )
+    }
 }
 
 pub(crate) struct CnnStepper<'a> {

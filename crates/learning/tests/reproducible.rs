@@ -277,22 +277,7 @@ fn mlp_evaluation_has_the_same_bits_at_every_level_and_thread_count() {
         classes: 10,
     };
     let model = Model::new(spec, 9).unwrap();
-    let reference = evaluate(&model, &split.held_out).unwrap();
-    for simd in Simd::available() {
-        for threads in [1, 2] {
-            let eval = pool(threads)
-                .install(|| {
-                    evaluate_with_kernel(&model, &split.held_out, Kernel::Reproducible(simd))
-                })
-                .unwrap();
-            assert_eq!(
-                eval.loss.to_bits(),
-                reference.loss.to_bits(),
-                "{simd:?}, {threads} threads"
-            );
-            assert_eq!(eval.accuracy.to_bits(), reference.accuracy.to_bits());
-        }
-    }
+    let reference = assert_evaluation_reproducible(&model, &split.held_out);
     // And it is the loss the gemm crate's products give, up to rounding.
     let candle = evaluate_with_kernel(&model, &split.held_out, Kernel::GemmCrate).unwrap();
     assert!((candle.loss - reference.loss).abs() < 1e-5);
@@ -498,13 +483,17 @@ fn cnn_training_has_the_same_bits_at_every_level_and_thread_count() {
 fn cnn_evaluation_has_the_same_bits_at_every_level_and_thread_count() {
     let split = digits_split();
     let model = Model::new(small_cnn(), 9).unwrap();
-    let reference = evaluate(&model, &split.held_out).unwrap();
+    assert_evaluation_reproducible(&model, &split.held_out);
+}
+
+/// Evaluates `model` on `set` under each level this CPU offers at 1 and 2 threads; every
+/// loss and accuracy must have the bits of the process default's. Returns that evaluation.
+fn assert_evaluation_reproducible(model: &Model, set: &Samples) -> learning::Eval {
+    let reference = evaluate(model, set).unwrap();
     for simd in Simd::available() {
         for threads in [1, 2] {
             let eval = pool(threads)
-                .install(|| {
-                    evaluate_with_kernel(&model, &split.held_out, Kernel::Reproducible(simd))
-                })
+                .install(|| evaluate_with_kernel(model, set, Kernel::Reproducible(simd)))
                 .unwrap();
             assert_eq!(
                 eval.loss.to_bits(),
@@ -514,4 +503,5 @@ fn cnn_evaluation_has_the_same_bits_at_every_level_and_thread_count() {
             assert_eq!(eval.accuracy.to_bits(), reference.accuracy.to_bits());
         }
     }
+    reference
 }

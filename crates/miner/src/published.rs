@@ -19,6 +19,7 @@
 use crate::audit::{fetch_records, AuditError};
 use bitcoin::secp256k1::PublicKey;
 use coordinator::api::CycleRecord;
+use coordinator::client::RESPONSE_BYTES_MAX;
 use coordinator::CoordinatorClient;
 use learning::ModelCard;
 use primitives::Hash256;
@@ -121,8 +122,22 @@ impl Archive {
         self.dir.join("cycles").join(cycle.to_string())
     }
 
+    /// A file of the archive, refused above what the live API would ever serve
+    /// ([`RESPONSE_BYTES_MAX`]): an archive from elsewhere cannot choose the audit's memory.
     fn read(&self, path: PathBuf) -> Result<Vec<u8>, AuditError> {
-        std::fs::read(&path).map_err(|e| io_error(&path, e))
+        use std::io::Read;
+        let file = std::fs::File::open(&path).map_err(|e| io_error(&path, e))?;
+        let mut bytes = Vec::new();
+        file.take(RESPONSE_BYTES_MAX as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| io_error(&path, e))?;
+        if bytes.len() > RESPONSE_BYTES_MAX {
+            return Err(io_error(
+                &path,
+                format!("over {RESPONSE_BYTES_MAX} bytes, more than the coordinator serves"),
+            ));
+        }
+        Ok(bytes)
     }
 
     fn read_json<T: serde::de::DeserializeOwned>(&self, path: PathBuf) -> Result<T, AuditError> {
@@ -152,7 +167,8 @@ impl Archive {
         };
         let records = source.records().await?;
         let card = source.model_card().await?;
-        write(dir.join("model-card.json"), &json(&card))?;
+        let path = dir.join("model-card.json");
+        write(path.clone(), &json(&path, &card)?)?;
         for record in &records {
             if record.next_model_hash.is_none() {
                 continue;
@@ -179,10 +195,8 @@ impl Archive {
                 if matches!(s.verification, proof::Verdict::Failed { .. }) {
                     let evidence = source.evidence(cycle, &s.miner).await?;
                     let evidence_dir = cycle_dir.join("evidence");
-                    write(
-                        evidence_dir.join(format!("{}.json", s.miner)),
-                        &json(&evidence),
-                    )?;
+                    let path = evidence_dir.join(format!("{}.json", s.miner));
+                    write(path.clone(), &json(&path, &evidence)?)?;
                     write(
                         evidence_dir.join(format!("{}.shard", s.miner)),
                         &source.evidence_shard(cycle, &s.miner).await?,
@@ -193,7 +207,8 @@ impl Archive {
             stats.cycles += 1;
         }
         // Records last: an archive with records.json is complete.
-        write(dir.join("records.json"), &json(&records))?;
+        let path = dir.join("records.json");
+        write(path.clone(), &json(&path, &records)?)?;
         stats.records = records.len();
         stats.bytes = written;
         Ok((archive, stats))
@@ -201,9 +216,8 @@ impl Archive {
 }
 
 /// Archived JSON: the API's own serde types, pretty-printed for people reading the archive.
-fn json(value: &impl serde::Serialize) -> Vec<u8> {
-    // Plain data with string map keys: serialising to memory cannot fail.
-    serde_json::to_vec_pretty(value).unwrap_or_default()
+fn json(path: &Path, value: &impl serde::Serialize) -> Result<Vec<u8>, AuditError> {
+    serde_json::to_vec_pretty(value).map_err(|e| io_error(path, e))
 }
 
 impl PublishedSource for Archive {

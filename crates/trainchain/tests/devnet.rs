@@ -153,6 +153,66 @@ fn devnet_mines_three_blocks_that_audit_and_trains_a_better_model() {
     offline_audit_from_the_archive(&dir.path().join("net"));
 }
 
+/// Every cheat's bond was slashed on chain, burned whole (less the fee), and no honest miner's
+/// bond was touched: read from the published records and a node restarted on node 0's chain.
+fn slashed_on_chain_exactly_the_cheats(net: &Path, summary: &Value) {
+    let records: Value =
+        serde_json::from_str(&std::fs::read_to_string(net.join("archive/records.json")).unwrap())
+            .unwrap();
+    let slashes: Vec<&Value> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["slashes"].as_array().unwrap())
+        .collect();
+    let roster: Value =
+        serde_json::from_str(&std::fs::read_to_string(net.join("miners.json")).unwrap()).unwrap();
+    let params =
+        ChainParams::from_toml(&std::fs::read_to_string(net.join("chain.toml")).unwrap()).unwrap();
+    let burn = consensus::tx::burn_script().to_hex_string();
+    let blocks: Vec<String> = summary["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["hash"].as_str().unwrap().to_owned())
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let node = runtime.block_on(support::start_node(&net.join("node-0"), &params, &[]));
+    for miner in roster.as_array().unwrap() {
+        let bond = miner["bond"].as_str().unwrap();
+        let (txid, vout) = bond.split_once(':').unwrap();
+        let vout: u64 = vout.parse().unwrap();
+        let coin = runtime.block_on(node.call("gettxout", vec![txid.into(), vout.into()]));
+        let slash = slashes.iter().find(|s| s["miner"] == miner["public_key"]);
+        if miner["behaviour"] == "honest" {
+            assert!(slash.is_none(), "an honest miner was slashed: {miner}");
+            assert!(!coin.is_null(), "an honest miner's bond was spent: {miner}");
+            continue;
+        }
+        let slash = slash.unwrap_or_else(|| panic!("a cheat kept its bond: {miner}"));
+        assert_eq!(slash["bond"].as_str(), Some(bond));
+        assert!(coin.is_null(), "the cheat's bond is unspent: {miner}");
+        // The slash is in a block of the chain and pays only the burn.
+        let spend = blocks
+            .iter()
+            .find_map(|hash| {
+                runtime
+                    .block_on(node.rpc.call(
+                        "getrawtransaction",
+                        vec![slash["txid"].clone(), true.into(), hash.as_str().into()],
+                    ))
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("slash {slash} is in no block"));
+        let outputs = spend["vout"].as_array().unwrap();
+        assert_eq!(outputs.len(), 1, "{spend}");
+        assert_eq!(
+            outputs[0]["scriptPubKey"]["hex"].as_str(),
+            Some(burn.as_str())
+        );
+    }
+}
+
 /// A third party holding only what was published: the devnet has ended, so its coordinator is
 /// gone; a node is started again on node 0's chain, and `trainchain audit --archive` recomputes
 /// every score and merge from the saved data, with every miner's receipts. Then the archive
@@ -305,11 +365,12 @@ fn cheating_miners_are_caught_by_replay_and_win_nothing() {
     let (output, summary) = run_devnet_with(
         dir.path(),
         "6",
-        &["--cycles", "2", "--miners", "2", "--cheat-miners", "3"],
+        &["--cycles", "3", "--miners", "2", "--cheat-miners", "3"],
     );
     assert!(output.status.success(), "{}", explain(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let honest = miners_with(dir.path(), "honest");
+    slashed_on_chain_exactly_the_cheats(&dir.path().join("net"), &summary);
     let blocks = summary["blocks"].as_array().unwrap();
     assert!(!blocks.is_empty(), "{summary}");
     for block in blocks {

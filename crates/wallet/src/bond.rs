@@ -17,7 +17,7 @@
 //! low-R and low-S as for payments.
 
 use bitcoin::absolute::LockTime;
-use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey, Signing};
+use bitcoin::secp256k1::{Secp256k1, SecretKey, Signing};
 use bitcoin::transaction::Version;
 use bitcoin::{
     Amount, FeeRate, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness,
@@ -25,7 +25,8 @@ use bitcoin::{
 use consensus::bond::{bond_witness_script, BondError, BondTerms};
 use thiserror::Error;
 
-pub use consensus::bond::bond_script_pubkey;
+// The slash is built by consensus (the coordinator slashes too, without depending on the wallet).
+pub use consensus::bond::{bond_script_pubkey, build_slash};
 
 /// Largest ECDSA signature with its sighash byte the wallet makes (low R, low S).
 const SIGNATURE_BYTES_MAX: usize = crate::payment::P2WPKH_SIGNATURE_BYTES_MAX;
@@ -50,14 +51,10 @@ pub enum BondSpendError {
         fee: Amount,
         dust: Amount,
     },
-    #[error("the secret key is not the chain's bond slashing key")]
-    NotSlashKey,
     #[error("fee is out of range (overflow)")]
     FeeOutOfRange,
     #[error("{0}")]
     Bond(#[from] BondError),
-    #[error("cannot sign the bond spend: {0}")]
-    Signing(String),
 }
 
 /// First height at which a block may hold the miner's reclaim of a bond confirmed at
@@ -126,41 +123,7 @@ pub fn build_reclaim<C: Signing>(
     Ok(tx)
 }
 
-/// Builds and signs the slash of the bond `outpoint` (worth `value`) of `miner`: see
-/// [`consensus::bond::build_slash`], which it is (the coordinator builds slashes too, without
-/// depending on the wallet).
-#[allow(clippy::too_many_arguments)]
-pub fn build_slash<C: Signing>(
-    secp: &Secp256k1<C>,
-    terms: &BondTerms,
-    outpoint: OutPoint,
-    value: Amount,
-    miner: &PublicKey,
-    slash_key: &SecretKey,
-    finder_script: ScriptBuf,
-    fee: Amount,
-    fee_max: Amount,
-) -> Result<Transaction, BondSpendError> {
-    consensus::bond::build_slash(
-        secp,
-        terms,
-        outpoint,
-        value,
-        miner,
-        slash_key,
-        finder_script,
-        fee,
-        fee_max,
-    )
-    .map_err(|e| match e {
-        BondError::NotSlashKey => BondSpendError::NotSlashKey,
-        BondError::Signing(why) => BondSpendError::Signing(why),
-        other => BondSpendError::Bond(other),
-    })
-}
-
-/// The signature of input 0 of `tx` spending the P2WSH of `script`
-/// ([`consensus::bond::sign_p2wsh_input`]).
+/// The signature of input 0 of `tx` spending the P2WSH of `script`.
 fn sign_input<C: Signing>(
     secp: &Secp256k1<C>,
     tx: &Transaction,
@@ -168,16 +131,16 @@ fn sign_input<C: Signing>(
     value: Amount,
     key: &SecretKey,
 ) -> Result<Vec<u8>, BondSpendError> {
-    consensus::bond::sign_p2wsh_input(secp, tx, script, value, key).map_err(|e| match e {
-        BondError::Signing(why) => BondSpendError::Signing(why),
-        other => BondSpendError::Bond(other),
-    })
+    Ok(consensus::bond::sign_p2wsh_input(
+        secp, tx, script, value, key,
+    )?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use bitcoin::hashes::Hash as _;
+    use bitcoin::secp256k1::PublicKey;
     use bitcoin::Txid;
     use consensus::bond::{check_slash_outputs, slash_outputs};
     use consensus::{check_tx_inputs, SpendContext, TxError};
@@ -357,7 +320,7 @@ mod tests {
                 fee,
                 fee_max
             ),
-            Err(BondSpendError::NotSlashKey)
+            Err(BondError::NotSlashKey)
         );
         // A slash signed by another key through the IF branch fails in the interpreter.
         let other = BondTerms {
