@@ -52,6 +52,14 @@ pub const P2WSH_INPUTS_MAX: usize = 64;
 /// with no block-level count, and any block template within the size limit is within it.
 pub const BYTES_PER_SCRIPT_SIGOP: usize = 50;
 
+/// The size a fee rate prices: every byte of the full serialization, witness included. This
+/// chain's block limit counts full bytes (there is no witness discount), so a wallet pays,
+/// and a mempool asks, `fee_rate × fee_bytes`; quoting a rate per vbyte instead made the
+/// wallet's 1 sat/vB payments fall short of the mempool's 1 sat/byte minimum.
+pub fn fee_bytes(tx: &bitcoin::Transaction) -> u64 {
+    tx.total_size() as u64
+}
+
 /// The only OP_RETURN output allowed to carry value: `OP_RETURN OP_PUSHBYTES_4 "burn"`
 /// (`6a046275726e`). Value sent to it is destroyed on purpose (a slashed bond's burned part);
 /// any other OP_RETURN with value is refused as a mistake.

@@ -7,6 +7,7 @@ use primitives::{BlockHeader, Certificate, Coin};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -29,6 +30,14 @@ pub enum ChainError {
         code: i64,
         message: String,
     },
+    /// HTTP 401: the node refused the credentials. Retrying with the same ones cannot help,
+    /// so the message names the fix.
+    #[error(
+        "the node at {url} refused the credentials (HTTP 401, {sent}): pass the node's cookie \
+         (--node-data-dir DIR or --node-rpc-auth cookie:DIR) or its user:password \
+         (--node-rpc-auth user:password)"
+    )]
+    Unauthorized { url: String, sent: String },
     #[error("node RPC answered {method} with something unexpected: {detail}")]
     Unexpected {
         method: &'static str,
@@ -86,24 +95,82 @@ pub struct RpcAuth {
     pub password: String,
 }
 
+/// Where [`RpcChain`] takes its credentials from on each call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RpcCredentials {
+    None,
+    Fixed(RpcAuth),
+    /// A node's cookie file (`<node data dir>/.cookie`), read again on every call: a node
+    /// writes a fresh cookie at each start, so a restarted node is followed without a restart
+    /// of the coordinator.
+    Cookie(PathBuf),
+}
+
+/// Largest cookie file read: a cookie is `__cookie__:` and 64 hex digits.
+const COOKIE_BYTES_MAX: u64 = 1024;
+
+impl RpcCredentials {
+    /// The credentials to send now (a cookie that cannot be read: none, and the node's 401
+    /// says so).
+    fn current(&self) -> Option<RpcAuth> {
+        match self {
+            RpcCredentials::None => None,
+            RpcCredentials::Fixed(auth) => Some(auth.clone()),
+            RpcCredentials::Cookie(path) => read_cookie(path),
+        }
+    }
+
+    /// What is sent, without the secret, for error messages.
+    fn describe(&self) -> String {
+        match self {
+            RpcCredentials::None => "no credentials sent".into(),
+            RpcCredentials::Fixed(auth) => format!("sent user {:?}", auth.user),
+            RpcCredentials::Cookie(path) if read_cookie(path).is_some() => {
+                format!("sent the cookie in {}", path.display())
+            }
+            RpcCredentials::Cookie(path) => {
+                format!(
+                    "no credentials sent: cannot read the cookie {}",
+                    path.display()
+                )
+            }
+        }
+    }
+}
+
+fn read_cookie(path: &Path) -> Option<RpcAuth> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(COOKIE_BYTES_MAX)
+        .read_to_string(&mut text)
+        .ok()?;
+    let (user, password) = text.trim().split_once(':')?;
+    Some(RpcAuth {
+        user: user.to_owned(),
+        password: password.to_owned(),
+    })
+}
+
 /// JSON-RPC client for a trainchain node (`getblockcount`, `getblockhash`, `getcertificate`,
 /// falling back to `getblockheader <hash> false` for the raw header, and `gettxout` for bonds).
 pub struct RpcChain {
     url: String,
-    auth: Option<RpcAuth>,
+    credentials: RpcCredentials,
     http: reqwest::Client,
     next_id: AtomicU64,
 }
 
 impl RpcChain {
-    pub fn new(url: String, auth: Option<RpcAuth>) -> Result<Self, ChainError> {
+    pub fn new(url: String, credentials: RpcCredentials) -> Result<Self, ChainError> {
         let http = reqwest::Client::builder()
             .timeout(RPC_TIMEOUT)
             .build()
             .map_err(|e| ChainError::Transport(e.to_string()))?;
         Ok(RpcChain {
             url,
-            auth,
+            credentials,
             http,
             next_id: AtomicU64::new(1),
         })
@@ -113,13 +180,19 @@ impl RpcChain {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let mut request = self.http.post(&self.url).json(&body);
-        if let Some(auth) = &self.auth {
+        if let Some(auth) = self.credentials.current() {
             request = request.basic_auth(&auth.user, Some(&auth.password));
         }
         let response = request
             .send()
             .await
             .map_err(|e| ChainError::Transport(e.to_string()))?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(ChainError::Unauthorized {
+                url: self.url.clone(),
+                sent: self.credentials.describe(),
+            });
+        }
         // Bitcoin Core answers errors with HTTP 500 and a JSON body: read the body either way.
         let value: Value = response
             .json()

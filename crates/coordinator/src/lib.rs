@@ -23,7 +23,7 @@ pub mod store;
 pub mod verification;
 pub mod work;
 
-pub use chain::{ChainSource, MemoryChain, RpcAuth, RpcChain, UnspentOutput};
+pub use chain::{ChainSource, MemoryChain, RpcAuth, RpcChain, RpcCredentials, UnspentOutput};
 pub use client::CoordinatorClient;
 pub use cycle::CycleTiming;
 pub use error::ServiceError;

@@ -708,14 +708,60 @@ pub async fn drive_once<C: ChainSource>(
     Ok(())
 }
 
-/// Advances cycles forever, every [`DRIVER_POLL`]; errors (node down) are logged and retried.
+/// A failure that repeats unchanged is logged again at most this often (the driver retries
+/// ten times a second; one line per retry would bury everything else).
+const REPEATED_FAILURE_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// Logs a failing step once, then again only when its reason changes or every
+/// [`REPEATED_FAILURE_LOG_EVERY`] with the count, and says when steps succeed again.
+#[derive(Default)]
+struct FailureLog {
+    reason: Option<String>,
+    repeats: u64,
+    logged_at: Option<std::time::Instant>,
+}
+
+impl FailureLog {
+    fn failed(&mut self, reason: String) {
+        let now = std::time::Instant::now();
+        let same = self.reason.as_deref() == Some(reason.as_str());
+        let due = self
+            .logged_at
+            .is_none_or(|at| now.duration_since(at) >= REPEATED_FAILURE_LOG_EVERY);
+        if same && !due {
+            self.repeats += 1;
+            return;
+        }
+        if same {
+            warn!(error = %reason, repeats = self.repeats + 1, "coordinator step still failing; retrying");
+        } else {
+            warn!(error = %reason, "coordinator step failed; retrying");
+        }
+        self.reason = Some(reason);
+        self.repeats = 0;
+        self.logged_at = Some(now);
+    }
+
+    fn succeeded(&mut self) {
+        if let Some(reason) = self.reason.take() {
+            info!(previous_error = %reason, "coordinator step succeeded again");
+        }
+        self.repeats = 0;
+        self.logged_at = None;
+    }
+}
+
+/// Advances cycles forever, every [`DRIVER_POLL`]; errors (node down, refused credentials)
+/// are logged, without repeating the same line ten times a second, and retried.
 pub async fn drive<C: ChainSource>(coordinator: Arc<Coordinator>, chain: Arc<C>) {
     let mut interval = tokio::time::interval(DRIVER_POLL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = FailureLog::default();
     loop {
         interval.tick().await;
-        if let Err(e) = drive_once(&coordinator, chain.as_ref()).await {
-            warn!(error = %e, "coordinator step failed; retrying");
+        match drive_once(&coordinator, chain.as_ref()).await {
+            Ok(()) => failures.succeeded(),
+            Err(e) => failures.failed(e.to_string()),
         }
     }
 }

@@ -511,3 +511,144 @@ fn the_used_bond_set_survives_a_restart_and_resets_with_the_next_cycle() {
     )
     .unwrap();
 }
+
+/// Submits `bytes` under `commitment` (its update hash set to that of `bytes`), signed by `key`.
+fn submit_update(
+    c: &Coordinator,
+    now: u64,
+    key: &SecretKey,
+    cycle: u64,
+    bytes: &[u8],
+    commitment: proof::Commitment,
+) {
+    let secp = Secp256k1::new();
+    let miner = key.public_key(&secp);
+    let commitment = proof::Commitment {
+        update_hash: primitives::sha256(bytes),
+        ..commitment
+    };
+    let sig = CompactSignature::sign(&secp, key, &commitment.signing_hash(cycle, &miner));
+    let claim = coordinator::SubmissionClaim {
+        task_hash: commitment.task_hash,
+        transcript_root: commitment.transcript_root,
+        steps: commitment.steps,
+    };
+    c.submit(now, [1; 32], cycle, miner, sig, claim, bytes)
+        .unwrap();
+}
+
+/// Opens `key`'s challenged intervals of `record`.
+fn answer_challenge(c: &Coordinator, now: u64, key: &SecretKey, record: &proof::RunRecord) {
+    let secp = Secp256k1::new();
+    let miner = key.public_key(&secp);
+    let challenge = c.challenge(now, 0, &miner).unwrap();
+    let answer = record.respond(&challenge.intervals).encode();
+    let sig = CompactSignature::sign(
+        &secp,
+        key,
+        &coordinator::api::answer_signing_hash(0, &miner, &primitives::sha256(&answer)),
+    );
+    c.answer(now, [1; 32], 0, miner, sig, &answer).unwrap();
+}
+
+/// A bonded miner that trains, then uploads other weights than its transcript ends in, fails
+/// its replay check, and the coordinator sends exactly one slash of exactly its bond: every
+/// satoshi but the fee to the burn output, nothing to the coordinator, and the honest miner's
+/// bond untouched. Driving the sender again sends nothing more.
+#[tokio::test]
+async fn a_failed_replay_check_slashes_that_bond_once_and_no_other() {
+    const T0: u64 = 1_700_000_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let test_chain = TestChain::new();
+    let secp = Secp256k1::new();
+    let terms = BondTerms::from_params(&test_chain.params);
+    let genesis = test_chain.params.genesis.block_hash();
+    let view = ChainView {
+        tip: genesis,
+        tip_height: 0,
+        at_target: None,
+        tip_next_model: None,
+    };
+    let chain = MemoryChain::new(genesis);
+    let honest = testkit::key(500);
+    let cheat = testkit::key(501);
+    let c = Arc::new(open(dir.path(), &test_chain));
+    c.step(T0, [7; 32], Some(&view)).unwrap();
+    for (n, key) in [(1, &honest), (2, &cheat)] {
+        let coin = bond_coin(&terms, &key.public_key(&secp), terms.bond_min, 0);
+        chain.add_coin(outpoint(n).0, coin.clone());
+        c.register_bonded(
+            T0 + 10,
+            [2; 32],
+            bonded(&secp, key, 0, outpoint(n)),
+            Some(UnspentOutput {
+                coin,
+                tip_height: 0,
+            }),
+        )
+        .unwrap();
+    }
+
+    let now = T0 + 1_000;
+    let weights = c.weights(0).unwrap();
+    let mut runs = Vec::new();
+    for key in [&honest, &cheat] {
+        let task = c.task(now, 0, &key.public_key(&secp)).unwrap();
+        let shard = c.shard(now, 0, &key.public_key(&secp)).unwrap();
+        let run = honest_work(&task, &weights, &shard, 40);
+        let bytes = if key == &cheat {
+            // Trained, but uploads weights its transcript does not end in.
+            noise_update(&task, &weights, 5)
+        } else {
+            run.update.clone()
+        };
+        submit_update(&c, now + 100, key, 0, &bytes, run.commitment);
+        runs.push(run);
+    }
+    let deadline = T0 + 5_000;
+    c.step(deadline + 1, [3; 32], Some(&view)).unwrap();
+    answer_challenge(&c, deadline + 10, &honest, &runs[0].record);
+    answer_challenge(&c, deadline + 10, &cheat, &runs[1].record);
+    c.step(deadline + 1_001, [4; 32], Some(&view)).unwrap();
+    let state = c.state().unwrap();
+    let verdict = |key: &SecretKey| {
+        state
+            .lottery
+            .as_ref()
+            .expect("evaluated")
+            .scored
+            .iter()
+            .find(|s| s.miner == key.public_key(&secp))
+            .unwrap()
+            .verification
+            .clone()
+    };
+    assert!(
+        matches!(verdict(&cheat), proof::Verdict::Failed { .. }),
+        "{:?}",
+        verdict(&cheat)
+    );
+    assert!(
+        matches!(verdict(&honest), proof::Verdict::Verified { .. }),
+        "{:?}",
+        verdict(&honest)
+    );
+
+    coordinator::slash::send_pending(&c, &chain).await;
+    coordinator::slash::send_pending(&c, &chain).await;
+    let sent = chain.sent();
+    assert_eq!(sent.len(), 1, "one slash, sent once: {sent:?}");
+    let slash = &sent[0];
+    assert_eq!(slash.input.len(), 1);
+    assert_eq!(slash.input[0].previous_output, outpoint(2).0);
+    assert_eq!(slash.output.len(), 1, "no finder share for the coordinator");
+    assert_eq!(slash.output[0].script_pubkey, consensus::tx::burn_script());
+    assert_eq!(
+        slash.output[0].value,
+        terms.bond_min - coordinator::slash::SLASH_FEE
+    );
+    let record = c.record(0).unwrap();
+    assert_eq!(record.slashes.len(), 1);
+    assert_eq!(record.slashes[0].miner, cheat.public_key(&secp));
+    assert_eq!(record.slashes[0].txid, slash.compute_txid());
+}

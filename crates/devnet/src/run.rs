@@ -10,6 +10,7 @@ use coordinator::api::{CycleOutcome, CycleRecord, PhaseName};
 use coordinator::client::ClientError;
 use coordinator::work::WorkSetup;
 use coordinator::CoordinatorClient;
+use dashboard::{Dashboard, LiveSources};
 use learning::{model_from_safetensors, model_hash, DatasetSource, Model};
 use miner::audit::{audit, AuditReport};
 use miner::published::Archive;
@@ -323,6 +324,48 @@ fn name_of(miners: &[MinerInfo], key: &PublicKey) -> String {
 
 /// Runs the devnet to its end. Children are killed when this returns (or panics).
 pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
+    run_network(config).await.map(|(outcome, _network)| outcome)
+}
+
+/// What is still running after the summary: the nodes, the (stopped) coordinator and the
+/// dashboard. Everything stops when this is dropped.
+pub struct Network {
+    _nodes: Vec<NodeChild>,
+    coordinator: Child,
+    client: CoordinatorClient,
+    dashboard: Dashboard,
+}
+
+impl Network {
+    /// The dashboard's URL.
+    pub fn dashboard_url(&self) -> &str {
+        &self.dashboard.url
+    }
+
+    /// Keeps the network up for inspection until Ctrl-C: the coordinator (stopped for the
+    /// audit) is started again on its store and keeps opening cycles; the miners stay stopped,
+    /// so the chain stays the one the summary describes. The dashboard shows it all.
+    pub async fn linger(mut self) -> Result<(), DevnetError> {
+        // Catch Ctrl-C from here on, so it stops the children instead of orphaning them.
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
+        self.coordinator.restart()?;
+        tokio::select! {
+            ready = wait_coordinator(&self.client, &mut self.coordinator) => ready?,
+            _ = &mut interrupted => return Ok(()),
+        }
+        println!(
+            "lingering: the nodes, the coordinator (restarted; no miners, so no new blocks) and the dashboard {} stay up; Ctrl-C to stop",
+            self.dashboard.url
+        );
+        interrupted.await.map_err(io("ctrl-c"))?;
+        println!("stopping the devnet");
+        Ok(())
+    }
+}
+
+/// [`run`], returning what still runs with the outcome (see [`Network::linger`]).
+pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), DevnetError> {
     config.check()?;
     let layout = Layout {
         root: config.data_dir.clone(),
@@ -410,6 +453,11 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
         serde_json::to_vec_pretty(&roster).unwrap_or_default(),
     )
     .map_err(io(&roster_path))?;
+
+    // The dashboard reads the coordinator's API and node 0's RPC like any outside viewer; it
+    // waits for the coordinator like the miners do.
+    let dashboard = start_dashboard(&coordinator_url, nodes[0].rpc.url(), &miners).await?;
+    println!("dashboard: {}", dashboard.url);
 
     let mut coordinator = start_coordinator(&config, &layout, nodes[0].rpc.url(), port)?;
     let client = CoordinatorClient::new(&coordinator_url)?;
@@ -620,13 +668,47 @@ pub async fn run(config: DevnetConfig) -> Result<Outcome, DevnetError> {
         })?;
         std::fs::write(path, text).map_err(io(path))?;
     }
-    Ok(Outcome {
+    let outcome = Outcome {
         summary,
         audit,
         initial,
         miners: per_miner,
         data_dir: layout.root.clone(),
-    })
+    };
+    let network = Network {
+        _nodes: nodes,
+        coordinator,
+        client,
+        dashboard,
+    };
+    Ok((outcome, network))
+}
+
+/// The dashboard on a free loopback port, with the miners' names and report files.
+async fn start_dashboard(
+    coordinator_url: &str,
+    node_rpc: &str,
+    miners: &[MinerInfo],
+) -> Result<Dashboard, DevnetError> {
+    let sources = LiveSources::new(coordinator_url, node_rpc, ClientAuth::None)
+        .map_err(|e| DevnetError::Config(format!("dashboard: {e}")))?;
+    let options = dashboard::Options {
+        bind: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        coordinator_url: coordinator_url.to_owned(),
+        miner_reports: miners.iter().map(|m| m.report.clone()).collect(),
+        labels: miners
+            .iter()
+            .map(|m| {
+                (
+                    m.public_key.to_string(),
+                    format!("{} ({})", m.role.name, m.role.behaviour),
+                )
+            })
+            .collect(),
+    };
+    Dashboard::start(sources, options)
+        .await
+        .map_err(io("dashboard on 127.0.0.1:0"))
 }
 
 /// Most time the nodes get to connect to each other before any block exists.

@@ -4,7 +4,8 @@
 //! hardware, trains the model segment it is given on its data shard for the training window,
 //! uploads the signed update, keeps the receipt and certificates, and when it holds the
 //! block-signing certificate assembles, signs and submits the block through its node. It
-//! accounts where its CPU time went ([`cpu`]) and reports the useful-work fraction per cycle.
+//! accounts where its CPU time went ([`cpu`]) and reports the useful-work fraction per cycle,
+//! also as Prometheus metrics ([`metrics`]).
 //!
 //! The auditor ([`audit`]) walks a node's chain and the coordinator's published cycle records
 //! and recomputes every lottery with the shared `consensus` code.
@@ -18,6 +19,7 @@ pub mod behaviour;
 pub mod block;
 pub mod cpu;
 pub mod error;
+pub mod metrics;
 pub mod miner;
 pub mod node_rpc;
 pub mod progress;

@@ -4,6 +4,7 @@ use crate::behaviour::{produce, Behaviour, Work};
 use crate::block::assemble;
 use crate::cpu::CycleClock;
 use crate::error::MinerError;
+use crate::metrics::{MinerMetrics, TrainingRun};
 use crate::node_rpc::{NodeRpc, SubmitOutcome};
 use crate::progress::{Progress, ProgressMode, TICK};
 use crate::report::{self, CycleReport, ProducedBlock};
@@ -20,7 +21,8 @@ use learning::{model_from_safetensors, model_hash, Samples};
 use primitives::{sha256, Certificate, Hash256};
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::warn;
 
 /// How often the miner polls the coordinator while it waits for a phase to change: a tenth of
@@ -65,6 +67,7 @@ pub struct Miner {
     public_key: PublicKey,
     client: CoordinatorClient,
     progress: Progress,
+    metrics: Arc<MinerMetrics>,
 }
 
 fn local_now_ms() -> u64 {
@@ -128,7 +131,13 @@ impl Miner {
             public_key,
             client,
             progress,
+            metrics: Arc::default(),
         })
+    }
+
+    /// The miner's Prometheus counters and gauges, updated as each cycle ends.
+    pub fn metrics(&self) -> Arc<MinerMetrics> {
+        self.metrics.clone()
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -234,12 +243,17 @@ impl Miner {
             useful_work_fraction: 0.0,
             error: None,
         };
-        if let Err(error) = self.work(status, payout, &mut clock, &mut report).await {
+        let mut training = None;
+        if let Err(error) = self
+            .work(status, payout, &mut clock, &mut report, &mut training)
+            .await
+        {
             warn!(cycle, %error, "cycle work failed");
             report.error = Some(error.to_string());
         }
         report.cpu = clock.account();
         report.useful_work_fraction = report.cpu.useful_work_fraction();
+        self.metrics.record_cycle(&report, training.as_ref());
         report
     }
 
@@ -249,6 +263,7 @@ impl Miner {
         payout: &str,
         clock: &mut CycleClock,
         report: &mut CycleReport,
+        training: &mut Option<TrainingRun>,
     ) -> Result<(), MinerError> {
         let announcement = &status.announcement.announcement;
         let cycle = announcement.cycle;
@@ -328,6 +343,7 @@ impl Miner {
         let behaviour = self.config.behaviour;
         let bar = self.progress.training(cycle, window);
         let training_cpu = crate::cpu::process_cpu_time();
+        let training_started = Instant::now();
         let mut job =
             tokio::task::spawn_blocking(move || produce(behaviour, &model, &shard, &work));
         let joined = loop {
@@ -338,8 +354,13 @@ impl Miner {
         };
         clock.book_training(training_cpu);
         bar.finish();
+        let training_wall = training_started.elapsed();
         let produced = joined.map_err(|e| MinerError::TrainingTask(e.to_string()))??;
         report.steps = produced.steps();
+        *training = Some(TrainingRun {
+            samples: report.steps.saturating_mul(u64::from(task.replay.batch)),
+            wall_secs: training_wall.as_secs_f64(),
+        });
 
         let update = produced.update.to_safetensors()?;
         let update_hash = sha256(&update);

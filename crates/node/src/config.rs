@@ -6,6 +6,7 @@
 //! peers = ["/ip4/192.0.2.1/tcp/7333"]
 //! rpc_bind = "127.0.0.1:7332"
 //! rpc_auth = "cookie"                   # or "user:password", or "none"
+//! metrics_bind = "127.0.0.1:9332"       # Prometheus `/metrics`; off unless set
 //! p2p_inbound_connections_max = 64      # default p2p::INBOUND_CONNECTIONS_MAX
 //! p2p_outbound_connections_max = 16     # default p2p::OUTBOUND_CONNECTIONS_MAX
 //! ```
@@ -33,6 +34,8 @@ pub struct NodeConfig {
     pub peers: Option<Vec<String>>,
     pub rpc_bind: Option<String>,
     pub rpc_auth: Option<String>,
+    /// Address of the Prometheus `/metrics` listener (none: no listener).
+    pub metrics_bind: Option<String>,
     pub p2p_inbound_connections_max: Option<u32>,
     pub p2p_outbound_connections_max: Option<u32>,
 }
@@ -87,12 +90,14 @@ mod tests {
             peers = ["/ip4/127.0.0.1/tcp/9"]
             rpc_bind = "127.0.0.1:0"
             rpc_auth = "alice:secret"
+            metrics_bind = "127.0.0.1:0"
             p2p_inbound_connections_max = 3
             p2p_outbound_connections_max = 4
         "#;
         let config = NodeConfig::parse(text, Path::new("x")).unwrap();
         assert_eq!(config.rpc_auth.as_deref(), Some("alice:secret"));
         assert_eq!(config.peers.unwrap().len(), 1);
+        assert_eq!(config.metrics_bind.as_deref(), Some("127.0.0.1:0"));
         assert_eq!(config.p2p_inbound_connections_max, Some(3));
         assert_eq!(config.p2p_outbound_connections_max, Some(4));
         let error = NodeConfig::parse("rpc_port = 1", Path::new("x")).unwrap_err();

@@ -172,7 +172,7 @@ impl Mempool {
         if tx.is_coinbase() {
             return Err(MempoolError::Coinbase);
         }
-        let bytes = tx.total_size();
+        let bytes = consensus::tx::fee_bytes(&tx) as usize;
         // A transaction larger than the whole pool could never be held either.
         let max = self.limits.tx_bytes_max.min(self.limits.bytes_max);
         if bytes > max {

@@ -8,6 +8,7 @@
 
 use crate::chain::{BlockOutcome, ChainError, ChainState};
 use crate::mempool::{Mempool, MempoolError, MempoolInfo};
+use crate::metrics::NodeMetrics;
 use bitcoin::{Amount, BlockHash, OutPoint, ScriptBuf, Transaction, Txid};
 use consensus::{block_subsidy, CoinView, SpendContext};
 use primitives::block::{coinbase_script_sig, PRODUCER_SIGNATURE_BYTES};
@@ -126,6 +127,7 @@ struct Shared {
     network: Mutex<NetworkStatus>,
     started: Instant,
     shutdown: watch::Sender<bool>,
+    metrics: NodeMetrics,
 }
 
 /// Cloneable access to the running node.
@@ -171,6 +173,7 @@ impl NodeHandle {
                 network: Mutex::new(NetworkStatus::default()),
                 started: Instant::now(),
                 shutdown,
+                metrics: NodeMetrics::default(),
             }),
         };
         (handle, receiver)
@@ -186,6 +189,11 @@ impl NodeHandle {
 
     pub fn params(&self) -> &ChainParams {
         &self.shared.params
+    }
+
+    /// The node's Prometheus counters (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.shared.metrics
     }
 
     pub fn uptime_secs(&self) -> u64 {
@@ -249,11 +257,14 @@ impl NodeHandle {
     }
 
     /// Validates and stores a block; on a new tip, updates the mempool (confirmed and
-    /// conflicting transactions out, a reorganisation's disconnected ones back in).
+    /// conflicting transactions out, a reorganisation's disconnected ones back in). Every
+    /// outcome is counted in [`NodeHandle::metrics`], whoever sent the block.
     pub fn process_block(&self, block: Block) -> Result<BlockOutcome, ChainError> {
         let now_secs = now_unix_secs();
         let mut state = self.lock();
-        let outcome = state.chain.process_block(block, now_secs)?;
+        let result = state.chain.process_block(block, now_secs);
+        self.shared.metrics.record_block(&result);
+        let outcome = result?;
         if let BlockOutcome::NewTip {
             disconnected,
             connected,

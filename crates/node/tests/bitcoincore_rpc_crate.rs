@@ -7,13 +7,13 @@ use bitcoincore_rpc::{Auth, Client, RpcApi};
 use node::mempool::{Mempool, MempoolLimits};
 use node::rpc::{self, RpcAuth};
 use node::{ChainState, NodeHandle};
-use testkit::{coinbase_output, key, p2wpkh, TestChain};
+use testkit::{block_time, coinbase_output, key, p2wpkh, TestChain};
 
 /// Blocks mined on genesis before the test.
 const BLOCKS: u64 = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_bitcoincore_rpc_crate_reads_the_chain_and_sends_a_transaction() {
+async fn the_bitcoincore_rpc_crate_reads_the_chain_and_sends_and_confirms_a_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let chain = TestChain::new();
     let state = ChainState::open(&dir.path().join("chain.redb"), chain.params.clone()).unwrap();
@@ -84,6 +84,45 @@ async fn the_bitcoincore_rpc_crate_reads_the_chain_and_sends_a_transaction() {
         assert_eq!(back, tx);
         let verbose = client.get_raw_transaction_info(&txid, None).unwrap();
         assert_eq!(verbose.txid, txid);
+        // Unconfirmed: none of Core's chain fields.
+        assert_eq!(
+            (
+                verbose.in_active_chain,
+                verbose.blockhash,
+                verbose.confirmations,
+                verbose.time,
+                verbose.blocktime
+            ),
+            (None, None, None, None, None)
+        );
+
+        // Confirmed in a block on the tip: Core's chain fields, from the block's header.
+        let height = BLOCKS as u32 + 1;
+        let block = chain.block(
+            best,
+            height,
+            &key(2),
+            vec![tx.clone()],
+            Amount::from_sat(10_000),
+        );
+        let mined = block.block_hash();
+        node.process_block(block).unwrap();
+        let confirmed = client
+            .get_raw_transaction_info(&txid, Some(&mined))
+            .unwrap();
+        assert_eq!(confirmed.txid, txid);
+        assert_eq!(confirmed.in_active_chain, Some(true));
+        assert_eq!(confirmed.blockhash, Some(mined));
+        assert_eq!(confirmed.confirmations, Some(1));
+        assert_eq!(confirmed.time, Some(block_time(height) as usize));
+        assert_eq!(confirmed.blocktime, Some(block_time(height) as usize));
+        // Block 1's coinbase, under BLOCKS blocks.
+        let first = blocks[0].block_hash();
+        let coinbase = client
+            .get_raw_transaction_info(&outpoint.txid, Some(&first))
+            .unwrap();
+        assert_eq!(coinbase.confirmations, Some(BLOCKS as u32 + 1));
+        assert_eq!(coinbase.blocktime, Some(block_time(1) as usize));
 
         // Wrong credentials are Core's 401, surfaced by the crate as an error, not a hang.
         let wrong = Client::new(&url, Auth::UserPass("user".into(), "nope".into())).unwrap();

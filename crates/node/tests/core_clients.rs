@@ -206,12 +206,48 @@ async fn headers_and_blocks_carry_cores_fields() {
     let live = live().await;
     // A block with a segwit spend, so stripped size and size differ.
     let tx = live.spend(Amount::from_sat(10_000));
+    let txid = tx.compute_txid().to_string();
     let tip = live.node.tip().unwrap().0;
     let block = live
         .chain
         .block(tip, BLOCKS + 1, &key(1), vec![tx], Amount::from_sat(10_000));
+    let time = block.header.time;
     live.node.process_block(block).unwrap();
     let hash = live.call("getblockhash", json!([BLOCKS + 1])).await;
+
+    // A confirmed transaction carries Core's chain fields.
+    let confirmed = live
+        .call("getrawtransaction", json!([txid, true, hash]))
+        .await;
+    assert_eq!(confirmed["in_active_chain"], true);
+    assert_eq!(confirmed["blockhash"], hash);
+    assert_eq!(confirmed["confirmations"], 1);
+    assert_eq!(
+        (&confirmed["time"], &confirmed["blocktime"]),
+        (&json!(time), &json!(time))
+    );
+    // One in a block off the best chain: Core's 0 confirmations and no times.
+    let one = live
+        .node
+        .with_chain(|c| c.store().best_hash_at(1).unwrap().unwrap());
+    let side = live.chain.block(one, 2, &key(3), vec![], Amount::ZERO);
+    let side_hash = side.block_hash().to_string();
+    let side_coinbase = side.txdata[0].compute_txid().to_string();
+    live.node.process_block(side).unwrap();
+    let stale = live
+        .call("getrawtransaction", json!([side_coinbase, true, side_hash]))
+        .await;
+    assert_eq!(stale["in_active_chain"], false, "{stale}");
+    assert_eq!(stale["blockhash"], side_hash);
+    assert_eq!(stale["confirmations"], 0);
+    assert!(stale.get("time").is_none() && stale.get("blocktime").is_none());
+    // A transaction that is not in the given block: Core's -5.
+    assert_eq!(
+        live.call_err("getrawtransaction", json!([side_coinbase, true, hash]))
+            .await
+            .1,
+        -5
+    );
     let header = live.call("getblockheader", json!([hash, true])).await;
     for field in [
         "chainwork",
@@ -313,6 +349,55 @@ async fn addresses_scripts_and_transactions_decode() {
         .await;
     assert_eq!(script["type"], "witness_v0_keyhash");
     assert!(script["asm"].as_str().unwrap().starts_with("OP_0"));
+    let desc = script["desc"].as_str().unwrap();
+    assert!(desc.starts_with(&format!("addr({address})#")), "{script}");
+    assert_eq!(
+        rpc::descriptor::checksum(&format!("addr({address})")).as_deref(),
+        desc.split_once('#').map(|(_, sum)| sum)
+    );
+    // P2WPKH nests in P2SH but is already segwit.
+    assert!(script["p2sh"].is_string());
+    assert!(script.get("segwit").is_none(), "{script}");
+
+    // Core 28's answer for a P2PK script on regtest (bitcoind's output, `asm` aside).
+    let p2pk = live
+        .call(
+            "decodescript",
+            json!(["2103c8edf725b59d9f370870a5dcd5e70b0baea493a5b85cb227c1ef6a8e8cdad8fbac"]),
+        )
+        .await;
+    assert_eq!(
+        p2pk["desc"],
+        "pk(03c8edf725b59d9f370870a5dcd5e70b0baea493a5b85cb227c1ef6a8e8cdad8fb)#uyjfg78q"
+    );
+    assert_eq!(p2pk["type"], "pubkey");
+    assert_eq!(p2pk["p2sh"], "2N5qkyrMHFs2owkwkf76d55YmSMTX5YJa58");
+    assert!(p2pk.get("address").is_none());
+    let segwit = &p2pk["segwit"];
+    assert_eq!(
+        segwit["hex"],
+        "00142179dbd7258824b83b13e6190efdc302723183ec"
+    );
+    assert_eq!(segwit["type"], "witness_v0_keyhash");
+    assert_eq!(
+        segwit["address"],
+        "bcrt1qy9uah4e93qjtswcnucvsalwrqferrqlvzrgycj"
+    );
+    assert_eq!(
+        segwit["desc"],
+        "addr(bcrt1qy9uah4e93qjtswcnucvsalwrqferrqlvzrgycj)#mjpsey9y"
+    );
+    assert_eq!(segwit["p2sh-segwit"], "2N3h5LwNuYMcRzWziqSDTmB7o67QDDN1Z9W");
+    // A non-standard script: raw() (Core's output), wrapped in P2SH and P2WSH.
+    let nonstandard = live.call("decodescript", json!(["6351670068"])).await;
+    assert_eq!(nonstandard["desc"], "raw(6351670068)#fhsnu8qg");
+    assert_eq!(nonstandard["type"], "nonstandard");
+    assert_eq!(nonstandard["segwit"]["type"], "witness_v0_scripthash");
+    // Null data: raw(), and nothing to wrap.
+    let nulldata = live.call("decodescript", json!(["6a024869"])).await;
+    assert_eq!(nulldata["desc"], "raw(6a024869)#nz6xdglz");
+    assert_eq!(nulldata["type"], "nulldata");
+    assert!(nulldata.get("p2sh").is_none() && nulldata.get("segwit").is_none());
     assert_eq!(
         live.call_err("decoderawtransaction", json!(["zz"])).await.1,
         -22
@@ -348,6 +433,18 @@ async fn mempool_methods_test_accept_and_fee_estimates() {
 
     let txid = live.call("sendrawtransaction", json!([hex_tx])).await;
     assert_eq!(txid, tx.compute_txid().to_string());
+    // Unconfirmed: Core's verbose getrawtransaction has none of the chain fields.
+    let pooled = live.call("getrawtransaction", json!([txid, true])).await;
+    assert_eq!(pooled["txid"], txid);
+    for field in [
+        "in_active_chain",
+        "blockhash",
+        "confirmations",
+        "time",
+        "blocktime",
+    ] {
+        assert!(pooled.get(field).is_none(), "{field}: {pooled}");
+    }
     let entry = live.call("getmempoolentry", json!([txid])).await;
     assert_eq!(entry["ancestorcount"], 1);
     assert_eq!(entry["descendantcount"], 1);

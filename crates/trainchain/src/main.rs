@@ -16,6 +16,10 @@ use std::process::ExitCode;
                   a block-signing certificate for the winner of a weighted, auditable lottery."
 )]
 struct Cli {
+    /// What to log on stderr: a level (error, warn, info, debug, trace) or a `RUST_LOG`-style
+    /// filter such as `info,node=debug`. Default: `RUST_LOG` if set, else info.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,13 +43,26 @@ enum Command {
     Devnet(cmd::devnet::Args),
     /// Check a chain and its coordinator's lotteries independently.
     Audit(cmd::audit::Args),
+    /// Serve a live web dashboard of a coordinator's cycles and a node's chain.
+    Dashboard(cmd::dashboard::Args),
     /// Recheck one piece of fraud evidence (a failed proof-of-training check) by replaying it.
     VerifyEvidence(cmd::verify_evidence::Args),
 }
 
 fn main() -> ExitCode {
-    cmd::logging::init();
-    let cli = Cli::parse();
+    // A role's `--config FILE` becomes flags in front of the command line's own.
+    let args = match cmd::role_config::expand::<Cli>(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("error: {}", describe(&error));
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
+    if let Err(error) = cmd::logging::init(cli.log_level.as_deref()) {
+        eprintln!("error: {}", describe(&error));
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Init(args) => cmd::init::run(args),
         Command::Wallet(command) => cmd::wallet::run(command),
@@ -55,6 +72,7 @@ fn main() -> ExitCode {
         Command::Miner(args) => cmd::miner::run(args),
         Command::Devnet(args) => cmd::devnet::run(args),
         Command::Audit(args) => cmd::audit::run(args),
+        Command::Dashboard(args) => cmd::dashboard::run(args),
         Command::VerifyEvidence(args) => cmd::verify_evidence::run(args),
     };
     match result {

@@ -144,7 +144,10 @@ fn wallet_sees_mined_coins_and_pays_with_a_transaction_consensus_accepts() {
     let coins = state.coins_for([&tx]).unwrap();
     let (fee, _) =
         consensus::check_tx_inputs(&tx, &coins, &state.next_spend_context().unwrap()).unwrap();
-    assert!(fee >= Amount::from_sat(2 * tx.vsize() as u64), "fee {fee}");
+    assert!(
+        fee >= Amount::from_sat(2 * consensus::tx::fee_bytes(&tx)),
+        "fee {fee}"
+    );
     drop(state);
 
     let too_much = trainchain(&[

@@ -143,6 +143,19 @@ async fn roles_read_the_node_cookie_by_default_and_a_refusal_names_the_fix() {
     ]);
     assert_names_the_fix(&stderr);
 
+    // The same refusal through a coordinator config file: its keys are the flags.
+    let config = dir.path().join("coordinator.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = {data_str:?}\nnode_rpc = {url:?}\nnode_rpc_auth = \"none\"\n"),
+    )
+    .unwrap();
+    assert_names_the_fix(&fails_fast(&[
+        "coordinator",
+        "--config",
+        config.to_str().unwrap(),
+    ]));
+
     let key = dir.path().join("miner.key");
     let key_str = key.to_str().unwrap();
     assert!(trainchain(&["wallet", "new", "--key", key_str])
@@ -343,4 +356,129 @@ fn an_explicit_user_password_keeps_working() {
         &dir.path().join("coordinator.log"),
     );
     coordinator.wait_for("cycle opened");
+}
+
+/// Starts `trainchain node` in `dir` with its RPC on `rpc_port` and the given `--rpc-auth`.
+fn spawn_node(dir: &Path, rpc_port: u16, rpc_auth: &str, log: &Path) -> Running {
+    let _ = std::fs::remove_file(dir.join("node.json"));
+    let rpc_bind = format!("127.0.0.1:{rpc_port}");
+    let mut node = Running::spawn(
+        &[
+            "node",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--rpc-bind",
+            &rpc_bind,
+            "--rpc-auth",
+            rpc_auth,
+        ],
+        log,
+    );
+    node.wait_for("RPC server listening");
+    let deadline = Instant::now() + Duration::from_secs(WAIT_SECS);
+    while !dir.join("node.json").is_file() {
+        assert!(Instant::now() < deadline, "the node did not start");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    node
+}
+
+/// A coordinator started against a node keeps following it: a node restart writes a fresh
+/// cookie, which the coordinator reads on its next call (it used to send the old one, and get
+/// 401s, forever); a node that then refuses it is reported as a refusal naming the fix, once,
+/// not as an "error decoding response body" ten times a second.
+#[test]
+fn a_running_coordinator_follows_a_node_restart_and_reports_a_refusal_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("chain");
+    let data_str = data.to_str().unwrap();
+    let init = trainchain(&["init", "--data-dir", data_str, "--cycle-secs", "30"]);
+    assert!(init.status.success(), "{init:?}");
+    let node_dir = data.join("node");
+    std::fs::create_dir_all(&node_dir).unwrap();
+    std::fs::copy(data.join("chain.toml"), node_dir.join("chain.toml")).unwrap();
+    let rpc_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let node_log = dir.path().join("node.log");
+    let node = spawn_node(&node_dir, rpc_port, "cookie", &node_log);
+    let first_cookie = std::fs::read_to_string(node_dir.join(".cookie")).unwrap();
+    let mut coordinator = Running::spawn(
+        &[
+            "coordinator",
+            "--data-dir",
+            data_str,
+            "--node-data-dir",
+            node_dir.to_str().unwrap(),
+        ],
+        &dir.path().join("coordinator.log"),
+    );
+    coordinator.wait_for("cycle opened");
+
+    // The node restarts on the same port with a fresh cookie: the coordinator fails while it
+    // is down, then carries on with the new cookie.
+    drop(node);
+    coordinator.wait_for("coordinator step failed");
+    let node = spawn_node(&node_dir, rpc_port, "cookie", &node_log);
+    let second_cookie = std::fs::read_to_string(node_dir.join(".cookie")).unwrap();
+    assert_ne!(
+        first_cookie, second_cookie,
+        "a restart writes a fresh cookie"
+    );
+    coordinator.wait_for("coordinator step succeeded again");
+    assert!(
+        !coordinator.log().contains("HTTP 401"),
+        "{}",
+        coordinator.log()
+    );
+
+    // The node now takes only a password the coordinator does not have: a refusal that names
+    // the fix, logged once while it lasts, not once per 100 ms retry.
+    drop(node);
+    let _node = spawn_node(&node_dir, rpc_port, "alice:secret", &node_log);
+    coordinator.wait_for("refused the credentials");
+    std::thread::sleep(Duration::from_secs(3));
+    let log = coordinator.log();
+    let refusals = log.matches("refused the credentials").count();
+    assert!(refusals <= 2, "{refusals} refusal lines in 3 s:\n{log}");
+    assert!(log.contains("--node-rpc-auth user:password"), "{log}");
+    assert!(!log.contains("decoding"), "{log}");
+}
+
+/// `--config FILE` for the coordinator and the miner: keys are the flags, the command line
+/// wins, and a misspelt key or a bad `--log-level` is refused with what to write instead.
+#[test]
+fn role_config_files_are_checked_like_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("miner.toml");
+    std::fs::write(
+        &config,
+        "coordinator = \"http://127.0.0.1:9\"\nkey = \"from-config.key\"\nthread = 2\n",
+    )
+    .unwrap();
+    let config_str = config.to_str().unwrap();
+    let stderr = fails_fast(&["miner", "--config", config_str]);
+    assert!(stderr.contains("unknown key \"thread\""), "{stderr}");
+    assert!(
+        stderr.contains("threads"),
+        "the valid keys are listed: {stderr}"
+    );
+
+    std::fs::write(
+        &config,
+        "coordinator = \"http://127.0.0.1:9\"\nkey = \"from-config.key\"\nthreads = 1\nlog_level = \"warn\"\n",
+    )
+    .unwrap();
+    let stderr = fails_fast(&["miner", "--config", config_str]);
+    assert!(stderr.contains("from-config.key"), "{stderr}");
+    let stderr = fails_fast(&["miner", "--config", config_str, "--key", "from-flag.key"]);
+    assert!(stderr.contains("from-flag.key"), "the flag wins: {stderr}");
+    assert!(!stderr.contains("from-config.key"), "{stderr}");
+
+    let stderr = fails_fast(&["--log-level", "info,node=loud", "rpc", "getblockcount"]);
+    assert!(stderr.contains("--log-level"), "{stderr}");
 }

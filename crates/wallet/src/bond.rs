@@ -111,7 +111,7 @@ pub fn build_reclaim<C: Signing>(
         }],
     };
     let fee = fee_rate
-        .fee_vb(tx.vsize() as u64)
+        .fee_vb(consensus::tx::fee_bytes(&tx))
         .ok_or(BondSpendError::FeeOutOfRange)?;
     let paid = value
         .checked_sub(fee)
@@ -225,9 +225,12 @@ mod tests {
         assert_eq!(tx.output[0].script_pubkey, p2wpkh(&miner));
 
         let (fee, _) = check_tx_inputs(&tx, &view, &at(15)).unwrap();
-        assert!(fee >= rate.fee_vb(tx.vsize() as u64).unwrap(), "fee {fee}");
         assert!(
-            fee <= rate.fee_vb(tx.vsize() as u64 + 1).unwrap(),
+            fee >= rate.fee_vb(consensus::tx::fee_bytes(&tx)).unwrap(),
+            "fee {fee}"
+        );
+        assert!(
+            fee <= rate.fee_vb(consensus::tx::fee_bytes(&tx) + 1).unwrap(),
             "fee {fee}"
         );
         // Consensus agrees about the lock: the same spend one block earlier is refused.

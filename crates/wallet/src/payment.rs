@@ -9,13 +9,15 @@
 //!
 //! # Fee
 //!
-//! `fee = fee_rate × vsize`, rounded up to a whole satoshi, where `vsize` is that of the
-//! transaction with every input's witness at its largest: a 71-byte signature (DER at most 70
-//! bytes, because signing grinds for a low R value and secp256k1 always gives a low S, plus the
-//! sighash byte) and a 33-byte compressed key. The signed transaction is never larger than
-//! that, and is smaller only when a signature's R or S happens to start with a zero byte (about
-//! 1 input in 64, by 1 weight unit), so the fee is never below the requested rate and exceeds
-//! it by at most a quarter of a vbyte's fee per such input.
+//! `fee = fee_rate × fee_bytes`, where `fee_bytes` ([`consensus::tx::fee_bytes`]) counts every
+//! byte of the full serialization, witness included: this chain's block limit counts full
+//! bytes, so its mempool prices them (a rate quoted per vbyte paid too little for witness
+//! spends). The size is that of the transaction with every input's witness at its largest: a
+//! 71-byte signature (DER at most 70 bytes, because signing grinds for a low R value and
+//! secp256k1 always gives a low S, plus the sighash byte) and a 33-byte compressed key. The
+//! signed transaction is never larger than that, and is smaller only when a signature's R or S
+//! happens to start with a zero byte (about 1 input in 64, by 1 byte), so the fee is never below
+//! the requested rate and exceeds it by at most one byte's fee per such input.
 //!
 //! # Change
 //!
@@ -216,7 +218,7 @@ fn finish(mut tx: Transaction, spent_values: Vec<Amount>, fee: Amount) -> Paymen
 
 fn fee_for(fee_rate: FeeRate, tx: &Transaction) -> Result<Amount, WalletError> {
     fee_rate
-        .fee_vb(tx.vsize() as u64)
+        .fee_vb(consensus::tx::fee_bytes(tx))
         .ok_or(WalletError::ValueOutOfRange)
 }
 

@@ -1126,6 +1126,9 @@ impl Network {
         if let Some(state) = self.sync.get_mut(&peer) {
             state.blocks_in_flight = false;
         }
+        self.node
+            .metrics()
+            .add_sync_blocks_received(blocks.len() as u64);
         let asked_set: HashSet<BlockHash> = asked.iter().copied().collect();
         let complete = blocks.len() == asked.len();
         for block in blocks {

@@ -12,14 +12,24 @@
 //! type jsonrpsee wants, lets jsonrpsee answer, and reshapes the answer to each call's style.
 //! JSON-RPC 2.0 calls keep jsonrpsee's answer byte for byte. Bodies that are not JSON go through
 //! untouched so jsonrpsee answers them with its parse error.
+//!
+//! The 2.0 path is the hot one, so it builds nothing: a borrowing scan ([`all_v2`]) reads only
+//! each call's `jsonrpc` member and skips the rest (a `submitblock`'s megabytes of hex are not
+//! copied), and the body goes on as the same bytes. A single 1.0-style answer is re-enveloped
+//! around jsonrpsee's `result` text without parsing it (see [`legacy_single`]).
+//! `cargo bench -p node --bench rpc_compat` measures both against jsonrpsee alone.
 
 use super::RPC_REQUEST_BYTES_MAX;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use jsonrpsee::core::BoxError;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use jsonrpsee::core::{BoxError, JsonRawValue};
 use jsonrpsee::server::{HttpBody, HttpRequest, HttpResponse};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -71,9 +81,60 @@ fn normalise_call(call: &mut Map<String, Value>) -> Style {
     style
 }
 
+/// One call object, as far as the 2.0 fast path needs it: whether its (last) `jsonrpc` member
+/// is the string "2.0", read the way `serde_json::Value` reads the object. Only objects are
+/// accepted (a derived struct would also take an array); every other member is skipped.
+struct Probe {
+    v2: bool,
+}
+
+impl<'de> Deserialize<'de> for Probe {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Probe, D::Error> {
+        struct ObjectOnly;
+        impl<'de> Visitor<'de> for ObjectOnly {
+            type Value = Probe;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a call object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Probe, A::Error> {
+                let mut v2 = false;
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if key == "jsonrpc" {
+                        // A later duplicate wins, as in `Value`; a non-string is not 2.0.
+                        v2 = map.next_value::<Value>()? == Value::String("2.0".into());
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(Probe { v2 })
+            }
+        }
+        deserializer.deserialize_map(ObjectOnly)
+    }
+}
+
+/// Whether `body` is a JSON-RPC 2.0 call or a batch of only 2.0 calls: exactly the bodies
+/// [`normalise`] would leave unchanged after a full parse, found without building one.
+fn all_v2(body: &[u8]) -> bool {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => serde_json::from_slice::<Probe>(body).is_ok_and(|call| call.v2),
+        Some(b'[') => serde_json::from_slice::<Vec<Probe>>(body)
+            .is_ok_and(|calls| calls.iter().all(|call| call.v2)),
+        _ => false,
+    }
+}
+
 /// The strict JSON-RPC 2.0 body jsonrpsee gets for `body`, and how to shape its answer.
 /// `None` means "send the body unchanged".
 fn normalise(body: &[u8]) -> Option<(Vec<u8>, Shape)> {
+    if all_v2(body) {
+        return None;
+    }
+    normalise_parsed(body)
+}
+
+/// [`normalise`] by a full parse: the path of every body that is not all JSON-RPC 2.0.
+fn normalise_parsed(body: &[u8]) -> Option<(Vec<u8>, Shape)> {
     let mut value: Value = serde_json::from_slice(body).ok()?;
     let shape = match &mut value {
         Value::Object(call) => {
@@ -137,9 +198,54 @@ fn legacy_status(answer: &Value) -> StatusCode {
     }
 }
 
+/// The members of one jsonrpsee answer, as their JSON text.
+#[derive(Deserialize)]
+struct RawAnswer<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a JsonRawValue>,
+    #[serde(borrow, default)]
+    result: Option<&'a JsonRawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a JsonRawValue>,
+}
+
+/// Core's 1.0 envelope of a single answer, around the text of jsonrpsee's `result` and
+/// `error` (a `getblock` result of megabytes is copied once, never parsed into a tree).
+fn legacy_single(body: &[u8]) -> Option<(StatusCode, Vec<u8>)> {
+    // An object only (a derived struct would also read an array, by position).
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let answer: RawAnswer = serde_json::from_slice(body).ok()?;
+    fn text(raw: Option<&JsonRawValue>) -> &str {
+        raw.map_or("null", JsonRawValue::get)
+    }
+    let error: Value = serde_json::from_str(text(answer.error)).ok()?;
+    let status = legacy_status(&json!({ "error": error }));
+    let (result, error, id) = (text(answer.result), text(answer.error), text(answer.id));
+    let mut out = Vec::with_capacity(result.len() + error.len() + id.len() + 32);
+    for part in [
+        r#"{"result":"#,
+        result,
+        r#","error":"#,
+        error,
+        r#","id":"#,
+        id,
+        "}",
+    ] {
+        out.extend_from_slice(part.as_bytes());
+    }
+    Some((status, out))
+}
+
 /// Reshapes jsonrpsee's answer body for `shape`; `None` when it is not the JSON expected (it is
 /// then passed on as it is).
 fn reshape(body: &[u8], shape: &Shape) -> Option<(StatusCode, Vec<u8>)> {
+    if *shape == Shape::Single(Style::Legacy) {
+        if let Some(reshaped) = legacy_single(body) {
+            return Some(reshaped);
+        }
+    }
     let answer: Value = serde_json::from_slice(body).ok()?;
     let (status, value) = match (shape, answer) {
         (Shape::Single(Style::Legacy), answer @ Value::Object(_)) => {
@@ -239,15 +345,19 @@ where
             };
             // bitcoind reads any content type (Core's own curl example sends text/plain).
             parts.headers.insert(CONTENT_TYPE, JSON);
+            // An unchanged body goes on as the same bytes (no copy).
             let (body, shape) = match normalise(&bytes) {
-                Some((body, shape)) => (body, shape),
-                None => (bytes.to_vec(), Shape::PassThrough),
+                Some((body, shape)) => (bytes::Bytes::from(body), shape),
+                None => (bytes, Shape::PassThrough),
             };
             parts
                 .headers
                 .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
             let response = inner
-                .call(HttpRequest::from_parts(parts, HttpBody::from(body)))
+                .call(HttpRequest::from_parts(
+                    parts,
+                    HttpBody::new(Full::new(body)),
+                ))
                 .await
                 .map_err(Into::into)?;
             let (mut parts, body) = response.into_parts();
@@ -302,6 +412,73 @@ mod tests {
         assert!(normalise(br#"{"jsonrpc":"2.0","method":"a","id":1}"#).is_none());
         assert!(normalise(br#"[{"jsonrpc":"2.0","method":"a","id":1}]"#).is_none());
         assert!(normalise(b"not json").is_none());
+    }
+
+    #[test]
+    fn the_2_0_scan_agrees_with_a_full_parse() {
+        let bodies: &[&str] = &[
+            r#"{"jsonrpc":"2.0","method":"a","id":1}"#,
+            r#"  {"id":1,"method":"a","params":[{"jsonrpc":"1.0"}],"jsonrpc":"2.0"}"#,
+            r#"{"jsonrpc":"2.0","method":"a","params":null,"id":1}"#,
+            r#"[{"jsonrpc":"2.0","method":"a","id":1},{"jsonrpc":"2.0","method":"b"}]"#,
+            "[]",
+            // The last duplicate wins, as in a parsed object.
+            r#"{"jsonrpc":"2.0","jsonrpc":"1.0","method":"a","id":1}"#,
+            r#"{"jsonrpc":"1.0","jsonrpc":"2.0","method":"a","id":1}"#,
+            // An escaped key or value is the same member.
+            r#"{"jsonrpc":"2.0","method":"a","id":1}"#,
+            r#"{"jsonrpc":"1.0","method":"a","id":1}"#,
+            r#"{"version":"1.1","method":"a","id":1}"#,
+            r#"{"jsonrpc":2.0,"method":"a","id":1}"#,
+            r#"{"method":"a","params":{"jsonrpc":"2.0"}}"#,
+            // An array element is no call, even one that reads as a struct by position.
+            r#"[["2.0"]]"#,
+            r#"[{"jsonrpc":"2.0","method":"a","id":1},{"method":"b","id":2}]"#,
+            r#"[{"jsonrpc":"2.0","method":"a","id":1},5]"#,
+            r#"{"jsonrpc":"2.0","method":"a","id":1} trailing"#,
+            "not json",
+            "5",
+            "",
+        ];
+        for body in bodies {
+            let body = body.as_bytes();
+            if all_v2(body) {
+                assert!(
+                    normalise_parsed(body).is_none(),
+                    "the scan passed {:?} through, a full parse rewrites it",
+                    String::from_utf8_lossy(body)
+                );
+            }
+            assert_eq!(
+                normalise(body),
+                normalise_parsed(body),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // The scan is what answers every 2.0 body.
+        for body in &bodies[..5] {
+            assert!(all_v2(body.as_bytes()), "{body}");
+        }
+        assert!(all_v2(bodies[7].as_bytes()));
+    }
+
+    #[test]
+    fn the_raw_1_0_envelope_equals_the_parsed_one() {
+        for answer in [
+            r#"{"jsonrpc":"2.0","id":1,"result":{"a":[1,2,{"b":null}],"c":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":"s","result":null}"#,
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32601,"message":"Method not found"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-26,"message":"x","data":[1]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32600,"message":"x"}}"#,
+        ] {
+            let (status, raw) = legacy_single(answer.as_bytes()).expect("an object answer");
+            let parsed = legacy_answer(serde_json::from_str(answer).unwrap());
+            assert_eq!(status, legacy_status(&parsed), "{answer}");
+            assert_eq!(serde_json::from_slice::<Value>(&raw).unwrap(), parsed);
+        }
+        assert!(legacy_single(b"[1,2,3]").is_none());
+        assert!(legacy_single(b"not json").is_none());
     }
 
     #[test]

@@ -639,12 +639,8 @@ fn decodescript(node: &NodeHandle, args: Args) -> RpcResult {
     let mut object = json::script_pubkey(&script, network);
     if let Value::Object(map) = &mut object {
         map.remove("hex");
-        // Core shows the P2SH wrapping of scripts that are not already P2SH or witness.
-        if !script.is_p2sh() && !script.is_witness_program() {
-            if let Ok(p2sh) = Address::p2sh(&script, network) {
-                map.insert("p2sh".into(), json!(p2sh.to_string()));
-            }
-        }
+        // Core 28: `desc`, and the P2SH and segwit wrappings of scripts that can be wrapped.
+        map.extend(super::descriptor::decodescript_extras(&script, network));
     }
     Ok(object)
 }

@@ -22,23 +22,9 @@ pub fn script_pubkey(script: &ScriptBuf, network: Network) -> Value {
     Value::Object(object)
 }
 
-/// Core's name for a script's template (`scriptPubKey.type`).
+/// Core's name for a script's template (`scriptPubKey.type`), as its `Solver` classifies it.
 pub fn script_type(script: &bitcoin::Script) -> &'static str {
-    if script.is_p2wpkh() {
-        "witness_v0_keyhash"
-    } else if script.is_p2wsh() {
-        "witness_v0_scripthash"
-    } else if script.is_p2tr() {
-        "witness_v1_taproot"
-    } else if script.is_p2pkh() {
-        "pubkeyhash"
-    } else if script.is_p2sh() {
-        "scripthash"
-    } else if script.is_op_return() {
-        "nulldata"
-    } else {
-        "nonstandard"
-    }
+    super::descriptor::classify(script).core_name()
 }
 
 /// Core's `chain` name for a network: `main`, `test`, `testnet4`, `signet` or `regtest`.

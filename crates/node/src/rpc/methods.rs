@@ -274,6 +274,54 @@ pub(super) fn parse_txid(args: &Args, index: usize) -> Result<Txid, ErrorObjectO
         .map_err(|_| error(codes::INVALID_PARAMETER, "txid must be 64 hex characters"))
 }
 
+/// Where a confirmed transaction of `getrawtransaction` is, for Core's chain fields.
+struct TxBlock {
+    hash: BlockHash,
+    /// On the best chain: its height and time.
+    best: Option<(u32, u32)>,
+    tip_height: u32,
+}
+
+/// `transaction` in `hash`'s block, as `getrawtransaction` with a block hash reads it (Core's
+/// `GetTransaction` with a block index: the block only, never the mempool).
+fn transaction_in_block(
+    node: &NodeHandle,
+    txid: Txid,
+    hash: BlockHash,
+) -> Result<(Transaction, TxBlock), ErrorObjectOwned> {
+    node.with_chain(|chain| {
+        let view = chain.store().read().map_err(store_error)?;
+        let entry = view
+            .index_entry(&hash)
+            .map_err(store_error)?
+            .ok_or_else(|| error(codes::INVALID_ADDRESS_OR_KEY, "Block hash not found"))?;
+        let block = view
+            .block(&hash)
+            .map_err(store_error)?
+            .ok_or_else(|| error(codes::MISC_ERROR, "Block not available"))?;
+        let tx = block
+            .txdata
+            .into_iter()
+            .find(|tx| tx.compute_txid() == txid)
+            .ok_or_else(|| {
+                error(
+                    codes::INVALID_ADDRESS_OR_KEY,
+                    "No such transaction found in the provided block. Use gettransaction for wallet transactions.",
+                )
+            })?;
+        let (_, tip_height) = chain.tip().map_err(chain_error)?;
+        let best = (entry.status == BlockStatus::Connected).then_some((entry.height, entry.time));
+        Ok((
+            tx,
+            TxBlock {
+                hash,
+                best,
+                tip_height,
+            },
+        ))
+    })
+}
+
 fn getrawtransaction(node: &NodeHandle, args: Args) -> RpcResult {
     let txid = parse_txid(&args, 0)?;
     let verbose = match args.0.get(1) {
@@ -282,35 +330,39 @@ fn getrawtransaction(node: &NodeHandle, args: Args) -> RpcResult {
         Some(_) => args.required::<u8>(1, "verbosity")? > 0,
     };
     let network = node.params().network;
-    let found: Option<(Transaction, Option<BlockHash>)> =
-        if let Some(tx) = node.with_mempool(|pool| pool.get(&txid).cloned()) {
-            Some((tx, None))
-        } else if args.0.get(2).is_some() {
-            let hash = args.block_hash(2)?;
-            let block = node
-                .with_chain(|chain| chain.store().block(&hash))
-                .map_err(store_error)?
-                .ok_or_else(|| error(codes::INVALID_ADDRESS_OR_KEY, "Block hash not found"))?;
-            block
-                .txdata
-                .into_iter()
-                .find(|tx| tx.compute_txid() == txid)
-                .map(|tx| (tx, Some(hash)))
-        } else {
-            None
-        };
-    let Some((tx, block)) = found else {
-        return Err(error(
-            codes::INVALID_ADDRESS_OR_KEY,
-            "No such mempool transaction. Provide the block hash of a confirmed transaction",
-        ));
+    let (tx, block) = if matches!(args.0.get(2), Some(v) if !v.is_null()) {
+        let (tx, block) = transaction_in_block(node, txid, args.block_hash(2)?)?;
+        (tx, Some(block))
+    } else {
+        let tx = node
+            .with_mempool(|pool| pool.get(&txid).cloned())
+            .ok_or_else(|| {
+                error(
+                    codes::INVALID_ADDRESS_OR_KEY,
+                    "No such mempool transaction. Provide the block hash of a confirmed transaction",
+                )
+            })?;
+        (tx, None)
     };
     if !verbose {
         return Ok(json!(serialize_hex(&tx)));
     }
     let mut object = json::transaction(&tx, network);
-    if let (Some(hash), Value::Object(map)) = (block, &mut object) {
-        map.insert("blockhash".into(), json!(hash.to_string()));
+    if let (Some(block), Value::Object(map)) = (block, &mut object) {
+        // Core's `TxToJSON`: the chain fields of a confirmed transaction; a block off the best
+        // chain has 0 confirmations and no times.
+        map.insert("in_active_chain".into(), json!(block.best.is_some()));
+        map.insert("blockhash".into(), json!(block.hash.to_string()));
+        match block.best {
+            Some((height, time)) => {
+                map.insert("confirmations".into(), json!(block.tip_height - height + 1));
+                map.insert("time".into(), json!(time));
+                map.insert("blocktime".into(), json!(time));
+            }
+            None => {
+                map.insert("confirmations".into(), json!(0));
+            }
+        }
     }
     Ok(object)
 }

@@ -9,6 +9,8 @@ pub mod client;
 pub mod compat;
 /// Core's methods and shapes for stock clients (beyond the node's own set).
 pub mod core;
+/// Core's script templates, inferred output descriptors and the BIP-380 checksum.
+pub mod descriptor;
 pub mod json;
 /// The method table; public so the `rpc` fuzz target drives it without a socket.
 pub mod methods;
@@ -75,25 +77,56 @@ pub async fn start_in(
     auth: RpcAuth,
     data_dir: Option<std::path::PathBuf>,
 ) -> Result<RpcServer, RpcError> {
+    start_with(node, bind, auth, data_dir, Dialect::Core).await
+}
+
+/// What sits between authentication and jsonrpsee. Only the `rpc_compat` bench starts a server
+/// without [`compat`], to measure what the layer costs; every node serves [`Dialect::Core`].
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// bitcoind's dialect ([`compat::CoreCompatLayer`]): what [`start`] and [`start_in`] serve.
+    Core,
+    /// jsonrpsee alone: strict JSON-RPC 2.0 with `application/json` only.
+    Strict2_0,
+}
+
+/// [`start_in`] with the dialect chosen; see [`Dialect`].
+#[doc(hidden)]
+pub async fn start_with(
+    node: NodeHandle,
+    bind: SocketAddr,
+    auth: RpcAuth,
+    data_dir: Option<std::path::PathBuf>,
+    dialect: Dialect,
+) -> Result<RpcServer, RpcError> {
     let config = ServerConfig::builder()
         .http_only()
         .max_request_body_size(RPC_REQUEST_BYTES_MAX)
         .max_response_body_size(RPC_RESPONSE_BYTES_MAX)
         .build();
-    // Authentication first (a 401 reads no body), then bitcoind's dialect, then jsonrpsee.
-    let middleware = tower::ServiceBuilder::new()
-        .layer(auth.layer())
-        .layer(compat::CoreCompatLayer);
-    let server = Server::builder()
-        .set_config(config)
-        .set_http_middleware(middleware)
-        .build(bind)
-        .await
-        .map_err(|error| RpcError::Bind { addr: bind, error })?;
-    let local_addr = server
-        .local_addr()
-        .map_err(|error| RpcError::Bind { addr: bind, error })?;
+    let builder = Server::builder().set_config(config);
     let module = methods::module_with(node, data_dir);
-    let handle = server.start(module);
-    Ok(RpcServer { local_addr, handle })
+    // The two middleware stacks are different types, so each branch builds its own server.
+    macro_rules! serve {
+        ($middleware:expr) => {{
+            let server = builder
+                .set_http_middleware($middleware)
+                .build(bind)
+                .await
+                .map_err(|error| RpcError::Bind { addr: bind, error })?;
+            let local_addr = server
+                .local_addr()
+                .map_err(|error| RpcError::Bind { addr: bind, error })?;
+            let handle = server.start(module);
+            Ok(RpcServer { local_addr, handle })
+        }};
+    }
+    match dialect {
+        // Authentication first (a 401 reads no body), then bitcoind's dialect, then jsonrpsee.
+        Dialect::Core => serve!(tower::ServiceBuilder::new()
+            .layer(auth.layer())
+            .layer(compat::CoreCompatLayer)),
+        Dialect::Strict2_0 => serve!(tower::ServiceBuilder::new().layer(auth.layer())),
+    }
 }

@@ -5,7 +5,7 @@ use super::params::{self, COORDINATOR_KEY_FILE};
 use super::rpc;
 use anyhow::{Context, Result};
 use coordinator::server::{start, ADDRESS_FILE};
-use coordinator::{Coordinator, CycleTiming, RpcAuth, RpcChain, WorkSetup};
+use coordinator::{Coordinator, CycleTiming, RpcAuth, RpcChain, RpcCredentials, WorkSetup};
 use learning::DatasetSource;
 use node::rpc::client::ClientAuth;
 use std::net::SocketAddr;
@@ -18,6 +18,10 @@ pub struct Args {
     /// coordinator keeps its store, exported model and `coordinator.addr` here.
     #[arg(long, default_value = "trainchain-data")]
     pub data_dir: PathBuf,
+    /// TOML file whose keys are this command's flags (`data_dir = "chain"`, `log_level =
+    /// "debug"`, ...); flags given here override it. See the README, "Config files".
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Chain parameters file (default: `<data-dir>/chain.toml`).
     #[arg(long)]
     pub params: Option<PathBuf>,
@@ -102,17 +106,21 @@ pub fn run(args: Args) -> Result<()> {
         Some(args.data_dir.as_path()),
     );
     rpc::check_node_credentials(&node_url, &node_auth)?;
-    let auth = node_auth
-        .resolve()
-        .context("reading the node's RPC credentials")?
-        .and_then(|pair| {
-            let (user, password) = pair.split_once(':')?;
-            Some(RpcAuth {
+    let credentials = match &node_auth {
+        ClientAuth::None => RpcCredentials::None,
+        ClientAuth::UserPassword(pair) => {
+            let (user, password) = pair
+                .split_once(':')
+                .context("--node-rpc-auth user:password needs a colon")?;
+            RpcCredentials::Fixed(RpcAuth {
                 user: user.to_owned(),
                 password: password.to_owned(),
             })
-        });
-    let chain = Arc::new(RpcChain::new(node_url, auth)?);
+        }
+        // Read on every call, so a restarted node's fresh cookie is picked up.
+        ClientAuth::CookieIn(dir) => RpcCredentials::Cookie(dir.join(node::rpc::COOKIE_FILE)),
+    };
+    let chain = Arc::new(RpcChain::new(node_url, credentials)?);
     let coordinator = Arc::new(
         Coordinator::open(&args.data_dir, key, &params, setup, timing)
             .context("opening the coordinator")?,

@@ -50,6 +50,10 @@ pub struct Args {
     /// Training threads per miner (default: this machine's cores shared among the miners).
     #[arg(long)]
     pub miner_threads: Option<usize>,
+    /// After the summary, keep the nodes, the coordinator and the dashboard up for inspection
+    /// until Ctrl-C (the miners stop, so the chain stays the one the summary describes).
+    #[arg(long)]
+    pub linger: bool,
     /// Testing: SIGKILL the coordinator while this cycle trains, then restart it.
     #[arg(long, hide = true)]
     pub restart_coordinator_in_cycle: Option<u64>,
@@ -92,8 +96,13 @@ pub fn run(args: Args) -> Result<()> {
         restart_coordinator_in_cycle: args.restart_coordinator_in_cycle,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let outcome = runtime.block_on(devnet::run(config))?;
+    let (outcome, network) = runtime.block_on(devnet::run::run_network(config))?;
     print!("{}", devnet::run::render(&outcome));
+    if args.linger {
+        runtime.block_on(network.linger())?;
+    } else {
+        drop(network);
+    }
     if !outcome.passed() {
         bail!("the devnet did not end on one agreed, audited chain");
     }

@@ -6,10 +6,16 @@ use anyhow::{Context, Result};
 use miner::progress::ProgressMode;
 use miner::{Behaviour, Miner, MinerConfig, NodeRpc};
 use node::rpc::client::ClientAuth;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// TOML file whose keys are this command's flags (`data_dir = "chain"`, `log_level =
+    /// "debug"`, ...); flags given here override it. See the README, "Config files".
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The coordinator's HTTP API, e.g. http://127.0.0.1:8080.
     #[arg(long)]
     pub coordinator: String,
@@ -42,6 +48,11 @@ pub struct Args {
     /// every registration. Required by a coordinator that admits bonded registrations only.
     #[arg(long, value_name = "TXID:VOUT")]
     pub bond: Option<coordinator::api::BondOutpoint>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, without authentication (off by
+    /// default; keep it on loopback, e.g. 127.0.0.1:9334). Port 0 picks a free one; the URL
+    /// is logged at start ("metrics listening").
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_bind: Option<SocketAddr>,
     /// Devnet bad-actor testing only: honest, lazy (uploads unchanged weights), noise, or a
     /// proof-of-training cheat (other-data, rescale, skip-steps, wrong-order, wrong-rate,
     /// perturb).
@@ -58,6 +69,7 @@ pub fn run(args: Args) -> Result<()> {
     let node_url = rpc::node_url(args.node_rpc.as_deref(), args.node_data_dir.as_deref())?;
     let node_auth = ClientAuth::or_default(args.node_rpc_auth, args.node_data_dir.as_deref(), None);
     rpc::check_node_credentials(&node_url, &node_auth)?;
+    let metrics_bind = args.metrics_bind;
     let config = MinerConfig {
         coordinator_url: args.coordinator,
         node: NodeRpc::new(&node_url, node_auth),
@@ -72,6 +84,18 @@ pub fn run(args: Args) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let miner = Miner::new(config)?;
+        // Held for the miner's whole run; dropping it stops the listener.
+        let _metrics_server = match metrics_bind {
+            Some(bind) => {
+                let metrics = miner.metrics();
+                let server = node::metrics::serve(bind, Arc::new(move || metrics.render()))
+                    .await
+                    .with_context(|| format!("binding the metrics listener on {bind}"))?;
+                tracing::info!(url = %server.url(), "metrics listening");
+                Some(server)
+            }
+            None => None,
+        };
         miner.run().await?;
         Ok(())
     })

@@ -2,12 +2,14 @@
 
 pub mod audit;
 pub mod coordinator;
+pub mod dashboard;
 pub mod devnet;
 pub mod init;
 pub mod logging;
 pub mod miner;
 pub mod node;
 pub mod params;
+pub mod role_config;
 pub mod rpc;
 pub mod verify_evidence;
 pub mod wallet;

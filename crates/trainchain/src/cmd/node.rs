@@ -2,19 +2,22 @@
 //! network, serves JSON-RPC, and stops cleanly on SIGINT, SIGTERM or the `stop` RPC.
 //!
 //! Once listening it writes `<data-dir>/node.json` ([`RUNTIME_FILE`]) with the actual P2P
-//! addresses and RPC URL, so scripts and test harnesses can use port 0 and discover the ports.
+//! addresses, RPC URL and metrics URL, so scripts and test harnesses can use port 0 and
+//! discover the ports.
 
 use super::params::{self, CHAIN_STORE_FILE};
 use anyhow::{bail, Context, Result};
 use node::config::{NodeConfig, DEFAULT_P2P_LISTEN, DEFAULT_RPC_BIND};
 use node::mempool::{Mempool, MempoolLimits};
 use node::mempool_file::{self, MEMPOOL_FILE};
+use node::metrics;
 use node::p2p::banlist::BAN_FILE;
 use node::p2p::{self, ConnectionCaps, P2pConfig};
 use node::rpc::{self, auth, RpcAuth};
 use node::{ChainState, NodeHandle};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -51,6 +54,11 @@ pub struct Args {
     /// RPC authentication: "cookie" (default; `<data-dir>/.cookie`), "user:password", or "none".
     #[arg(long)]
     pub rpc_auth: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, without authentication (off by
+    /// default; keep it on loopback, e.g. 127.0.0.1:9332). Port 0 picks a free one (see
+    /// `metrics_url` in node.json).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_bind: Option<String>,
 }
 
 /// The settings after merging flags over the config file over defaults.
@@ -60,6 +68,7 @@ struct Settings {
     peers: Vec<libp2p::Multiaddr>,
     rpc_bind: SocketAddr,
     rpc_auth: String,
+    metrics_bind: Option<SocketAddr>,
     caps: ConnectionCaps,
 }
 
@@ -103,6 +112,15 @@ fn settings(args: &Args) -> Result<Settings> {
         .clone()
         .or(config.rpc_bind)
         .unwrap_or_else(|| DEFAULT_RPC_BIND.to_string());
+    let metrics_bind = args
+        .metrics_bind
+        .clone()
+        .or(config.metrics_bind)
+        .map(|bind| {
+            bind.parse()
+                .with_context(|| format!("--metrics-bind {bind:?} is not an address:port"))
+        })
+        .transpose()?;
     Ok(Settings {
         params: args.params.clone().or(config.params),
         listen: parse_addrs(&listen, "--p2p-listen")?,
@@ -115,6 +133,7 @@ fn settings(args: &Args) -> Result<Settings> {
             .clone()
             .or(config.rpc_auth)
             .unwrap_or_else(|| "cookie".into()),
+        metrics_bind,
         caps,
     })
 }
@@ -167,9 +186,28 @@ async fn serve(data_dir: &Path, settings: Settings) -> Result<()> {
     .await?;
     let rpc_url = format!("http://{}", rpc_server.local_addr);
     info!(url = %rpc_url, "RPC server listening");
+    let metrics_server = match settings.metrics_bind {
+        Some(bind) => {
+            let scraped = node.clone();
+            let server = metrics::serve(bind, Arc::new(move || metrics::render_node(&scraped)))
+                .await
+                .with_context(|| format!("binding the metrics listener on {bind}"))?;
+            info!(url = %server.url(), "metrics listening");
+            Some(server)
+        }
+        None => None,
+    };
+    let metrics_url = metrics_server.as_ref().map(metrics::MetricsServer::url);
 
     let listen_addrs = wait_for_listeners(&node).await;
-    write_runtime_file(data_dir, &node, &listen_addrs, &rpc_url, cookie)?;
+    write_runtime_file(
+        data_dir,
+        &node,
+        &listen_addrs,
+        &rpc_url,
+        metrics_url.as_deref(),
+        cookie,
+    )?;
 
     tokio::select! {
         _ = node.shutdown_requested() => info!("stop requested over RPC"),
@@ -178,6 +216,7 @@ async fn serve(data_dir: &Path, settings: Settings) -> Result<()> {
             node.request_shutdown();
         }
     }
+    drop(metrics_server);
     let _ = rpc_server.handle.stop();
     rpc_server.handle.stopped().await;
     match p2p_task.await {
@@ -216,6 +255,7 @@ fn write_runtime_file(
     node: &NodeHandle,
     listen_addrs: &[String],
     rpc_url: &str,
+    metrics_url: Option<&str>,
     cookie: bool,
 ) -> Result<()> {
     let runtime = serde_json::json!({
@@ -223,6 +263,7 @@ fn write_runtime_file(
         "peer_id": node.network().local_peer_id,
         "p2p_addrs": listen_addrs,
         "rpc_url": rpc_url,
+        "metrics_url": metrics_url,
         "cookie_file": cookie.then(|| data_dir.join(auth::COOKIE_FILE).display().to_string()),
     });
     let path = data_dir.join(RUNTIME_FILE);

@@ -73,18 +73,28 @@ pub fn node_url(explicit: Option<&str>, node_data_dir: Option<&Path>) -> Result<
 /// within seconds with a message that names the fix instead of in retries. A node that is not
 /// up yet (or a cookie it has not written yet) is no error here: the role waits for it.
 pub fn check_node_credentials(url: &str, auth: &ClientAuth) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     let client = match RpcClient::new(url, auth) {
         Ok(client) => client,
         Err(RpcClientError::Cookie { path, error }) => {
+            // No cookie: a node that is not up yet (wait for it), or one that is up and keeps
+            // no cookie there (it refuses a call without credentials: fail now, saying so).
+            let bare = RpcClient::new(url, &ClientAuth::None).context("node RPC client")?;
+            if let Err(RpcClientError::Unauthorized { .. }) =
+                runtime.block_on(bare.call("getblockcount", vec![]))
+            {
+                return Err(RpcClientError::Cookie { path, error }).context(format!(
+                    "the node at {url} is running but this cookie is not"
+                ));
+            }
             tracing::warn!(%path, %error, "the node's cookie is not there yet; waiting for the node");
             return Ok(());
         }
         Err(error) => return Err(error).context("node RPC credentials"),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     match runtime.block_on(client.call("getblockcount", vec![])) {
         Err(error @ RpcClientError::Unauthorized { .. }) => Err(error.into()),
         Err(error) => {

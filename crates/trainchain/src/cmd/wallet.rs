@@ -74,10 +74,9 @@ pub enum BondCommand {
         /// Bond value in coins (default: the chain's bond_min).
         #[arg(long, value_parser = parse_coins)]
         coins: Option<Amount>,
-        /// Fee rate in satoshis per virtual byte. The default is 2: the node's mempool prices
-        /// its minimum relay fee (1 sat per byte) by whole serialized bytes, witness included,
-        /// so 1 sat/vB is refused for witness spends.
-        #[arg(long, default_value_t = 2)]
+        /// Fee rate in satoshis per byte of the whole transaction, witness included (this
+        /// chain has no witness discount); 1 is the mempool's minimum.
+        #[arg(long, default_value_t = 1)]
         fee_rate: u64,
     },
     /// Value, confirmations, whether it is the key's bond under the chain's terms, and from
@@ -95,10 +94,9 @@ pub enum BondCommand {
         bond: BondArgs,
         /// The bond output, TXID:VOUT.
         outpoint: OutPoint,
-        /// Fee rate in satoshis per virtual byte. The default is 2: the node's mempool prices
-        /// its minimum relay fee (1 sat per byte) by whole serialized bytes, witness included,
-        /// so 1 sat/vB is refused for witness spends.
-        #[arg(long, default_value_t = 2)]
+        /// Fee rate in satoshis per byte of the whole transaction, witness included (this
+        /// chain has no witness discount); 1 is the mempool's minimum.
+        #[arg(long, default_value_t = 1)]
         fee_rate: u64,
     },
 }
@@ -127,7 +125,8 @@ pub struct PaymentArgs {
     /// Amount in coins, e.g. 1.5.
     #[arg(long, value_parser = parse_coins)]
     amount: Amount,
-    /// Fee rate in satoshis per virtual byte.
+    /// Fee rate in satoshis per byte of the whole transaction, witness included (this chain
+    /// has no witness discount); 1 is the mempool's minimum.
     #[arg(long, default_value_t = 1)]
     fee_rate: u64,
 }
@@ -135,26 +134,32 @@ pub struct PaymentArgs {
 #[derive(clap::Args)]
 pub struct ChainArgs {
     /// A stopped node's data directory (holds chain.toml and chain.redb).
-    #[arg(long, required_unless_present = "rpc", conflicts_with = "rpc")]
+    #[arg(
+        long,
+        required_unless_present_any = ["rpc", "rpc_data_dir"],
+        conflicts_with_all = ["rpc", "rpc_data_dir"]
+    )]
     data_dir: Option<PathBuf>,
     /// Chain parameters, if not `<data-dir>/chain.toml`.
     #[arg(long)]
     params: Option<PathBuf>,
-    /// A running node's RPC URL, e.g. http://127.0.0.1:7332.
+    /// A running node's RPC URL, e.g. http://127.0.0.1:7332. Default with --rpc-data-dir:
+    /// `rpc_url` of its `node.json`.
     #[arg(long)]
     rpc: Option<String>,
     /// Node RPC credentials: none, cookie:DIR (the node's data directory) or user:password.
-    #[arg(long, requires = "rpc")]
+    #[arg(long, conflicts_with = "data_dir")]
     rpc_auth: Option<node::rpc::client::ClientAuth>,
-    /// Shorthand for `--rpc-auth cookie:DIR`: the node's data directory, holding its cookie.
-    #[arg(long, requires = "rpc")]
+    /// A running node's data directory: its `.cookie` holds the credentials and its
+    /// `node.json` the RPC URL (as bitcoin-cli's -datadir).
+    #[arg(long)]
     rpc_data_dir: Option<PathBuf>,
 }
 
 impl ChainArgs {
     fn connection(&self) -> Option<Connection> {
-        self.rpc.as_ref().map(|url| Connection {
-            url: Some(url.clone()),
+        (self.rpc.is_some() || self.rpc_data_dir.is_some()).then(|| Connection {
+            url: self.rpc.clone(),
             rpc_auth: self.rpc_auth.clone(),
             rpc_data_dir: self.rpc_data_dir.clone(),
         })
