@@ -419,6 +419,7 @@ pub fn generate() -> Vec<Seed> {
             test_accuracy_ppm: 612_000,
         }),
         slashes: Vec::new(),
+        admission: None,
     };
     s.add_json("coordinator_response", "valid-record", 5, &record);
     s.add_json("coordinator_response", "valid-announcement", 6, &signed);

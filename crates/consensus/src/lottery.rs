@@ -21,6 +21,7 @@ use primitives::{sha256, tagged_hash, Hash256};
 pub const COMMITMENT_TAG: &str = "trainchain/lottery-commitment";
 pub const SEED_TAG: &str = "trainchain/lottery-seed";
 pub const DRAW_TAG: &str = "trainchain/lottery-draw";
+pub const ADMISSION_TAG: &str = "trainchain/admission-seed";
 pub const CONTRIBUTION_LEAF_TAG: &str = "trainchain/contribution";
 
 /// One scored submission as it enters the contributions root.
@@ -143,6 +144,22 @@ pub fn published_draw_order(seed: &Hash256, entries: &[Entry], draws_max: u32) -
         0 => Vec::new(),
         max => draw_order(seed, entries, max - 1),
     }
+}
+
+/// The seed of cycle `cycle`'s admission draw: `H_admission(secret || cycle (u64 LE))`. The
+/// secret is committed to in the announcement, before any registration, and revealed at the
+/// submission deadline, so anyone can then recompute which registrations got the slots.
+pub fn admission_seed(secret: &[u8; 32], cycle: u64) -> Hash256 {
+    tagged_hash(ADMISSION_TAG, &[secret, &cycle.to_le_bytes()])
+}
+
+/// The registrations admitted when more bonded ones arrived than a cycle has `slots`: drawn
+/// without replacement with probability proportional to bond value (each entry's `score` is
+/// its bond in satoshis), by the lottery's own weighted draw. A client holding a fraction `x`
+/// of the bonded value present takes about a fraction `x` of the slots, however fast it
+/// registered. In draw order; all of them if there are no more than `slots`.
+pub fn admitted(seed: &Hash256, entries: &[Entry], slots: u32) -> Vec<PublicKey> {
+    published_draw_order(seed, entries, slots)
 }
 
 /// The winner of draw `attempt`, if there are that many eligible entries.
@@ -308,5 +325,52 @@ mod tests {
                 prop_assert_eq!(winner(&Hash256(seed), &e, k as u32), Some(*m));
             }
         }
+    }
+
+    /// The attack the admission draw answers: one client registers 20 bonds first, 20 honest
+    /// ones follow, 10 slots. First come would give the client all 10; drawn by bond value it
+    /// takes about half, over many cycles, and never every slot in most cycles.
+    #[test]
+    fn admission_shares_slots_by_bond_value_not_by_arrival() {
+        let bonds = entries(&[1_000; 40]);
+        let attacker: Vec<PublicKey> = bonds[..20].iter().map(|e| e.miner).collect();
+        let mut attacker_slots = 0usize;
+        let mut all_slots_taken = 0;
+        let cycles = 400u64;
+        for cycle in 0..cycles {
+            let seed = admission_seed(&[9; 32], cycle);
+            let admitted = admitted(&seed, &bonds, 10);
+            assert_eq!(admitted.len(), 10);
+            let mut unique = admitted.clone();
+            unique.sort_by_key(|m| m.serialize());
+            unique.dedup();
+            assert_eq!(unique.len(), 10, "drawn without replacement");
+            let taken = admitted.iter().filter(|m| attacker.contains(m)).count();
+            attacker_slots += taken;
+            all_slots_taken += usize::from(taken == 10);
+        }
+        let share = attacker_slots as f64 / (cycles as f64 * 10.0);
+        assert!((0.45..0.55).contains(&share), "attacker share {share}");
+        assert!(all_slots_taken < 5, "{all_slots_taken} cycles fully taken");
+        // Twice the value, about twice the slots: 20 bonds of 2,000 against 20 of 1,000.
+        let mut weighted = entries(&[1_000; 40]);
+        for e in &mut weighted[..20] {
+            e.score = 2_000;
+        }
+        let heavy: usize = (0..cycles)
+            .map(|cycle| {
+                admitted(&admission_seed(&[9; 32], cycle), &weighted, 10)
+                    .iter()
+                    .filter(|m| attacker.contains(m))
+                    .count()
+            })
+            .sum();
+        let share = heavy as f64 / (cycles as f64 * 10.0);
+        assert!((0.58..0.72).contains(&share), "2:1 value share {share}");
+        // Fewer registrations than slots: everyone is admitted.
+        assert_eq!(
+            admitted(&admission_seed(&[9; 32], 0), &bonds[..3], 10).len(),
+            3
+        );
     }
 }

@@ -31,6 +31,8 @@ pub const HELD_OUT_COMMITMENT_TAG: &str = "trainchain/coordinator/held-out";
 pub const RECORD_TAG: &str = "trainchain/coordinator/record";
 /// Tag of the digest over a record's submissions, inside the record digest.
 pub const SUBMISSIONS_TAG: &str = "trainchain/coordinator/record/submissions";
+/// Tag of a record's admission digest (present only in cycles that drew their slots).
+pub const ADMISSION_TAG: &str = "trainchain/coordinator/record/admission";
 
 /// HTTP header carrying the submitting miner's public key (hex, 33 bytes compressed).
 pub const MINER_HEADER: &str = "x-trainchain-miner";
@@ -609,6 +611,61 @@ pub struct CycleRecord {
     /// chain itself is the proof that a bond was slashed.
     #[serde(default)]
     pub slashes: Vec<SlashRecord>,
+    /// The admission draw, in a cycle whose bonded registrations outnumbered its slots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<AdmissionDraw>,
+}
+
+/// A bonded registration that took part in an admission draw, with its bond's value then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingBond {
+    pub miner: PublicKey,
+    pub bond: BondOutpoint,
+    pub bond_sats: u64,
+}
+
+/// How a cycle whose bonded registrations outnumbered its slots chose them at the registration
+/// deadline: `consensus::lottery::admitted(admission_seed(secret, cycle), pending weighted by
+/// bond_sats, slots)`. Anyone recomputes `admitted` once the secret is revealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmissionDraw {
+    pub slots: u32,
+    /// Every bonded registration held until the deadline, sorted by miner key.
+    pub pending: Vec<PendingBond>,
+    /// The admitted miners, in draw order.
+    pub admitted: Vec<PublicKey>,
+}
+
+impl AdmissionDraw {
+    /// The draw's entries: each pending miner weighted by its bond's value.
+    pub fn entries(&self) -> Vec<consensus::lottery::Entry> {
+        self.pending
+            .iter()
+            .map(|p| consensus::lottery::Entry {
+                miner: p.miner,
+                score: p.bond_sats,
+            })
+            .collect()
+    }
+
+    /// `H_admission(slots u32 LE || count u32 LE || (miner 33 || txid 32 || vout u32 LE ||
+    /// bond_sats u64 LE) per pending || count u32 LE || miner 33 per admitted)`.
+    pub fn digest(&self) -> Hash256 {
+        let mut out = Vec::with_capacity(8 + self.pending.len() * 77 + self.admitted.len() * 33);
+        out.extend_from_slice(&self.slots.to_le_bytes());
+        out.extend_from_slice(&(self.pending.len() as u32).to_le_bytes());
+        for p in &self.pending {
+            out.extend_from_slice(&p.miner.serialize());
+            out.extend_from_slice(bitcoin::hashes::Hash::as_byte_array(&p.bond.0.txid));
+            out.extend_from_slice(&p.bond.0.vout.to_le_bytes());
+            out.extend_from_slice(&p.bond_sats.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.admitted.len() as u32).to_le_bytes());
+        for m in &self.admitted {
+            out.extend_from_slice(&m.serialize());
+        }
+        tagged_hash(ADMISSION_TAG, &[&out])
+    }
 }
 
 /// One slashed bond: the miner whose replay check failed, its bond, and the slash
@@ -726,6 +783,10 @@ pub fn record_digest(record: &CycleRecord) -> Hash256 {
     );
     opt(&mut out, record.lottery_seed.as_ref().map(|h| &h.0[..]));
     opt(&mut out, record.next_model_hash.as_ref().map(|h| &h.0[..]));
+    // Appended only when there was a draw, so the digests of other records are unchanged.
+    if let Some(admission) = &record.admission {
+        opt(&mut out, Some(&admission.digest().0));
+    }
     tagged_hash(RECORD_TAG, &[&out])
 }
 

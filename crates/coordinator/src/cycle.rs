@@ -26,9 +26,9 @@
 //!   dropped (the caller persists the state before answering with the receipt).
 
 use crate::api::{
-    Announcement, BondOutpoint, CertificateHex, ChallengeInfo, CompactSignature, CycleOutcome,
-    CycleRecord, Hardware, HeldOutReveal, PhaseName, QualityReport, Receipt, RegisterRequest,
-    RegisterResponse, ScoredSubmission, SignedAnnouncement,
+    AdmissionDraw, Announcement, BondOutpoint, CertificateHex, ChallengeInfo, CompactSignature,
+    CycleOutcome, CycleRecord, Hardware, HeldOutReveal, PendingBond, PhaseName, QualityReport,
+    Receipt, RegisterRequest, RegisterResponse, ScoredSubmission, SignedAnnouncement,
 };
 use crate::chain::UnspentOutput;
 use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
@@ -213,6 +213,9 @@ pub struct Registration {
     /// The bond backing the registration, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bond: Option<BondOutpoint>,
+    /// The bond's value when it was checked: its weight if the slots are drawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bond_sats: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,6 +307,10 @@ pub struct CycleState {
     #[serde(default)]
     pub bonds: BTreeMap<BondOutpoint, PublicKey>,
     pub submissions: BTreeMap<PublicKey, Submission>,
+    /// The admission draw, when more bonded registrations arrived than the cycle has slots
+    /// (made at the registration deadline; the others are no longer registered).
+    #[serde(default)]
+    pub admission: Option<AdmissionDraw>,
     pub lottery: Option<LotteryRecord>,
     pub contribution_certificates: BTreeMap<PublicKey, CertificateHex>,
     pub block_certificates: Vec<CertificateHex>,
@@ -378,6 +385,12 @@ pub enum Refusal {
     RegisteredDifferently,
     #[error("miner is not registered for this cycle")]
     NotRegistered,
+    #[error(
+        "not admitted this cycle: {pending} bonded registrations for {slots} slots, drawn by \
+         bond value at the registration deadline (see the cycle record's admission); register \
+         again next cycle"
+    )]
+    NotAdmitted { slots: u32, pending: u32 },
     #[error("training has not started: tasks are assigned when registration closes at {registration_deadline_ms} ms")]
     TrainingNotStarted { registration_deadline_ms: u64 },
     #[error("submission deadline was {deadline_ms} ms, received at {now_ms} ms")]
@@ -463,9 +476,22 @@ impl CycleState {
             registrations: BTreeMap::new(),
             bonds: BTreeMap::new(),
             submissions: BTreeMap::new(),
+            admission: None,
             lottery: None,
             contribution_certificates: BTreeMap::new(),
             block_certificates: Vec::new(),
+        }
+    }
+
+    /// Why `miner` has no registration here: it was drawn out at admission, or never
+    /// registered.
+    pub fn unregistered(&self, miner: &PublicKey) -> Refusal {
+        match &self.admission {
+            Some(draw) if draw.pending.iter().any(|p| &p.miner == miner) => Refusal::NotAdmitted {
+                slots: draw.slots,
+                pending: draw.pending.len() as u32,
+            },
+            _ => Refusal::NotRegistered,
         }
     }
 
@@ -552,6 +578,7 @@ impl CycleState {
             next_quality: lottery.map(|l| l.next_quality),
             // The coordinator adds these from its store (`Coordinator::record`).
             slashes: Vec::new(),
+            admission: self.admission.clone(),
         }
     }
 
@@ -645,6 +672,7 @@ fn advance(
         let a = state.announcement.announcement.clone();
         match state.phase.clone() {
             Phase::Registration if now_ms >= a.registration_deadline_ms => {
+                draw_admission(state, env);
                 assign(state, env);
                 state.phase = Phase::Training;
             }
@@ -790,14 +818,17 @@ fn register(
         consensus::bond::check_bond(&found.coin, &request.miner, &env.bonds.terms, &query)
             .map_err(|error| Refusal::Bond { outpoint, error })?;
     }
-    if state.registrations.len() >= env.registrations_max {
-        return Err(Refusal::CycleFull {
-            max: env.registrations_max,
-        });
+    let held_max = registrations_held_max(env);
+    if state.registrations.len() >= held_max {
+        return Err(Refusal::CycleFull { max: held_max });
     }
     if let Some(outpoint) = request.bond {
         state.bonds.insert(outpoint, request.miner);
     }
+    let bond_sats = request
+        .bond
+        .and(found)
+        .map(|found| found.coin.output.value.to_sat());
     state.registrations.insert(
         request.miner,
         Registration {
@@ -806,9 +837,61 @@ fn register(
             registered_at_ms: now_ms,
             assignment: None,
             bond: request.bond,
+            bond_sats,
         },
     );
     Ok(response)
+}
+
+/// With bonds required, a cycle holds up to this many registrations per slot until the
+/// registration deadline and then draws its slots among them by bond value, so arriving first
+/// is worth nothing. The bound keeps the held set (and its record) small; a client must hold
+/// this many times the cap in bonds to fill it, and even then is drawn like any other bond.
+pub const REGISTRATIONS_HELD_PER_SLOT: usize = 4;
+
+/// How many registrations a cycle takes before refusing `cycle_full`: the cap itself when
+/// bonds are optional (first come, first served), [`REGISTRATIONS_HELD_PER_SLOT`] times it
+/// when every registration is bonded (the slots are then drawn at the deadline).
+pub fn registrations_held_max(env: &CycleEnv) -> usize {
+    if env.bonds.required {
+        env.registrations_max
+            .saturating_mul(REGISTRATIONS_HELD_PER_SLOT)
+    } else {
+        env.registrations_max
+    }
+}
+
+/// At the registration deadline, if more bonded registrations are held than the cycle has
+/// slots: draws `registrations_max` of them by bond value (`consensus::lottery::admitted`,
+/// seeded by the committed secret) and drops the rest, freeing their bonds.
+fn draw_admission(state: &mut CycleState, env: &CycleEnv) {
+    if !env.bonds.required || state.registrations.len() <= env.registrations_max {
+        return;
+    }
+    let pending: Vec<PendingBond> = state
+        .registrations
+        .iter()
+        .filter_map(|(miner, r)| {
+            Some(PendingBond {
+                miner: *miner,
+                bond: r.bond?,
+                bond_sats: r.bond_sats?,
+            })
+        })
+        .collect();
+    let slots = u32::try_from(env.registrations_max).unwrap_or(u32::MAX);
+    let mut draw = AdmissionDraw {
+        slots,
+        pending,
+        admitted: Vec::new(),
+    };
+    let seed = lottery::admission_seed(&state.secret.0, state.cycle());
+    draw.admitted = lottery::admitted(&seed, &draw.entries(), slots);
+    state
+        .registrations
+        .retain(|miner, _| draw.admitted.contains(miner));
+    state.bonds.retain(|_, miner| draw.admitted.contains(miner));
+    state.admission = Some(draw);
 }
 
 /// Segment and shard of every registered miner, in key order: miner `i` gets shard `i`, and
@@ -885,7 +968,7 @@ fn submit(
     let a = signed_for_this_cycle(state, env, cycle, &miner, &digest, &signature)?;
     let update_hash = commitment.update_hash;
     if !state.registrations.contains_key(&miner) {
-        return Err(Refusal::NotRegistered);
+        return Err(state.unregistered(&miner));
     }
     match state.phase {
         Phase::Registration => {
@@ -1445,6 +1528,141 @@ mod tests {
 
     fn parent() -> BlockHash {
         BlockHash::from_byte_array([9; 32])
+    }
+
+    /// A bonded registration of key `n` for cycle 0 with a bond of `sats` (outpoint `n`).
+    fn bonded_registration(env: &CycleEnv, n: u8, sats: u64) -> Event {
+        let k = key(n);
+        let miner = k.public_key(&env.secp);
+        let bond = BondOutpoint(bitcoin::OutPoint::new(
+            bitcoin::Txid::from_byte_array([n; 32]),
+            0,
+        ));
+        let coin = primitives::Coin {
+            output: bitcoin::TxOut {
+                value: bitcoin::Amount::from_sat(sats),
+                script_pubkey: consensus::bond::bond_script_pubkey(&env.bonds.terms, &miner),
+            },
+            height: 1,
+            is_coinbase: false,
+        };
+        Event::RegisterBonded {
+            request: RegisterRequest::new_signed_bonded(
+                &env.secp,
+                &k,
+                0,
+                address(env, &k),
+                Hardware {
+                    threads: 4,
+                    memory_bytes: 1 << 30,
+                },
+                Some(bond),
+            ),
+            found: Some(UnspentOutput {
+                coin,
+                tip_height: 4,
+            }),
+        }
+    }
+
+    /// The attack: one client fires its bonds the moment a cycle opens and would take every
+    /// slot first come, first served. With bonds required the cycle holds up to
+    /// REGISTRATIONS_HELD_PER_SLOT registrations per slot and draws the slots by bond value at
+    /// the deadline, with the committed secret: the draw is the one anyone recomputes from the
+    /// record, the drawn-out miners are told why, their bonds are free again, and only the
+    /// admitted get work.
+    #[test]
+    fn bonded_registrations_beyond_the_cap_are_admitted_by_a_draw_by_bond_value() {
+        let mut env = env();
+        env.bonds.required = true;
+        env.registrations_max = 3;
+        let bond_min = env.bonds.terms.bond_min.to_sat();
+        let mut d = Driver {
+            env: &env,
+            state: open(&env),
+            restart: true,
+            actions: Vec::new(),
+        };
+        // The fast client's 6 bonds first, then 6 honest ones (the honest bonds worth 3x).
+        for n in 1..=6 {
+            let actions = d.at(T0 + u64::from(n), bonded_registration(&env, n, bond_min));
+            assert!(
+                matches!(actions[..], [Action::Registered(_)]),
+                "{actions:?}"
+            );
+        }
+        for n in 7..=12 {
+            let actions = d.at(T0 + 20, bonded_registration(&env, n, 3 * bond_min));
+            assert!(
+                matches!(actions[..], [Action::Registered(_)]),
+                "{actions:?}"
+            );
+        }
+        assert_eq!(d.state.registrations.len(), 12, "held until the deadline");
+        // The held set is bounded: 4 per slot.
+        assert_eq!(
+            refused(&d.at(T0 + 30, bonded_registration(&env, 13, bond_min))),
+            Some(Refusal::CycleFull {
+                max: 3 * REGISTRATIONS_HELD_PER_SLOT
+            })
+        );
+
+        d.at(T0 + 1_000, Event::Tick);
+        let draw = d.state.admission.clone().expect("a draw");
+        assert_eq!(draw.slots, 3);
+        assert_eq!(draw.pending.len(), 12);
+        let seed = lottery::admission_seed(&[42; 32], 0);
+        assert_eq!(draw.admitted, lottery::admitted(&seed, &draw.entries(), 3));
+        let admitted: Vec<PublicKey> = d.state.registrations.keys().copied().collect();
+        assert_eq!(admitted.len(), 3);
+        assert!(admitted.iter().all(|m| draw.admitted.contains(m)));
+        assert!(admitted
+            .iter()
+            .all(|m| d.state.registrations[m].assignment.is_some()));
+        assert_eq!(d.state.bonds.len(), 3, "drawn-out bonds are free again");
+        // The record publishes the draw, and its digest covers it.
+        let record = d.state.record();
+        assert_eq!(record.admission.as_ref(), Some(&draw));
+        let mut steered = record.clone();
+        steered.admission.as_mut().unwrap().admitted.reverse();
+        assert_ne!(
+            crate::api::record_digest(&steered),
+            crate::api::record_digest(&record)
+        );
+        // A drawn-out miner that submits anyway is told why.
+        let n = (1..=12u8)
+            .find(|n| !draw.admitted.contains(&key(*n).public_key(&env.secp)))
+            .unwrap();
+        assert!(matches!(
+            refused(&d.at(T0 + 1_500, submission(&env, n, 0, b"u"))),
+            Some(Refusal::NotAdmitted {
+                slots: 3,
+                pending: 12
+            })
+        ));
+    }
+
+    /// Without required bonds the cap stays first come, first served, and no draw is made.
+    #[test]
+    fn optional_bonds_keep_the_cap_first_come_first_served() {
+        let mut env = env();
+        env.registrations_max = 2;
+        let mut d = Driver {
+            env: &env,
+            state: open(&env),
+            restart: false,
+            actions: Vec::new(),
+        };
+        for n in 1..=2 {
+            d.at(T0 + 1, registration(&env, n, 0));
+        }
+        assert_eq!(
+            refused(&d.at(T0 + 2, registration(&env, 3, 0))),
+            Some(Refusal::CycleFull { max: 2 })
+        );
+        d.at(T0 + 1_000, Event::Tick);
+        assert!(d.state.admission.is_none());
+        assert_eq!(d.state.registrations.len(), 2);
     }
 
     fn open(env: &CycleEnv) -> CycleState {

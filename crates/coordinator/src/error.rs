@@ -100,6 +100,7 @@ impl ServiceError {
                 },
                 Refusal::RegisteredDifferently => "registered_differently",
                 Refusal::NotRegistered => "not_registered",
+                Refusal::NotAdmitted { .. } => "not_admitted",
                 Refusal::TrainingNotStarted { .. } => "training_not_started",
                 Refusal::Late { .. } => "late",
                 Refusal::AlreadySubmitted => "already_submitted",
@@ -150,7 +151,7 @@ impl ServiceError {
     pub fn status(&self) -> u16 {
         match self {
             ServiceError::Refused(r) => match r {
-                Refusal::BadSignature | Refusal::NotRegistered => 403,
+                Refusal::BadSignature | Refusal::NotRegistered | Refusal::NotAdmitted { .. } => 403,
                 // No bond, or one that cannot back this registration: the miner must fix
                 // its bond (not retry), so 403 rather than a retryable status.
                 Refusal::BondRequired | Refusal::Bond { .. } => 403,

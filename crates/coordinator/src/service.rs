@@ -557,7 +557,7 @@ impl Coordinator {
         let registration = state
             .registrations
             .get(miner)
-            .ok_or(Refusal::NotRegistered)?;
+            .ok_or_else(|| state.unregistered(miner))?;
         let not_started = Refusal::TrainingNotStarted {
             registration_deadline_ms: a.registration_deadline_ms,
         };
@@ -637,7 +637,7 @@ impl Coordinator {
         let registration = state
             .registrations
             .get(&miner)
-            .ok_or(Refusal::NotRegistered)?;
+            .ok_or_else(|| state.unregistered(&miner))?;
         // Before the registration deadline there is no assignment yet; the machine decides
         // whether that is "not started" or (after a missed tick) already training.
         if let Some(assignment) = &registration.assignment {
@@ -747,7 +747,7 @@ impl Coordinator {
         let registration = state
             .registrations
             .get(miner)
-            .ok_or(Refusal::NotRegistered)?;
+            .ok_or_else(|| state.unregistered(miner))?;
         let a = state.announcement();
         let assignment = registration
             .assignment
@@ -794,7 +794,7 @@ impl Coordinator {
         let registration = state
             .registrations
             .get(miner)
-            .ok_or(Refusal::NotRegistered)?;
+            .ok_or_else(|| state.unregistered(miner))?;
         let assignment = registration
             .assignment
             .as_ref()

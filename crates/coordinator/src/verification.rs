@@ -66,7 +66,7 @@ impl Coordinator {
         let assignment = state
             .registrations
             .get(miner)
-            .ok_or(Refusal::NotRegistered)?
+            .ok_or_else(|| state.unregistered(miner))?
             .assignment
             .clone()
             .ok_or(Refusal::TrainingNotStarted {

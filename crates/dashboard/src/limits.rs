@@ -12,8 +12,9 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Cycle records kept in memory (the newest ones), which is also how far back the cycles page
-/// and the plots reach. A record is a few KiB per submission; 256 cycles of a busy network
-/// stay in tens of MiB.
+/// and the plots reach. A record is about 500 bytes per submission and the coordinator keeps
+/// at most 1,000 submissions a cycle, so 256 full records are about 128 MB; a devnet's are a
+/// few KiB each.
 pub const RECORDS_KEPT_MAX: usize = 256;
 
 /// Records asked for per request: the coordinator's own page cap
@@ -63,6 +64,10 @@ pub const PLOT_CYCLES_MAX: u64 = RECORDS_KEPT_MAX as u64;
 /// Miners drawn as separate series in a per-miner plot; the rest are counted in a note, so a
 /// network of thousands of miners still gives a readable, bounded SVG.
 pub const PLOT_SERIES_MAX: usize = 16;
+
+/// Bonds listed in a cycle's admission draw (registrations can outnumber the coordinator's
+/// 1,000 submission slots; past this the page says how many are not listed).
+pub const ADMISSION_ROWS_SHOWN_MAX: usize = 1_000;
 
 /// Transactions listed on a block page; a full block is summarised past this.
 pub const BLOCK_TXS_SHOWN_MAX: usize = 500;

@@ -4,8 +4,9 @@
 use bitcoin::secp256k1::{PublicKey, SecretKey};
 use bitcoin::{Amount, BlockHash, Network, Transaction, Txid};
 use coordinator::api::{
-    Announcement, BondOutpoint, CertificateHex, CompactSignature, CycleOutcome, CycleRecord,
-    CycleStatus, PhaseName, QualityReport, ScoredSubmission, SignedAnnouncement, SlashRecord,
+    AdmissionDraw, Announcement, BondOutpoint, CertificateHex, CompactSignature, CycleOutcome,
+    CycleRecord, CycleStatus, PendingBond, PhaseName, QualityReport, ScoredSubmission,
+    SignedAnnouncement, SlashRecord,
 };
 use dashboard::limits::{
     CYCLES_PER_PAGE_MAX, PLOT_CYCLES_MAX, POLL_INTERVAL, QUERY_BYTES_MAX, RECORDS_KEPT_MAX,
@@ -132,6 +133,7 @@ fn record(chain: &TestChain, cycle: u64, phase: PhaseName) -> CycleRecord {
         record_hash: None,
         next_quality: None,
         slashes: Vec::new(),
+        admission: None,
     }
 }
 
@@ -232,6 +234,17 @@ fn fake() -> Fake {
         bond: BondOutpoint(bitcoin::OutPoint::new(b1.txdata[0].compute_txid(), 0)),
         txid: b2.txdata[0].compute_txid(),
     }];
+    r2.admission = Some(AdmissionDraw {
+        slots: 2,
+        pending: [1, 2, 3]
+            .map(|n| PendingBond {
+                miner: miner(n).1,
+                bond: BondOutpoint(bitcoin::OutPoint::new(b1.txdata[0].compute_txid(), n)),
+                bond_sats: 10_000_000,
+            })
+            .to_vec(),
+        admitted: vec![miner(3).1, miner(2).1],
+    });
     let r3 = record(&chain, 3, PhaseName::Training);
     for r in [r0, r1, r2, r3.clone()] {
         records.insert(r.announcement.announcement.cycle, r);
@@ -450,6 +463,11 @@ async fn hostile_strings_are_escaped_everywhere() {
     assert!(detail.contains("/v1/cycles/2/evidence/"), "{detail}");
     assert!(detail.contains("id=\"slashes\""), "{detail}");
     assert!(detail.contains("data-failed=\"1\""), "{detail}");
+    assert_eq!(
+        attributes(&detail, "data-admitted"),
+        ["false", "true", "true"],
+        "pending miners 1, 2, 3: {detail}"
+    );
 }
 
 #[tokio::test]

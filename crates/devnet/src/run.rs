@@ -638,7 +638,16 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
             .get(&m.public_key.to_string())
             .cloned()
             .unwrap_or_default();
+        // Core's gettxout sees the mempool by default: a slash not yet mined counts as lost.
+        let bond_coin = node0
+            .call(
+                "gettxout",
+                vec![m.bond.txid.to_string().into(), m.bond.vout.into()],
+            )
+            .await?;
         per_miner.push(MinerLine {
+            bond: format!("{}:{}", m.bond.txid, m.bond.vout),
+            bond_kept: !bond_coin.is_null(),
             name: m.role.name.clone(),
             behaviour: m.role.behaviour.to_string(),
             blocks: won,
@@ -812,14 +821,15 @@ pub fn render(outcome: &Outcome) -> String {
     ));
     for m in &outcome.miners {
         out.push_str(&format!(
-            "  {} ({}): {} block(s), useful work {:.1}%, checks {} verified / {} failed / {} unanswered\n",
+            "  {} ({}): {} block(s), useful work {:.1}%, checks {} verified / {} failed / {} unanswered, bond {}\n",
             m.name,
             m.behaviour,
             m.blocks,
             100.0 * m.useful_work_fraction,
             m.verified,
             m.failed,
-            m.unanswered
+            m.unanswered,
+            if m.bond_kept { "kept" } else { "LOST (slashed)" }
         ));
         if let Some(reason) = m.failures.first() {
             out.push_str(&format!("    caught: {reason}\n"));

@@ -64,6 +64,12 @@ pub struct MinerLine {
     pub unanswered: usize,
     /// The reason of each failed check, in cycle order.
     pub failures: Vec<String>,
+    /// Its bond (`txid:vout`), and whether it was still an unspent output (in the chain and
+    /// the mempool of node 0) at the end: false once the coordinator slashed it.
+    #[serde(default)]
+    pub bond: String,
+    #[serde(default)]
+    pub bond_kept: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -150,6 +150,7 @@ fn cycle(entries: u32) -> Cycle {
         record_hash: None,
         next_quality: None,
         slashes: Vec::new(),
+        admission: None,
     };
     record.record_hash = Some(record_digest(&record));
     let published = PublishedCycle {

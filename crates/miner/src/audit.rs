@@ -104,6 +104,13 @@ pub enum AuditError {
     },
     #[error("cycle {cycle}: published draw order differs from the recomputed one")]
     DrawMismatch { cycle: u64 },
+    #[error(
+        "cycle {cycle}: the admitted registrations differ from the draw by bond value \
+         recomputed from the revealed secret (the coordinator steered admission)"
+    )]
+    AdmissionMismatch { cycle: u64 },
+    #[error("cycle {cycle}: miner {miner} has a submission but was not admitted by the draw")]
+    SubmissionNotAdmitted { cycle: u64, miner: PublicKey },
     #[error("cycle {cycle}: block-signing certificate of attempt {attempt} names {found}, the draw picked {expected:?}")]
     RecordCertificateWinner {
         cycle: u64,
@@ -253,6 +260,9 @@ pub fn check_record(
             return Err(AuditError::SecretDoesNotOpen { cycle });
         }
     }
+    if let (Some(draw), Some(secret)) = (&record.admission, &record.revealed_secret) {
+        check_admission(draw, &secret.0, record)?;
+    }
     if record.lottery_seed.is_none() && record.contributions_root.is_none() {
         return Ok(None);
     }
@@ -331,6 +341,31 @@ pub fn check_record(
         draw_order,
         entries,
     }))
+}
+
+/// Recomputes a cycle's admission draw (`consensus::lottery::admitted`, seeded by the revealed
+/// secret) and checks that only admitted miners have submissions.
+fn check_admission(
+    draw: &coordinator::api::AdmissionDraw,
+    secret: &[u8; 32],
+    record: &CycleRecord,
+) -> Result<(), AuditError> {
+    let cycle = record.announcement.announcement.cycle;
+    let seed = lottery::admission_seed(secret, cycle);
+    if lottery::admitted(&seed, &draw.entries(), draw.slots) != draw.admitted {
+        return Err(AuditError::AdmissionMismatch { cycle });
+    }
+    if let Some(s) = record
+        .submissions
+        .iter()
+        .find(|s| !draw.admitted.contains(&s.miner))
+    {
+        return Err(AuditError::SubmissionNotAdmitted {
+            cycle,
+            miner: s.miner,
+        });
+    }
+    Ok(())
 }
 
 /// A checked record and its recomputed lottery.

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tracing::warn;
+use tracing::{info, warn};
 
 /// How often the miner polls the coordinator while it waits for a phase to change: a tenth of
 /// the shortest test cycle's registration window keeps it on time without measurable load.
@@ -248,7 +248,12 @@ impl Miner {
             .work(status, payout, &mut clock, &mut report, &mut training)
             .await
         {
-            warn!(cycle, %error, "cycle work failed");
+            if code_of(&error) == Some("not_admitted") {
+                // Not a failure: the cycle drew its slots by bond value and this bond lost.
+                info!(cycle, %error, "sitting this cycle out");
+            } else {
+                warn!(cycle, %error, "cycle work failed");
+            }
             report.error = Some(error.to_string());
         }
         report.cpu = clock.account();

@@ -105,6 +105,7 @@ fn honest_record(chain: &TestChain, miners: u32) -> CycleRecord {
         record_hash: None,
         next_quality: None,
         slashes: Vec::new(),
+        admission: None,
     }
 }
 
@@ -229,5 +230,62 @@ fn every_tampering_is_refused_with_its_reason() {
     assert!(matches!(
         check_record(&foreign, &chain.params),
         Err(AuditError::UnknownCoordinator { .. })
+    ));
+}
+
+/// An admission draw over the bonds of keys `keys` (values differ), `slots` slots.
+fn admission(chain: &TestChain, keys: &[u32], slots: u32) -> coordinator::api::AdmissionDraw {
+    let mut pending: Vec<coordinator::api::PendingBond> = keys
+        .iter()
+        .map(|&i| coordinator::api::PendingBond {
+            miner: key(i).public_key(&chain.secp),
+            bond: coordinator::api::BondOutpoint(bitcoin::OutPoint::new(
+                bitcoin::Txid::from_byte_array([i as u8 + 1; 32]),
+                0,
+            )),
+            bond_sats: 1_000_000 * u64::from(i + 1),
+        })
+        .collect();
+    pending.sort_by_key(|p| p.miner.serialize());
+    let mut draw = coordinator::api::AdmissionDraw {
+        slots,
+        pending,
+        admitted: Vec::new(),
+    };
+    let seed = lottery::admission_seed(&SECRET, 4);
+    draw.admitted = lottery::admitted(&seed, &draw.entries(), slots);
+    draw
+}
+
+/// A record whose slots were drawn: the honest draw passes; a coordinator that admits others
+/// than the draw picked (steering admission), or scores a miner the draw did not admit, is
+/// caught.
+#[test]
+fn a_steered_admission_draw_is_refused() {
+    let chain = TestChain::new();
+    // The 4 submitters (keys 0..4) and 4 others held; 8 slots admit them all.
+    let mut record = honest_record(&chain, 4);
+    record.admission = Some(admission(&chain, &[0, 1, 2, 3, 10, 11, 12, 13], 8));
+    assert!(check_record(&record, &chain.params).is_ok());
+
+    let mut steered = record.clone();
+    steered.admission.as_mut().unwrap().admitted[0] = key(20).public_key(&chain.secp);
+    assert!(matches!(
+        check_record(&steered, &chain.params),
+        Err(AuditError::AdmissionMismatch { cycle: 4 })
+    ));
+    let mut reordered = record.clone();
+    reordered.admission.as_mut().unwrap().admitted.reverse();
+    assert!(matches!(
+        check_record(&reordered, &chain.params),
+        Err(AuditError::AdmissionMismatch { cycle: 4 })
+    ));
+
+    // Key 0 submitted but was never in the draw.
+    let mut outsider = record.clone();
+    outsider.admission = Some(admission(&chain, &[1, 2, 3, 10, 11, 12, 13], 8));
+    assert!(matches!(
+        check_record(&outsider, &chain.params),
+        Err(AuditError::SubmissionNotAdmitted { cycle: 4, miner }) if miner == key(0).public_key(&chain.secp)
     ));
 }

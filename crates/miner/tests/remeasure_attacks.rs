@@ -131,6 +131,7 @@ fn honest_cycle() -> Honest {
         record_hash: None,
         next_quality: None,
         slashes: Vec::new(),
+        admission: None,
     };
     record.record_hash = Some(record_digest(&record));
     let published = PublishedCycle {

@@ -184,6 +184,18 @@ fn slashed_on_chain_exactly_the_cheats(net: &Path, summary: &Value) {
         let vout: u64 = vout.parse().unwrap();
         let coin = runtime.block_on(node.call("gettxout", vec![txid.into(), vout.into()]));
         let slash = slashes.iter().find(|s| s["miner"] == miner["public_key"]);
+        // The summary says the same: what each miner kept.
+        let line = summary["miners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["bond"].as_str() == Some(bond))
+            .unwrap_or_else(|| panic!("no summary line with bond {bond}"));
+        assert_eq!(
+            line["bond_kept"].as_bool(),
+            Some(miner["behaviour"] == "honest"),
+            "{line}"
+        );
         if miner["behaviour"] == "honest" {
             assert!(slash.is_none(), "an honest miner was slashed: {miner}");
             assert!(!coin.is_null(), "an honest miner's bond was spent: {miner}");

@@ -3,6 +3,7 @@
 //! block or why there was none, evidence and slashes).
 
 use crate::html::{esc, esc_short, page, short_hex, Nav};
+use crate::limits::ADMISSION_ROWS_SHOWN_MAX;
 use crate::snapshot::Snapshot;
 use crate::view::{checks, entries, nat, odds, outcome_text, percent, phase_name};
 use coordinator::api::{CycleOutcome, CycleRecord};
@@ -100,6 +101,7 @@ pub fn detail(s: &Snapshot, cycle: u64, coordinator_url: &str) -> Option<String>
     outcome(s, r, &mut body);
     submissions(s, r, coordinator_url, &mut body);
     draw(s, r, &mut body);
+    admission(s, r, &mut body);
     slashes(s, r, &mut body);
     lottery_inputs(r, &mut body);
     Some(page(
@@ -231,6 +233,40 @@ fn draw(s: &Snapshot, r: &CycleRecord, body: &mut String) {
         );
     }
     body.push_str("</table>");
+}
+
+/// The bonded admission draw, in a cycle whose bonded registrations outnumbered its slots:
+/// every bond that took part, its value, and whether it was admitted.
+fn admission(s: &Snapshot, r: &CycleRecord, body: &mut String) {
+    let Some(draw) = &r.admission else { return };
+    let _ = write!(
+        body,
+        "<h2>Bonded admission</h2><p>{} registrations for {} slots, drawn weighted by bond value.</p>\
+         <table id=\"admission\"><tr><th>miner</th><th>bond</th><th>bond value</th><th>admitted</th></tr>",
+        draw.pending.len(),
+        draw.slots
+    );
+    for p in draw.pending.iter().take(ADMISSION_ROWS_SHOWN_MAX) {
+        let admitted = draw.admitted.iter().position(|m| *m == p.miner);
+        let _ = write!(
+            body,
+            "<tr data-miner=\"{}\" data-admitted=\"{}\"><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            p.miner,
+            admitted.is_some(),
+            esc(&s.name_of(&p.miner)),
+            esc(&p.bond.to_string()),
+            esc(&bitcoin::Amount::from_sat(p.bond_sats).to_string()),
+            admitted.map_or("no".to_owned(), |k| format!("yes (draw {k})")),
+        );
+    }
+    body.push_str("</table>");
+    if draw.pending.len() > ADMISSION_ROWS_SHOWN_MAX {
+        let _ = write!(
+            body,
+            "<p class=\"muted\">{} more bonds not listed.</p>",
+            draw.pending.len() - ADMISSION_ROWS_SHOWN_MAX
+        );
+    }
 }
 
 fn slashes(s: &Snapshot, r: &CycleRecord, body: &mut String) {
