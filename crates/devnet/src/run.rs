@@ -617,6 +617,7 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
 
     let mut per_miner = Vec::new();
     let mut honest = miner::cpu::CpuAccount::default();
+    let (mut honest_trained_secs, mut honest_window_secs) = (0.0, 0.0);
     for m in &miners {
         let reports: Vec<CycleReport> = miner::report::read_all(&m.report)
             .map_err(io(&m.report))?
@@ -624,8 +625,15 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
             .filter(|r| r.cycle < config.cycles)
             .collect();
         let mut account = miner::cpu::CpuAccount::default();
+        let (mut trained_secs, mut window_secs) = (0.0, 0.0);
         for r in &reports {
             account.add(&r.cpu);
+            trained_secs += r.training_wall_secs;
+            window_secs += r.training_window_secs;
+        }
+        if m.role.behaviour == Behaviour::Honest {
+            honest_trained_secs += trained_secs;
+            honest_window_secs += window_secs;
         }
         if m.role.behaviour == Behaviour::Honest {
             honest.add(&account);
@@ -652,6 +660,7 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
             behaviour: m.role.behaviour.to_string(),
             blocks: won,
             useful_work_fraction: account.useful_work_fraction(),
+            window_utilisation: ratio(trained_secs, window_secs),
             verified,
             failed,
             unanswered,
@@ -668,6 +677,7 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
         model,
         miners: per_miner.clone(),
         useful_work_fraction: honest.useful_work_fraction(),
+        window_utilisation: ratio(honest_trained_secs, honest_window_secs),
         nodes_agree,
     };
     if let Some(path) = &config.json {
@@ -808,6 +818,15 @@ async fn agree(nodes: &[NodeChild]) -> (BTreeMap<usize, String>, bool) {
     }
 }
 
+/// `part / whole`, 0 when there is no whole.
+fn ratio(part: f64, whole: f64) -> f64 {
+    if whole > 0.0 {
+        part / whole
+    } else {
+        0.0
+    }
+}
+
 /// The end-of-run text.
 pub fn render(outcome: &Outcome) -> String {
     let s = &outcome.summary;
@@ -821,11 +840,12 @@ pub fn render(outcome: &Outcome) -> String {
     ));
     for m in &outcome.miners {
         out.push_str(&format!(
-            "  {} ({}): {} block(s), useful work {:.1}%, checks {} verified / {} failed / {} unanswered, bond {}\n",
+            "  {} ({}): {} block(s), useful work {:.1}%, trained {:.1}% of the windows, checks {} verified / {} failed / {} unanswered, bond {}\n",
             m.name,
             m.behaviour,
             m.blocks,
             100.0 * m.useful_work_fraction,
+            100.0 * m.window_utilisation,
             m.verified,
             m.failed,
             m.unanswered,
@@ -849,8 +869,9 @@ pub fn render(outcome: &Outcome) -> String {
         100.0 * s.model.test_accuracy
     ));
     out.push_str(&format!(
-        "  useful-work fraction (honest miners' CPU in training): {:.1}%\n",
-        100.0 * s.useful_work_fraction
+        "  useful-work fraction (honest miners' CPU in training): {:.1}%; window utilisation (their training wall time over the training windows): {:.1}%\n",
+        100.0 * s.useful_work_fraction,
+        100.0 * s.window_utilisation
     ));
     match &outcome.audit {
         Ok(a) => out.push_str(&format!(

@@ -58,6 +58,10 @@ pub struct MinerLine {
     pub behaviour: String,
     pub blocks: usize,
     pub useful_work_fraction: f64,
+    /// Wall-clock training time over the cycles' training windows (the cycles it trained
+    /// in): how much of the time it was given its compute spent training.
+    #[serde(default)]
+    pub window_utilisation: f64,
     /// Its replay checks: passed, failed, unanswered.
     pub verified: usize,
     pub failed: usize,
@@ -90,5 +94,8 @@ pub struct Summary {
     pub miners: Vec<MinerLine>,
     /// Training CPU over all CPU of the honest miners' processes, over the devnet's cycles.
     pub useful_work_fraction: f64,
+    /// The honest miners' wall-clock training time over their training windows.
+    #[serde(default)]
+    pub window_utilisation: f64,
     pub nodes_agree: bool,
 }

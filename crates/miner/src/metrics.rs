@@ -183,6 +183,8 @@ mod tests {
             block: None,
             cpu,
             useful_work_fraction: cpu.useful_work_fraction(),
+            training_wall_secs: 0.0,
+            training_window_secs: 0.0,
             error: None,
         }
     }

@@ -241,6 +241,8 @@ impl Miner {
             block: None,
             cpu: Default::default(),
             useful_work_fraction: 0.0,
+            training_wall_secs: 0.0,
+            training_window_secs: 0.0,
             error: None,
         };
         let mut training = None;
@@ -360,6 +362,12 @@ impl Miner {
         clock.book_training(training_cpu);
         bar.finish();
         let training_wall = training_started.elapsed();
+        report.training_wall_secs = training_wall.as_secs_f64();
+        report.training_window_secs = announcement
+            .submission_deadline_ms
+            .saturating_sub(announcement.registration_deadline_ms)
+            as f64
+            / 1000.0;
         let produced = joined.map_err(|e| MinerError::TrainingTask(e.to_string()))??;
         report.steps = produced.steps();
         *training = Some(TrainingRun {

@@ -37,6 +37,12 @@ pub struct CycleReport {
     pub block: Option<ProducedBlock>,
     pub cpu: CpuAccount,
     pub useful_work_fraction: f64,
+    /// Wall-clock seconds spent training, and the cycle's training window (registration
+    /// deadline to submission deadline): how much of the window the miner's compute worked.
+    #[serde(default)]
+    pub training_wall_secs: f64,
+    #[serde(default)]
+    pub training_window_secs: f64,
     /// What went wrong, if the cycle's work did not complete.
     pub error: Option<String>,
 }
