@@ -15,6 +15,10 @@ pub struct MinerRole {
     pub behaviour: Behaviour,
     /// Index of the node it talks to.
     pub node: usize,
+    /// One of the `--sybil-miners` keys, all run by one operator.
+    pub sybil: bool,
+    /// Whether the genesis block pays it a bond it registers with.
+    pub bonded: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -30,6 +34,9 @@ pub struct DevnetConfig {
     /// Miners that cheat at proof of training: `cheat` for all, or each kind in turn.
     pub cheat_miners: usize,
     pub cheat: Option<Cheat>,
+    /// Extra keys run by one operator (honest training each), bonded or not.
+    pub sybil_miners: usize,
+    pub sybil_bonds: bool,
     pub cycles: u64,
     pub cycle_secs: u64,
     pub dataset: String,
@@ -51,7 +58,11 @@ impl DevnetConfig {
         if self.nodes == 0 || self.nodes > ROLE_PROCESSES_MAX {
             return bad(format!("--nodes must be 1..={ROLE_PROCESSES_MAX}"));
         }
-        let miners = self.miners + self.lazy_miners + self.noise_miners + self.cheat_miners;
+        let miners = self.miners
+            + self.lazy_miners
+            + self.noise_miners
+            + self.cheat_miners
+            + self.sybil_miners;
         if self.miners == 0 || miners > ROLE_PROCESSES_MAX {
             return bad(format!(
                 "need at least one honest miner and at most {ROLE_PROCESSES_MAX} miners in all"
@@ -69,8 +80,8 @@ impl DevnetConfig {
         Ok(())
     }
 
-    /// Honest miners first, then lazy, noise and cheating ones; spread over the nodes
-    /// round-robin.
+    /// Honest miners first, then lazy, noise and cheating ones, then the sybil operator's
+    /// keys; spread over the nodes round-robin.
     pub fn miner_roles(&self) -> Vec<MinerRole> {
         let cheats = (0..self.cheat_miners)
             .map(|i| Behaviour::Cheat(self.cheat.unwrap_or(Cheat::ALL[i % Cheat::ALL.len()])));
@@ -78,14 +89,25 @@ impl DevnetConfig {
             .chain(std::iter::repeat_n(Behaviour::Lazy, self.lazy_miners))
             .chain(std::iter::repeat_n(Behaviour::Noise, self.noise_miners))
             .chain(cheats);
-        kinds
+        let mut roles: Vec<MinerRole> = kinds
             .enumerate()
             .map(|(i, behaviour)| MinerRole {
                 name: format!("miner-{i}"),
                 behaviour,
                 node: i % self.nodes,
+                sybil: false,
+                bonded: true,
             })
-            .collect()
+            .collect();
+        let first = roles.len();
+        roles.extend((0..self.sybil_miners).map(|i| MinerRole {
+            name: format!("sybil-{i}"),
+            behaviour: Behaviour::Honest,
+            node: (first + i) % self.nodes,
+            sybil: true,
+            bonded: self.sybil_bonds,
+        }));
+        roles
     }
 }
 

@@ -80,8 +80,8 @@ pub struct MinerInfo {
     pub role: MinerRole,
     pub public_key: PublicKey,
     pub report: PathBuf,
-    /// Its bond, paid by the genesis block.
-    pub bond: bitcoin::OutPoint,
+    /// Its bond, paid by the genesis block (none for an unbonded sybil key).
+    pub bond: Option<bitcoin::OutPoint>,
 }
 
 /// What the devnet found: its summary and the audit's verdict.
@@ -222,8 +222,10 @@ fn start_miner(
         "--behaviour",
         &info.role.behaviour.to_string(),
     ]);
-    args.push("--bond".into());
-    args.push(format!("{}:{}", info.bond.txid, info.bond.vout).into());
+    if let Some(bond) = info.bond {
+        args.push("--bond".into());
+        args.push(format!("{}:{}", bond.txid, bond.vout).into());
+    }
     args.push("--key".into());
     args.push(dir.join("miner.key").into());
     args.push("--report".into());
@@ -382,22 +384,33 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
         )?;
         miner_keys.push((role, key.public_key(&secp)));
     }
-    let public_keys: Vec<PublicKey> = miner_keys.iter().map(|(_, k)| *k).collect();
-    let (params, bonds): (ChainParams, Vec<bitcoin::OutPoint>) = chain::create_bonded(
+    let bonded_keys: Vec<PublicKey> = miner_keys
+        .iter()
+        .filter(|(role, _)| role.bonded)
+        .map(|(_, k)| *k)
+        .collect();
+    let (params, bonded_outpoints): (ChainParams, Vec<bitcoin::OutPoint>) = chain::create_bonded(
         &layout.root,
         config.cycle_secs,
         u32::try_from(unix_secs()).unwrap_or(u32::MAX),
-        &public_keys,
+        &bonded_keys,
     )?;
+    let mut bonded_outpoints = bonded_outpoints.into_iter();
+    let bonds: Vec<Option<bitcoin::OutPoint>> = miner_keys
+        .iter()
+        .map(|(role, _)| role.bonded.then(|| bonded_outpoints.next()).flatten())
+        .collect();
     let setup = work_setup(&config.dataset, &config.model)?;
     println!(
-        "devnet in {}: {} nodes, {} miners ({} lazy, {} noise, {} cheating), {} cycles of {} s, {} on {}",
+        "devnet in {}: {} nodes, {} miners ({} lazy, {} noise, {} cheating, {} sybil keys {}), {} cycles of {} s, {} on {}",
         layout.root.display(),
         config.nodes,
         config.miners,
         config.lazy_miners,
         config.noise_miners,
         config.cheat_miners,
+        config.sybil_miners,
+        if config.sybil_bonds { "with a bond each" } else { "without bonds" },
         config.cycles,
         config.cycle_secs,
         config.model,
@@ -443,7 +456,8 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
             serde_json::json!({
                 "name": m.role.name, "behaviour": m.role.behaviour,
                 "public_key": m.public_key.to_string(), "node": m.role.node,
-                "bond": format!("{}:{}", m.bond.txid, m.bond.vout),
+                "bond": m.bond.map(|b| format!("{}:{}", b.txid, b.vout)),
+                "sybil": m.role.sybil,
             })
         })
         .collect();
@@ -631,11 +645,11 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
             trained_secs += r.training_wall_secs;
             window_secs += r.training_window_secs;
         }
-        if m.role.behaviour == Behaviour::Honest {
+        if m.role.behaviour == Behaviour::Honest && !m.role.sybil {
             honest_trained_secs += trained_secs;
             honest_window_secs += window_secs;
         }
-        if m.role.behaviour == Behaviour::Honest {
+        if m.role.behaviour == Behaviour::Honest && !m.role.sybil {
             honest.add(&account);
         }
         let won = blocks
@@ -647,15 +661,30 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
             .cloned()
             .unwrap_or_default();
         // Core's gettxout sees the mempool by default: a slash not yet mined counts as lost.
-        let bond_coin = node0
-            .call(
-                "gettxout",
-                vec![m.bond.txid.to_string().into(), m.bond.vout.into()],
-            )
-            .await?;
+        let bond_kept = match m.bond {
+            Some(bond) => !node0
+                .call(
+                    "gettxout",
+                    vec![bond.txid.to_string().into(), bond.vout.into()],
+                )
+                .await?
+                .is_null(),
+            None => false,
+        };
+        let missed: Vec<&str> = reports
+            .iter()
+            .filter(|r| r.receipt.is_none())
+            .filter_map(|r| r.error.as_deref())
+            .collect();
         per_miner.push(MinerLine {
-            bond: format!("{}:{}", m.bond.txid, m.bond.vout),
-            bond_kept: !bond_coin.is_null(),
+            bond: m
+                .bond
+                .map(|b| format!("{}:{}", b.txid, b.vout))
+                .unwrap_or_default(),
+            bond_kept,
+            sybil: m.role.sybil,
+            cycles_without_work: missed.len(),
+            missed_reason: missed.first().map(|why| (*why).to_owned()),
             name: m.role.name.clone(),
             behaviour: m.role.behaviour.to_string(),
             blocks: won,
@@ -849,8 +878,22 @@ pub fn render(outcome: &Outcome) -> String {
             m.verified,
             m.failed,
             m.unanswered,
-            if m.bond_kept { "kept" } else { "LOST (slashed)" }
+            match (m.bond.is_empty(), m.bond_kept) {
+                (true, _) => "none",
+                (false, true) => "kept",
+                (false, false) => "LOST (slashed)",
+            }
         ));
+        if m.cycles_without_work > 0 {
+            out.push_str(&format!(
+                "    {} cycle(s) with no receipted work{}\n",
+                m.cycles_without_work,
+                m.missed_reason
+                    .as_deref()
+                    .map(|why| format!(", e.g. {why}"))
+                    .unwrap_or_default()
+            ));
+        }
         if let Some(reason) = m.failures.first() {
             out.push_str(&format!("    caught: {reason}\n"));
         }

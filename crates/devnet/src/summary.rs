@@ -74,6 +74,15 @@ pub struct MinerLine {
     pub bond: String,
     #[serde(default)]
     pub bond_kept: bool,
+    /// One of the `--sybil-miners` keys.
+    #[serde(default)]
+    pub sybil: bool,
+    /// Cycles it took part in without a receipted submission (registration refused, not
+    /// admitted, or its work failed), and the first such cycle's reason.
+    #[serde(default)]
+    pub cycles_without_work: usize,
+    #[serde(default)]
+    pub missed_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -445,3 +445,43 @@ fn devnet_trains_the_cnn_with_replayed_checks_and_a_bitwise_audit() {
         "{summary}"
     );
 }
+
+/// One operator with many keys and no bonds (`--sybil-miners 3 --sybil-bonds none`): every
+/// registration of every key is refused for want of a bond, so the keys win nothing and the
+/// one honest bonded miner is never crowded out; the summary says what each key got and why.
+#[test]
+fn sybil_keys_without_bonds_get_no_slot_and_crowd_out_no_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (output, summary) = run_devnet(
+        dir.path(),
+        &[
+            "--cycles",
+            "2",
+            "--miners",
+            "1",
+            "--sybil-miners",
+            "3",
+            "--sybil-bonds",
+            "none",
+        ],
+    );
+    assert!(output.status.success(), "{}", explain(&output));
+    let miners = summary["miners"].as_array().unwrap();
+    let sybils: Vec<&Value> = miners.iter().filter(|m| m["sybil"] == true).collect();
+    assert_eq!(sybils.len(), 3, "{summary}");
+    for s in &sybils {
+        assert_eq!(s["blocks"], 0, "{s}");
+        assert_eq!(s["bond"], "", "{s}");
+        assert!(s["cycles_without_work"].as_u64().unwrap() >= 1, "{s}");
+        let why = s["missed_reason"].as_str().unwrap_or_default();
+        assert!(why.contains("bond_required"), "{s}");
+    }
+    let honest = miners.iter().find(|m| m["sybil"] == false).unwrap();
+    assert_eq!(honest["cycles_without_work"], 0, "{honest}");
+    let height = summary["chain"]["height"].as_u64().unwrap();
+    assert!(height >= 1, "{summary}");
+    assert_eq!(honest["blocks"].as_u64(), Some(height), "{summary}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("3 sybil keys without bonds"), "{stdout}");
+    assert!(stdout.contains("audit: passed"), "{stdout}");
+}

@@ -31,6 +31,14 @@ pub struct Args {
     /// wrong-order, wrong-rate or perturb.
     #[arg(long, value_parser = parse_cheat)]
     pub cheat: Option<miner::behaviour::Cheat>,
+    /// Extra keys run by one operator (a sybil), each training honestly in its own process:
+    /// with `--sybil-bonds each` every key has its own bond (N bonds buy N slots, no more),
+    /// with `none` they have no bond and every registration is refused.
+    #[arg(long, default_value_t = 0)]
+    pub sybil_miners: usize,
+    /// Bonds of the `--sybil-miners` keys: `each` or `none`.
+    #[arg(long, default_value = "each", value_parser = ["each", "none"])]
+    pub sybil_bonds: String,
     /// Training cycles to run.
     #[arg(long, default_value_t = 5)]
     pub cycles: u64,
@@ -74,7 +82,8 @@ pub fn run(args: Args) -> Result<()> {
             .map_or(0, |d| d.as_secs());
         PathBuf::from("trainchain-devnet").join(format!("run-{secs}"))
     });
-    let all_miners = args.miners + args.lazy_miners + args.noise_miners + args.cheat_miners;
+    let all_miners =
+        args.miners + args.lazy_miners + args.noise_miners + args.cheat_miners + args.sybil_miners;
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let config = DevnetConfig {
         exe,
@@ -85,6 +94,8 @@ pub fn run(args: Args) -> Result<()> {
         noise_miners: args.noise_miners,
         cheat_miners: args.cheat_miners,
         cheat: args.cheat,
+        sybil_miners: args.sybil_miners,
+        sybil_bonds: args.sybil_bonds == "each",
         cycles: args.cycles,
         cycle_secs: args.cycle_secs,
         dataset: args.dataset,
