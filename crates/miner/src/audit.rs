@@ -111,6 +111,17 @@ pub enum AuditError {
     AdmissionMismatch { cycle: u64 },
     #[error("cycle {cycle}: miner {miner} has a submission but was not admitted by the draw")]
     SubmissionNotAdmitted { cycle: u64, miner: PublicKey },
+    #[error(
+        "cycle {cycle}: the admission draw weighed {miner}'s bond {bond} as {listed} sat, but \
+         the chain has {found}"
+    )]
+    AdmissionBondMismatch {
+        cycle: u64,
+        miner: PublicKey,
+        bond: String,
+        listed: u64,
+        found: String,
+    },
     #[error("cycle {cycle}: block-signing certificate of attempt {attempt} names {found}, the draw picked {expected:?}")]
     RecordCertificateWinner {
         cycle: u64,
@@ -202,6 +213,10 @@ pub struct AuditReport {
     pub evidence_rechecked: usize,
     /// Miners' receipts found in their cycle's record.
     pub receipts_checked: usize,
+    /// Bonds of admission draws read back from the chain (value and script as weighed), and
+    /// those already spent (slashed or reclaimed), which the node no longer shows.
+    pub admission_bonds_checked: usize,
+    pub admission_bonds_spent: usize,
 }
 
 /// How a cycle's submissions fared in their replay checks.
@@ -574,6 +589,8 @@ pub async fn audit(
             }
         }
     }
+    let (admission_bonds_checked, admission_bonds_spent) =
+        check_admission_bonds(node, &records, params).await?;
     let spec = coordinator.model_card().await?.spec;
     let mut remeasured = 0;
     for pair in records.windows(2) {
@@ -613,6 +630,71 @@ pub async fn audit(
         verification: records.iter().map(CycleVerification::of).collect(),
         evidence_rechecked,
         receipts_checked,
+        admission_bonds_checked,
+        admission_bonds_spent,
+    })
+}
+
+/// Reads every bond an admission draw weighed back from the node (`gettxout`, mempool
+/// included): one still unspent must have the value the draw used and the miner's bond script,
+/// or the coordinator inflated a bond to steer the draw. Returns (checked, already spent).
+async fn check_admission_bonds(
+    node: &NodeRpc,
+    records: &[CycleRecord],
+    params: &ChainParams,
+) -> Result<(usize, usize), AuditError> {
+    let terms = consensus::bond::BondTerms::from_params(params);
+    let (mut checked, mut spent) = (0, 0);
+    for record in records {
+        let Some(draw) = &record.admission else {
+            continue;
+        };
+        for pending in &draw.pending {
+            let outpoint = pending.bond.0;
+            let coin = node
+                .call(
+                    "gettxout",
+                    vec![outpoint.txid.to_string().into(), outpoint.vout.into()],
+                )
+                .await?;
+            match admission_bond_matches(pending, &coin, &terms) {
+                None => spent += 1,
+                Some(Ok(())) => checked += 1,
+                Some(Err(found)) => {
+                    return Err(AuditError::AdmissionBondMismatch {
+                        cycle: record.announcement.announcement.cycle,
+                        miner: pending.miner,
+                        bond: pending.bond.to_string(),
+                        listed: pending.bond_sats,
+                        found,
+                    })
+                }
+            }
+        }
+    }
+    Ok((checked, spent))
+}
+
+/// Whether `gettxout`'s answer `coin` is the bond `pending` says: `None` if the output is
+/// spent (null), else its value and script checked, with what was found when they differ.
+pub fn admission_bond_matches(
+    pending: &coordinator::api::PendingBond,
+    coin: &serde_json::Value,
+    terms: &consensus::bond::BondTerms,
+) -> Option<Result<(), String>> {
+    if coin.is_null() {
+        return None;
+    }
+    let value = coin["value"]
+        .as_f64()
+        .and_then(|btc| bitcoin::Amount::from_btc(btc).ok());
+    let script = coin["scriptPubKey"]["hex"].as_str().unwrap_or_default();
+    let expected = consensus::bond::bond_script_pubkey(terms, &pending.miner).to_hex_string();
+    Some(match value {
+        Some(v) if v.to_sat() == pending.bond_sats && script == expected => Ok(()),
+        Some(v) if v.to_sat() != pending.bond_sats => Err(format!("{} sat", v.to_sat())),
+        Some(_) => Err(format!("another script ({script})")),
+        None => Err(format!("no value in {coin}")),
     })
 }
 

@@ -289,3 +289,43 @@ fn a_steered_admission_draw_is_refused() {
         Err(AuditError::SubmissionNotAdmitted { cycle: 4, miner }) if miner == key(0).public_key(&chain.secp)
     ));
 }
+
+/// The auditor reads each weighed bond back from the chain: a coordinator that inflated a
+/// bond's value (or weighed an output that is not the miner's bond) is caught while the bond
+/// is unspent; a spent one (slashed, reclaimed) cannot be read back and is counted as such.
+#[test]
+fn an_inflated_bond_in_the_admission_draw_is_caught_against_the_chain() {
+    use miner::audit::admission_bond_matches;
+    let chain = TestChain::new();
+    let terms = consensus::bond::BondTerms::from_params(&chain.params);
+    let draw = admission(&chain, &[0, 1], 1);
+    let pending = draw.pending[0];
+    let script = consensus::bond::bond_script_pubkey(&terms, &pending.miner).to_hex_string();
+    let coin = |sats: u64, script: &str| {
+        serde_json::json!({
+            "value": bitcoin::Amount::from_sat(sats).to_btc(),
+            "scriptPubKey": {"hex": script},
+            "confirmations": 3,
+        })
+    };
+    assert_eq!(
+        admission_bond_matches(&pending, &coin(pending.bond_sats, &script), &terms),
+        Some(Ok(()))
+    );
+    let inflated = admission_bond_matches(&pending, &coin(pending.bond_sats / 10, &script), &terms);
+    assert!(
+        matches!(inflated, Some(Err(ref why)) if why.contains("sat")),
+        "{inflated:?}"
+    );
+    let other = consensus::bond::bond_script_pubkey(&terms, &key(99).public_key(&chain.secp))
+        .to_hex_string();
+    let foreign = admission_bond_matches(&pending, &coin(pending.bond_sats, &other), &terms);
+    assert!(
+        matches!(foreign, Some(Err(ref why)) if why.contains("another script")),
+        "{foreign:?}"
+    );
+    assert_eq!(
+        admission_bond_matches(&pending, &serde_json::Value::Null, &terms),
+        None
+    );
+}

@@ -116,6 +116,12 @@ fn print_report(report: &AuditReport) {
         report.evidence_rechecked,
         report.receipts_checked,
     );
+    if report.admission_bonds_checked + report.admission_bonds_spent > 0 {
+        println!(
+            "admission draws: {} weighed bonds match the chain, {} already spent (not readable)",
+            report.admission_bonds_checked, report.admission_bonds_spent
+        );
+    }
     println!("training checks per cycle (verified / failed / unanswered):");
     for v in &report.verification {
         println!(

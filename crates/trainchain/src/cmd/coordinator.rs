@@ -18,7 +18,7 @@ pub struct Args {
     /// coordinator keeps its store, exported model and `coordinator.addr` here.
     #[arg(long, default_value = "trainchain-data")]
     pub data_dir: PathBuf,
-    /// TOML file whose keys are this command's flags (`data_dir = "chain"`, `log_level =
+    /// TOML file whose keys are this command's flags (`node_data_dir = "node"`, `log_level =
     /// "debug"`, ...); flags given here override it. See the README, "Config files".
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

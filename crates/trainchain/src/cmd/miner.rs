@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// TOML file whose keys are this command's flags (`data_dir = "chain"`, `log_level =
+    /// TOML file whose keys are this command's flags (`node_data_dir = "node"`, `log_level =
     /// "debug"`, ...); flags given here override it. See the README, "Config files".
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
