@@ -1,4 +1,4 @@
-//! The useful-work fraction, from the miners' report files (`trainchain miner --report FILE`,
+//! The useful-work fraction and the window utilisation, from the miners' report files (`trainchain miner --report FILE`,
 //! one JSON line per cycle): the share of a miner's process CPU spent training. Only a miner
 //! knows its own CPU clock, so this plot exists only for the reports the dashboard is given
 //! (the devnet gives all of its miners').
@@ -20,6 +20,8 @@ struct ReportFile {
     seen: Option<(u64, SystemTime)>,
     /// (miner key hex, cycle) -> useful-work fraction, from this file.
     points: BTreeMap<(String, u64), f64>,
+    /// (miner key hex, cycle) -> training wall time over the training window.
+    utilisation: BTreeMap<(String, u64), f64>,
     /// Miner key hex -> behaviour, from this file.
     behaviours: BTreeMap<String, String>,
 }
@@ -30,6 +32,9 @@ pub struct UsefulWork {
     files: Vec<ReportFile>,
     /// (miner key hex, cycle) -> fraction in [0, 1].
     pub points: BTreeMap<(String, u64), f64>,
+    /// (miner key hex, cycle) -> window utilisation in [0, 1]: the miner's training wall time
+    /// over the cycle's training window (cycles it trained in).
+    pub utilisation: BTreeMap<(String, u64), f64>,
     /// Miner key hex -> its declared behaviour (`honest`, `cheat:rescale`, ...).
     pub behaviours: BTreeMap<String, String>,
     /// Why a file could not be read at the last poll.
@@ -45,6 +50,7 @@ impl UsefulWork {
                     path,
                     seen: None,
                     points: BTreeMap::new(),
+                    utilisation: BTreeMap::new(),
                     behaviours: BTreeMap::new(),
                 })
                 .collect(),
@@ -79,7 +85,13 @@ impl UsefulWork {
             match read_tail(&file.path) {
                 Ok(reports) => {
                     file.points.clear();
+                    file.utilisation.clear();
                     for r in reports {
+                        let used = r.training_wall_secs / r.training_window_secs;
+                        if r.training_window_secs > 0.0 && used.is_finite() {
+                            file.utilisation
+                                .insert((r.miner.clone(), r.cycle), used.clamp(0.0, 1.0));
+                        }
                         if r.useful_work_fraction.is_finite() {
                             file.points.insert(
                                 (r.miner.clone(), r.cycle),
@@ -103,6 +115,11 @@ impl UsefulWork {
             .files
             .iter()
             .flat_map(|f| f.points.iter().map(|(k, v)| (k.clone(), *v)))
+            .collect();
+        self.utilisation = self
+            .files
+            .iter()
+            .flat_map(|f| f.utilisation.iter().map(|(k, v)| (k.clone(), *v)))
             .collect();
         self.behaviours = self
             .files
@@ -141,6 +158,7 @@ mod tests {
             "contribution": null, "block_certificates": [], "block": null,
             "cpu": {"training_secs": 1.0, "other_secs": 1.0},
             "useful_work_fraction": fraction, "error": null,
+            "training_wall_secs": fraction * 10.0, "training_window_secs": 10.0,
         });
         format!("{report}\n")
     }
@@ -160,6 +178,7 @@ mod tests {
         assert_eq!(work.points.len(), 2);
         assert_eq!(work.points[&("02aa".to_owned(), 1)], 0.75);
         assert_eq!(work.behaviours["02aa"], "honest");
+        assert_eq!(work.utilisation[&("02aa".to_owned(), 1)], 0.75);
         std::fs::write(
             &path,
             line(0, "02aa", 0.5) + &line(1, "02aa", 0.75) + &line(2, "02aa", 2.0),

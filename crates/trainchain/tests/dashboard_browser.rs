@@ -416,6 +416,10 @@ fn the_dashboard_in_chromium_shows_the_chain_and_the_cycles() {
         plots.contains("data-plot=\"useful-work\""),
         "the devnet gives its reports"
     );
+    assert!(
+        plots.contains("data-plot=\"window-utilisation\""),
+        "the window utilisation comes from the same reports"
+    );
 
     if let Some(out) = &screenshots {
         let first_block = tags_with(&chain, "data-txs")

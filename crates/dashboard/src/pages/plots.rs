@@ -164,29 +164,35 @@ pub fn charts(s: &Snapshot, records: &[&CycleRecord]) -> Vec<Chart> {
         },
     ];
     if s.useful_work.is_configured() {
-        let mut by_miner: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
         let finished: Vec<u64> = records.iter().map(|r| cycle(r)).collect();
-        for ((miner, c), fraction) in &s.useful_work.points {
-            if finished.contains(c) {
-                by_miner
-                    .entry(miner.clone())
-                    .or_default()
-                    .push((*c, *fraction));
+        let per_miner = |points: &BTreeMap<(String, u64), f64>| {
+            let mut by_miner: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
+            for ((miner, c), fraction) in points {
+                if finished.contains(c) {
+                    by_miner
+                        .entry(miner.clone())
+                        .or_default()
+                        .push((*c, *fraction));
+                }
             }
-        }
-        let total = by_miner.len();
-        let series = by_miner
-            .into_iter()
-            .take(PLOT_SERIES_MAX)
-            .map(|(miner, points)| Series {
-                name: match miner.parse::<PublicKey>() {
-                    Ok(key) => s.short_name_of(&key),
-                    Err(_) => miner.clone(),
-                },
-                key: miner,
-                points,
-            })
-            .collect();
+            let total = by_miner.len();
+            let series: Vec<Series> = by_miner
+                .into_iter()
+                .take(PLOT_SERIES_MAX)
+                .map(|(miner, points)| Series {
+                    name: match miner.parse::<PublicKey>() {
+                        Ok(key) => s.short_name_of(&key),
+                        Err(_) => miner.clone(),
+                    },
+                    key: miner,
+                    points,
+                })
+                .collect();
+            let note = (total > PLOT_SERIES_MAX)
+                .then(|| format!("{} more miners not drawn", total - PLOT_SERIES_MAX));
+            (series, note)
+        };
+        let (series, note) = per_miner(&s.useful_work.points);
         charts.push(Chart {
             id: "useful-work",
             title: "Useful-work fraction per miner (CPU in training, from the miners' reports)"
@@ -195,8 +201,20 @@ pub fn charts(s: &Snapshot, records: &[&CycleRecord]) -> Vec<Chart> {
             series,
             format: compact,
             from_zero: true,
-            note: (total > PLOT_SERIES_MAX)
-                .then(|| format!("{} more miners not drawn", total - PLOT_SERIES_MAX)),
+            note,
+            whole: false,
+            x_range,
+        });
+        let (series, note) = per_miner(&s.useful_work.utilisation);
+        charts.push(Chart {
+            id: "window-utilisation",
+            title: "Window utilisation per miner (training wall time over the training window)"
+                .into(),
+            y_label: "fraction".into(),
+            series,
+            format: compact,
+            from_zero: true,
+            note,
             whole: false,
             x_range,
         });
