@@ -531,7 +531,19 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
                     ),
                 )
             }
-            other => (None, format!("no block ({other:?})")),
+            Some(CycleOutcome::NoEligibleEntries) => (
+                None,
+                "no block: no update lowered the held-out loss".to_owned(),
+            ),
+            Some(CycleOutcome::WinnersSilent { attempts }) => (
+                None,
+                format!("no block: {attempts} drawn winner(s) stayed silent"),
+            ),
+            Some(CycleOutcome::Superseded { height, hash }) => (
+                None,
+                format!("no block: another block took height {height} ({hash})"),
+            ),
+            None => (None, "no block: the cycle did not close".to_owned()),
         };
         let tally = miner::audit::CycleVerification::of(&record);
         println!(
