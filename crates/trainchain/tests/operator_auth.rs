@@ -475,6 +475,9 @@ fn role_config_files_are_checked_like_flags() {
     .unwrap();
     let stderr = fails_fast(&["miner", "--config", config_str]);
     assert!(stderr.contains("from-config.key"), "{stderr}");
+    // Also after a global flag in front of the subcommand.
+    let stderr = fails_fast(&["--log-level", "warn", "miner", "--config", config_str]);
+    assert!(stderr.contains("from-config.key"), "{stderr}");
     let stderr = fails_fast(&["miner", "--config", config_str, "--key", "from-flag.key"]);
     assert!(stderr.contains("from-flag.key"), "the flag wins: {stderr}");
     assert!(!stderr.contains("from-config.key"), "{stderr}");

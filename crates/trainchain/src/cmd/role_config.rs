@@ -37,17 +37,19 @@ const GLOBAL_KEYS: [&str; 1] = ["log-level"];
 /// The command line with the flags of a role's `--config FILE` inserted after the subcommand
 /// (the command line unchanged when there is none).
 pub fn expand<C: CommandFactory>(args: Vec<OsString>) -> Result<Vec<OsString>> {
-    let Some(role) = args.get(1).and_then(|a| a.to_str()) else {
+    let at = subcommand_index(&args);
+    let Some(role) = args.get(at).and_then(|a| a.to_str()) else {
         return Ok(args);
     };
     if !ROLES.contains(&role) {
         return Ok(args);
     }
-    let Some(path) = config_path(&args[2..]) else {
+    let rest = &args[at + 1..];
+    let Some(path) = config_path(rest) else {
         return Ok(args);
     };
     let known = role_flags::<C>(role);
-    let given: Vec<String> = args[2..]
+    let given: Vec<String> = args[1..]
         .iter()
         .filter_map(|a| a.to_str())
         .filter_map(|a| a.strip_prefix("--"))
@@ -55,10 +57,25 @@ pub fn expand<C: CommandFactory>(args: Vec<OsString>) -> Result<Vec<OsString>> {
         .collect();
     let flags = flags_from_file(Path::new(&path), &known, &given)
         .with_context(|| format!("config file {}", Path::new(&path).display()))?;
-    let mut expanded = args[..2].to_vec();
+    let mut expanded = args[..=at].to_vec();
     expanded.extend(flags.into_iter().map(OsString::from));
-    expanded.extend(args[2..].iter().cloned());
+    expanded.extend(rest.iter().cloned());
     Ok(expanded)
+}
+
+/// Where the subcommand is: after the program name and any global `--log-level` before it.
+fn subcommand_index(args: &[OsString]) -> usize {
+    let mut at = 1;
+    while let Some(arg) = args.get(at).and_then(|a| a.to_str()) {
+        if arg == "--log-level" {
+            at += 2;
+        } else if arg.starts_with("--log-level=") {
+            at += 1;
+        } else {
+            break;
+        }
+    }
+    at
 }
 
 /// The value of `--config PATH` or `--config=PATH`.
@@ -200,6 +217,23 @@ mod tests {
             flags_from_file(f.path(), &known(), &[]).unwrap_err()
         );
         assert!(text.contains("byte limit"), "{text}");
+    }
+
+    #[test]
+    fn the_subcommand_is_found_after_a_global_log_level() {
+        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            subcommand_index(&args(&["tc", "miner", "--config", "c"])),
+            1
+        );
+        assert_eq!(
+            subcommand_index(&args(&["tc", "--log-level", "debug", "miner"])),
+            3
+        );
+        assert_eq!(
+            subcommand_index(&args(&["tc", "--log-level=warn", "miner"])),
+            2
+        );
     }
 
     #[test]
