@@ -503,7 +503,15 @@ impl Network {
     }
 
     fn dial(&mut self, addr: Multiaddr) {
-        let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+        // A fresh local port for every dial. libp2p's default binds the dial to the listen port
+        // (port reuse); when an earlier connection between the same two ports is still in
+        // TIME_WAIT, connect() fails with "Address already in use" on every retry, and libp2p
+        // retries on a new port only for "address not available". That left devnet nodes
+        // unlinked for good (seen in CI). Peers learn the listen address through identify.
+        let opts = DialOpts::unknown_peer_id()
+            .address(addr.clone())
+            .allocate_new_port()
+            .build();
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
             Ok(()) => {
