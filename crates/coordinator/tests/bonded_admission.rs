@@ -512,31 +512,6 @@ fn the_used_bond_set_survives_a_restart_and_resets_with_the_next_cycle() {
     .unwrap();
 }
 
-/// Submits `bytes` under `commitment` (its update hash set to that of `bytes`), signed by `key`.
-fn submit_update(
-    c: &Coordinator,
-    now: u64,
-    key: &SecretKey,
-    cycle: u64,
-    bytes: &[u8],
-    commitment: proof::Commitment,
-) {
-    let secp = Secp256k1::new();
-    let miner = key.public_key(&secp);
-    let commitment = proof::Commitment {
-        update_hash: primitives::sha256(bytes),
-        ..commitment
-    };
-    let sig = CompactSignature::sign(&secp, key, &commitment.signing_hash(cycle, &miner));
-    let claim = coordinator::SubmissionClaim {
-        task_hash: commitment.task_hash,
-        transcript_root: commitment.transcript_root,
-        steps: commitment.steps,
-    };
-    c.submit(now, [1; 32], cycle, miner, sig, claim, bytes)
-        .unwrap();
-}
-
 /// Opens `key`'s challenged intervals of `record`.
 fn answer_challenge(c: &Coordinator, now: u64, key: &SecretKey, record: &proof::RunRecord) {
     let secp = Secp256k1::new();
@@ -602,7 +577,7 @@ async fn a_failed_replay_check_slashes_that_bond_once_and_no_other() {
         } else {
             run.update.clone()
         };
-        submit_update(&c, now + 100, key, 0, &bytes, run.commitment);
+        submit_update(&c, now + 100, key, 0, &bytes, run.commitment).unwrap();
         runs.push(run);
     }
     let deadline = T0 + 5_000;

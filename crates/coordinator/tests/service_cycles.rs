@@ -38,29 +38,6 @@ fn open(dir: &Path, chain: &TestChain) -> Coordinator {
     .unwrap()
 }
 
-fn submit(
-    c: &Coordinator,
-    now: u64,
-    key: &SecretKey,
-    cycle: u64,
-    bytes: &[u8],
-    commitment: proof::Commitment,
-) -> Result<coordinator::api::Receipt, ServiceError> {
-    let secp = Secp256k1::new();
-    let miner = key.public_key(&secp);
-    let commitment = proof::Commitment {
-        update_hash: sha256(bytes),
-        ..commitment
-    };
-    let sig = CompactSignature::sign(&secp, key, &commitment.signing_hash(cycle, &miner));
-    let claim = coordinator::SubmissionClaim {
-        task_hash: commitment.task_hash,
-        transcript_root: commitment.transcript_root,
-        steps: commitment.steps,
-    };
-    c.submit(now, [1; 32], cycle, miner, sig, claim, bytes)
-}
-
 #[test]
 fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
     let dir = tempfile::tempdir().unwrap();
@@ -117,7 +94,7 @@ fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
         .unwrap();
     let honest_run = honest_work(&t, &weights, &shard, 60);
     let honest_bytes = honest_run.update.clone();
-    let receipt = submit(
+    let receipt = submit_update(
         &open(dir.path(), &chain),
         now + 100,
         &honest,
@@ -130,7 +107,7 @@ fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
     assert_eq!(receipt.update_hash, sha256(&honest_bytes));
     let lazy_task = task(&lazy);
     let lazy_bytes = unchanged_update(&lazy_task, &weights);
-    submit(
+    submit_update(
         &open(dir.path(), &chain),
         now + 200,
         &lazy,
@@ -141,7 +118,7 @@ fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
     .unwrap();
     let noisy_task = task(&noisy);
     let noise_bytes = noise_update(&noisy_task, &weights, 9);
-    submit(
+    submit_update(
         &open(dir.path(), &chain),
         now + 300,
         &noisy,
@@ -170,7 +147,7 @@ fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
         }),
     ];
     for (bytes, expected) in cases {
-        let e = submit(&c, now + 400, &broken, 0, &bytes, bare_commitment(&tb)).unwrap_err();
+        let e = submit_update(&c, now + 400, &broken, 0, &bytes, bare_commitment(&tb)).unwrap_err();
         assert!(expected(&e), "{e}");
         assert!((400..500).contains(&e.status()), "{e}: {}", e.status());
     }
@@ -201,7 +178,7 @@ fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
         .unwrap_err();
     assert_eq!((e.code(), e.status()), ("bad_signature", 403));
     let stranger = testkit::key(99);
-    let e = submit(
+    let e = submit_update(
         &c,
         now + 400,
         &stranger,
@@ -219,7 +196,7 @@ fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
         .shard(now, 0, &broken.public_key(&secp))
         .unwrap();
     let late = honest_work(&tb, &weights, &broken_shard, 5);
-    let e = submit(
+    let e = submit_update(
         &open(dir.path(), &chain),
         deadline,
         &broken,

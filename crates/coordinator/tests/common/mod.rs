@@ -109,3 +109,31 @@ pub fn wrong_shape_update(task: &TaskInfo, weights: &[u8]) -> Vec<u8> {
     t.values.truncate(t.values.len() - row);
     update.to_safetensors().unwrap()
 }
+
+/// Submits `bytes` under `commitment` (its update hash set to that of `bytes`), signed by `key`.
+pub fn submit_update(
+    c: &coordinator::Coordinator,
+    now: u64,
+    key: &SecretKey,
+    cycle: u64,
+    bytes: &[u8],
+    commitment: proof::Commitment,
+) -> Result<coordinator::api::Receipt, coordinator::ServiceError> {
+    let secp = Secp256k1::new();
+    let miner = key.public_key(&secp);
+    let commitment = proof::Commitment {
+        update_hash: primitives::sha256(bytes),
+        ..commitment
+    };
+    let sig = coordinator::api::CompactSignature::sign(
+        &secp,
+        key,
+        &commitment.signing_hash(cycle, &miner),
+    );
+    let claim = coordinator::SubmissionClaim {
+        task_hash: commitment.task_hash,
+        transcript_root: commitment.transcript_root,
+        steps: commitment.steps,
+    };
+    c.submit(now, [1; 32], cycle, miner, sig, claim, bytes)
+}
