@@ -43,8 +43,8 @@ pub const BLOCKS_PER_POLL_MAX: usize = 64;
 /// flood of page requests cannot turn into a flood of `getblock` calls.
 pub const NODE_READS_IN_FLIGHT_MAX: usize = 4;
 
-/// Requests served at once; more wait for a slot (the pages render from memory in
-/// microseconds, so a queue never grows long unless someone floods).
+/// Requests served at once; more are answered 503 at once (the pages render from memory in
+/// microseconds, so only a flood reaches the cap).
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 64;
 
 /// Longest query string accepted: every parameter is a small number or a hash.

@@ -320,11 +320,16 @@ async fn not_found() -> Answer {
     Answer::Missing("no such page: try / , /cycles, /plots or /chain".into())
 }
 
-/// Holds a request slot while it is served ([`REQUESTS_IN_FLIGHT_MAX`]).
+/// Holds a request slot while it is served ([`REQUESTS_IN_FLIGHT_MAX`]); past the cap a
+/// request is answered 503 at once instead of queueing without bound.
 async fn limit<S: Sources>(State(app): Shared<S>, request: Request, next: Next) -> Response {
-    match app.requests.acquire().await {
+    match app.requests.try_acquire() {
         Ok(_permit) => next.run(request).await,
-        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests in flight; retry in a moment",
+        )
+            .into_response(),
     }
 }
 

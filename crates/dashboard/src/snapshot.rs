@@ -216,7 +216,11 @@ async fn refresh_coordinator(
             .values()
             .find(|r| r.outcome.is_none())
             .map(|r| r.announcement.announcement.cycle);
-        let next = snapshot.records.keys().next_back().map_or(0, |c| c + 1);
+        let next = snapshot
+            .records
+            .keys()
+            .next_back()
+            .map_or(0, |c| c.saturating_add(1));
         first_open
             .unwrap_or(next)
             .min(next)
@@ -237,10 +241,12 @@ async fn refresh_coordinator(
                 snapshot.records.insert(cycle, record);
             }
         }
-        if last < from {
-            break;
+        // Upstream numbers: a page that does not move forward, or ends at u64::MAX, ends the
+        // catch-up rather than looping or overflowing.
+        match last.checked_add(1) {
+            Some(next) if last >= from => from = next,
+            _ => break,
         }
-        from = last + 1;
     }
     while snapshot.records.len() > RECORDS_KEPT_MAX {
         snapshot.records.pop_first();

@@ -119,17 +119,6 @@ fn unexpected(method: &str, what: impl std::fmt::Display) -> SourceError {
 }
 
 /// Core's `chain` names.
-fn network_of(chain: &str) -> Option<Network> {
-    match chain {
-        "main" => Some(Network::Bitcoin),
-        "test" => Some(Network::Testnet),
-        "testnet4" => Some(Network::Testnet4),
-        "signet" => Some(Network::Signet),
-        "regtest" => Some(Network::Regtest),
-        _ => None,
-    }
-}
-
 impl Sources for LiveSources {
     async fn status(&self) -> Result<CycleStatus, SourceError> {
         coordinator_call(self.coordinator.status()).await
@@ -150,7 +139,7 @@ impl Sources for LiveSources {
             .await?
             .ok_or_else(|| unexpected(M, "not found"))?;
         let chain = info["chain"].as_str().unwrap_or_default();
-        network_of(chain).ok_or_else(|| unexpected(M, format!("chain {chain:?}")))
+        Network::from_core_arg(chain).map_err(|_| unexpected(M, format!("chain {chain:?}")))
     }
 
     async fn height(&self) -> Result<u32, SourceError> {

@@ -190,15 +190,15 @@ pub fn render(chart: &Chart) -> String {
         );
     }
     let step = (x_max - x_min).div_ceil(X_TICKS_MAX).max(1);
-    let mut x = x_min;
-    while x <= x_max {
+    // `step_by` stops at x_max: cycle numbers come from upstream, and a `+=` loop near
+    // u64::MAX would wrap and never end.
+    for x in (x_min..=x_max).step_by(usize::try_from(step).unwrap_or(usize::MAX)) {
         let _ = write!(
             out,
             "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">{x}</text>",
             sx(x),
             TOP + plot_h + 16.0
         );
-        x += step;
     }
     let _ = write!(
         out,

@@ -79,16 +79,10 @@ pub fn outcome_text(record: &CycleRecord) -> Option<String> {
     })
 }
 
-/// Verification tally: (verified, failed, unanswered).
+/// Verification tally: (verified, failed, unanswered), as the audit counts it.
 pub fn checks(record: &CycleRecord) -> (usize, usize, usize) {
-    let count = |name: &str| {
-        record
-            .submissions
-            .iter()
-            .filter(|s| s.verification.name() == name)
-            .count()
-    };
-    (count("verified"), count("failed"), count("unanswered"))
+    let tally = miner::audit::CycleVerification::of(record);
+    (tally.verified, tally.failed, tally.unanswered)
 }
 
 /// `value` as a percentage with one decimal.

@@ -101,10 +101,11 @@ fn record(chain: &TestChain, cycle: u64, phase: PhaseName) -> CycleRecord {
         parent: chain.params.genesis_hash(),
         height: 1,
         model_hash: Hash256([3; 32]),
-        opened_at_ms: 1_000 * cycle,
-        registration_deadline_ms: 1_000 * cycle + 100,
-        submission_deadline_ms: 1_000 * cycle + 500,
-        challenge_deadline_ms: 1_000 * cycle + 700,
+        // Saturating: a test may use cycle numbers at the top of u64.
+        opened_at_ms: 1_000u64.saturating_mul(cycle),
+        registration_deadline_ms: 1_000u64.saturating_mul(cycle).saturating_add(100),
+        submission_deadline_ms: 1_000u64.saturating_mul(cycle).saturating_add(500),
+        challenge_deadline_ms: 1_000u64.saturating_mul(cycle).saturating_add(700),
         block_window_ms: 200,
         commitment: Hash256([5; 32]),
         held_out_commitment: Hash256([6; 32]),
@@ -560,5 +561,46 @@ async fn the_live_phase_follows_the_coordinator() {
     assert_ne!(
         after["generation"], before["generation"],
         "the page would not reload"
+    );
+}
+
+/// Cycle numbers are the coordinator's to choose: ones at the top of `u64` render and refresh
+/// like any other (they used to overflow the catch-up and the plot's axis loop).
+#[tokio::test]
+async fn cycle_numbers_at_the_top_of_u64_neither_panic_nor_hang() {
+    let chain = TestChain::new();
+    let mut fake = fake();
+    let top = u64::MAX;
+    fake.records = (top - 3..top)
+        .map(|c| {
+            let mut r = record(&chain, c, PhaseName::Closed);
+            r.outcome = Some(CycleOutcome::NoEligibleEntries);
+            r.next_quality = Some(QualityReport {
+                held_out_loss_units: 1_000_000,
+                test_accuracy_ppm: 500_000,
+            });
+            (c, r)
+        })
+        .collect();
+    let open = record(&chain, top, PhaseName::Registration);
+    fake.status.lock().unwrap().announcement = open.announcement.clone();
+    fake.records.insert(top, open);
+    let dashboard = start(fake).await;
+    let (status, _, plots) = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        get(dashboard.addr, "/plots"),
+    )
+    .await
+    .expect("the plots page answers");
+    assert_eq!(status, 200, "{plots}");
+    assert_eq!(
+        attributes(plot(&plots, "held-out-loss"), "data-cycle"),
+        [top - 3, top - 2, top - 1].map(|c| c.to_string())
+    );
+    let (status, _, cycles) = get(dashboard.addr, "/cycles").await;
+    assert_eq!(status, 200);
+    assert!(
+        cycles.contains(&format!("data-cycle=\"{top}\"")),
+        "{cycles}"
     );
 }

@@ -224,7 +224,7 @@ fn start_miner(
     ]);
     if let Some(bond) = info.bond {
         args.push("--bond".into());
-        args.push(format!("{}:{}", bond.txid, bond.vout).into());
+        args.push(bond.to_string().into());
     }
     args.push("--key".into());
     args.push(dir.join("miner.key").into());
@@ -339,11 +339,6 @@ pub struct Network {
 }
 
 impl Network {
-    /// The dashboard's URL.
-    pub fn dashboard_url(&self) -> &str {
-        &self.dashboard.url
-    }
-
     /// Keeps the network up for inspection until Ctrl-C: the coordinator (stopped for the
     /// audit) is started again on its store and keeps opening cycles; the miners stay stopped,
     /// so the chain stays the one the summary describes. The dashboard shows it all.
@@ -456,7 +451,7 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
             serde_json::json!({
                 "name": m.role.name, "behaviour": m.role.behaviour,
                 "public_key": m.public_key.to_string(), "node": m.role.node,
-                "bond": m.bond.map(|b| format!("{}:{}", b.txid, b.vout)),
+                "bond": m.bond.map(|b| b.to_string()),
                 "sybil": m.role.sybil,
             })
         })
@@ -468,8 +463,8 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
     )
     .map_err(io(&roster_path))?;
 
-    // The dashboard reads the coordinator's API and node 0's RPC like any outside viewer; it
-    // waits for the coordinator like the miners do.
+    // The dashboard reads the coordinator's API and node 0's RPC like any outside viewer; its
+    // poller shows the coordinator as unreachable until the coordinator starts.
     let dashboard = start_dashboard(&coordinator_url, nodes[0].rpc.url(), &miners).await?;
     println!("dashboard: {}", dashboard.url);
 
@@ -531,19 +526,12 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
                     ),
                 )
             }
-            Some(CycleOutcome::NoEligibleEntries) => (
+            // The same words as the dashboard's cycle pages.
+            _ => (
                 None,
-                "no block: no update lowered the held-out loss".to_owned(),
+                dashboard::view::outcome_text(&record)
+                    .unwrap_or_else(|| "no block: the cycle did not close".to_owned()),
             ),
-            Some(CycleOutcome::WinnersSilent { attempts }) => (
-                None,
-                format!("no block: {attempts} drawn winner(s) stayed silent"),
-            ),
-            Some(CycleOutcome::Superseded { height, hash }) => (
-                None,
-                format!("no block: another block took height {height} ({hash})"),
-            ),
-            None => (None, "no block: the cycle did not close".to_owned()),
         };
         let tally = miner::audit::CycleVerification::of(&record);
         println!(
@@ -660,8 +648,6 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
         if m.role.behaviour == Behaviour::Honest && !m.role.sybil {
             honest_trained_secs += trained_secs;
             honest_window_secs += window_secs;
-        }
-        if m.role.behaviour == Behaviour::Honest && !m.role.sybil {
             honest.add(&account);
         }
         let won = blocks
@@ -689,10 +675,7 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
             .filter_map(|r| r.error.as_deref())
             .collect();
         per_miner.push(MinerLine {
-            bond: m
-                .bond
-                .map(|b| format!("{}:{}", b.txid, b.vout))
-                .unwrap_or_default(),
+            bond: m.bond.map(|b| b.to_string()).unwrap_or_default(),
             bond_kept,
             sybil: m.role.sybil,
             cycles_without_work: missed.len(),

@@ -192,32 +192,32 @@ pub fn charts(s: &Snapshot, records: &[&CycleRecord]) -> Vec<Chart> {
                 .then(|| format!("{} more miners not drawn", total - PLOT_SERIES_MAX));
             (series, note)
         };
-        let (series, note) = per_miner(&s.useful_work.points);
-        charts.push(Chart {
-            id: "useful-work",
-            title: "Useful-work fraction per miner (CPU in training, from the miners' reports)"
-                .into(),
-            y_label: "fraction".into(),
-            series,
-            format: compact,
-            from_zero: true,
-            note,
-            whole: false,
-            x_range,
-        });
-        let (series, note) = per_miner(&s.useful_work.utilisation);
-        charts.push(Chart {
-            id: "window-utilisation",
-            title: "Window utilisation per miner (training wall time over the training window)"
-                .into(),
-            y_label: "fraction".into(),
-            series,
-            format: compact,
-            from_zero: true,
-            note,
-            whole: false,
-            x_range,
-        });
+        let from_reports = [
+            (
+                "useful-work",
+                "Useful-work fraction per miner (CPU in training, from the miners' reports)",
+                &s.useful_work.points,
+            ),
+            (
+                "window-utilisation",
+                "Window utilisation per miner (training wall time over the training window)",
+                &s.useful_work.utilisation,
+            ),
+        ];
+        for (id, title, points) in from_reports {
+            let (series, note) = per_miner(points);
+            charts.push(Chart {
+                id,
+                title: title.into(),
+                y_label: "fraction".into(),
+                series,
+                format: compact,
+                from_zero: true,
+                note,
+                whole: false,
+                x_range,
+            });
+        }
     }
     charts
 }
