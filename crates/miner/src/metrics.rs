@@ -62,9 +62,8 @@ impl MinerMetrics {
         }
         self.wins
             .fetch_add(report.block_certificates.len() as u64, Ordering::Relaxed);
-        if report.block.is_some() {
-            self.blocks_produced.fetch_add(1, Ordering::Relaxed);
-        }
+        self.blocks_produced
+            .fetch_add(u64::from(report.blocks_produced), Ordering::Relaxed);
         add_f64(&self.cpu_training_secs, report.cpu.training_secs);
         add_f64(&self.cpu_other_secs, report.cpu.other_secs);
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
@@ -181,6 +180,7 @@ mod tests {
             contribution: None,
             block_certificates: Vec::new(),
             block: None,
+            blocks_produced: 0,
             cpu,
             useful_work_fraction: cpu.useful_work_fraction(),
             training_wall_secs: 0.0,
@@ -256,11 +256,13 @@ trainchain_miner_cpu_seconds_total{kind=\"other\"} 0
                 other_secs: 1.0,
             },
         );
+        // Two attempts won and produced in one cycle: both blocks count.
         won.block = Some(ProducedBlock {
             height: 2,
             hash: String::new(),
-            attempt: 0,
+            attempt: 1,
         });
+        won.blocks_produced = 2;
         metrics.record_cycle(
             &won,
             Some(&TrainingRun {
@@ -286,7 +288,7 @@ trainchain_miner_useful_work_ratio 0.75
             "trainchain_miner_cycles_failed_total 1",
             "trainchain_miner_training_steps_total 40",
             "trainchain_miner_samples_trained_total 1280",
-            "trainchain_miner_blocks_produced_total 1",
+            "trainchain_miner_blocks_produced_total 2",
             "trainchain_miner_cpu_seconds_total{kind=\"training\"} 3",
             "trainchain_miner_cpu_seconds_total{kind=\"other\"} 1.5",
         ] {

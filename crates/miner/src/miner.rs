@@ -239,6 +239,7 @@ impl Miner {
             contribution: None,
             block_certificates: Vec::new(),
             block: None,
+            blocks_produced: 0,
             cpu: Default::default(),
             useful_work_fraction: 0.0,
             training_wall_secs: 0.0,
@@ -540,7 +541,10 @@ impl Miner {
                                 }
                                 produced_attempts.push(cert.body.attempt);
                                 match self.produce_block(&cert, payout).await {
-                                    Ok(block) => report.block = Some(block),
+                                    Ok(block) => {
+                                        report.block = Some(block);
+                                        report.blocks_produced += 1;
+                                    }
                                     Err(e) => warn!(cycle, %e, "block not produced"),
                                 }
                             }

@@ -34,7 +34,11 @@ pub struct CycleReport {
     pub contribution: Option<CertificateHex>,
     /// Block-signing certificates received (one per attempt won).
     pub block_certificates: Vec<CertificateHex>,
+    /// The last block it produced, and how many it produced (one per attempt it won while
+    /// the attempt's window was open).
     pub block: Option<ProducedBlock>,
+    #[serde(default)]
+    pub blocks_produced: u32,
     pub cpu: CpuAccount,
     pub useful_work_fraction: f64,
     /// Wall-clock seconds spent training, and the cycle's training window (registration

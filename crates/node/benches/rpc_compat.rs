@@ -30,7 +30,7 @@ use std::time::Instant;
 use testkit::{block_time, key, p2wpkh, TestChain};
 use tower::{Layer, Service};
 
-/// Transactions (besides the coinbase) in the block `getblock` decodes: about 1 MB of JSON.
+/// Transactions (besides the coinbase) in the block `getblock` decodes: about 0.62 MB of JSON.
 const SPENDS: usize = 500;
 /// Timed rounds per server (each round runs every workload once on each server).
 const ROUNDS: usize = 15;

@@ -407,10 +407,7 @@ fn segwit_wrapping(script: &Script, kind: &ScriptKind) -> Option<ScriptBuf> {
 
 /// The P2SH address of any script (Core does not limit the script's size here).
 fn p2sh_address(script: &Script, network: Network) -> String {
-    let output = ScriptBuf::new_p2sh(&script.script_hash());
-    Address::from_script(&output, network)
-        .expect("a P2SH output has an address")
-        .to_string()
+    Address::p2sh_from_hash(script.script_hash(), network).to_string()
 }
 
 /// What `decodescript` adds to a script's decoding beyond `asm`, `type` and `address`: `desc`,
