@@ -4,6 +4,7 @@
 use learning::{Model, Samples, SegmentUpdate, TrainState, Trainer};
 use primitives::Hash256;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use thiserror::Error;
 
 use crate::response::{ChallengeResponse, Opening};
@@ -123,7 +124,21 @@ pub fn check(
     asked: &[u64],
     response: Option<&ChallengeResponse>,
 ) -> Verdict {
-    match check_inner(inputs, asked, response) {
+    check_trusting(inputs, asked, response, &BTreeSet::new())
+}
+
+/// [`check`], except that the intervals in `trusted` are not replayed: a bonded verifier
+/// replayed them and signed the leaf the transcript commits to (see the coordinator's
+/// `verifiers` module). Every path is still checked, and the run's last interval is always
+/// replayed here (the uploaded update must be the state it ends in, which its leaf alone
+/// cannot show). `replayed_steps` counts only the steps replayed here.
+pub fn check_trusting(
+    inputs: &CheckInputs<'_>,
+    asked: &[u64],
+    response: Option<&ChallengeResponse>,
+    trusted: &BTreeSet<u64>,
+) -> Verdict {
+    match check_inner(inputs, asked, response, trusted) {
         Ok(Some(replayed_steps)) => Verdict::Verified {
             intervals: asked.to_vec(),
             replayed_steps,
@@ -137,6 +152,7 @@ fn check_inner(
     inputs: &CheckInputs<'_>,
     asked: &[u64],
     response: Option<&ChallengeResponse>,
+    trusted: &BTreeSet<u64>,
 ) -> Result<Option<u64>, Failure> {
     let task = inputs.task;
     let commitment = inputs.commitment;
@@ -165,6 +181,21 @@ fn check_inner(
         let i = opening.interval as usize;
         let (from, to) = (steps[i], steps[i + 1]);
         let ends_run = opening.interval + 1 == intervals;
+        if trusted.contains(&opening.interval) && !ends_run {
+            check_opening_paths(inputs, opening, from)?;
+            if !verify_path(
+                root,
+                leaves,
+                opening.interval + 1,
+                &opening.end_leaf,
+                &opening.end_path,
+            ) {
+                return Err(Failure::EndNotInTranscript {
+                    interval: opening.interval,
+                });
+            }
+            continue;
+        }
         replayed_steps += to - from;
         let replayed = replay_opening(inputs, opening, from, to)?;
         let replayed_leaf = Hash256(replayed.hash());
@@ -197,13 +228,12 @@ fn check_inner(
     Ok(Some(replayed_steps))
 }
 
-/// Checks the opened start state against the transcript and replays it from `from` to `to`.
-pub(crate) fn replay_opening(
+/// Checks that the opened start state is at step `from` and is its leaf of the transcript.
+fn check_opening_paths(
     inputs: &CheckInputs<'_>,
     opening: &Opening,
     from: u64,
-    to: u64,
-) -> Result<TrainState, Failure> {
+) -> Result<(), Failure> {
     let task = inputs.task;
     let leaves = leaf_count(inputs.commitment.steps, task.checkpoint_interval);
     if opening.start.step != from {
@@ -225,6 +255,18 @@ pub(crate) fn replay_opening(
             interval: opening.interval,
         });
     }
+    Ok(())
+}
+
+/// Checks the opened start state against the transcript and replays it from `from` to `to`.
+pub(crate) fn replay_opening(
+    inputs: &CheckInputs<'_>,
+    opening: &Opening,
+    from: u64,
+    to: u64,
+) -> Result<TrainState, Failure> {
+    check_opening_paths(inputs, opening, from)?;
+    let task = inputs.task;
     let config = task.train_config(to - from, inputs.threads);
     let misfit = |why: String| Failure::StateDoesNotFit {
         interval: opening.interval,
@@ -261,4 +303,30 @@ fn same_bits(state: &TrainState, update: &SegmentUpdate) -> bool {
                         .zip(&tensor.values)
                         .all(|(a, b)| a.to_bits() == b.to_bits())
             })
+}
+
+/// The leaf of the state that replaying `task` from `start` to step `to` reaches: what a
+/// verifier computes for a replay assignment (it is shown no path, only the start state).
+pub fn replay_leaf(
+    task: &ReplayTask,
+    start_model: &Model,
+    train_samples: &Samples,
+    start: &TrainState,
+    to: u64,
+    threads: usize,
+) -> Result<Hash256, String> {
+    if to < start.step || to - start.step > crate::task::CHECKPOINT_INTERVAL_MAX {
+        return Err(format!(
+            "cannot replay from step {} to {to}: at most {} steps",
+            start.step,
+            crate::task::CHECKPOINT_INTERVAL_MAX
+        ));
+    }
+    let steps = to - start.step;
+    let config = task.train_config(steps, threads);
+    let mut trainer = Trainer::resume(start_model, &[&task.segment], train_samples, &config, start)
+        .map_err(|e| e.to_string())?;
+    trainer.run(steps).map_err(|e| e.to_string())?;
+    let end = trainer.state().map_err(|e| e.to_string())?;
+    Ok(Hash256(end.hash()))
 }

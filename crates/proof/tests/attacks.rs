@@ -476,3 +476,69 @@ fn a_made_up_interval_or_challenge_count_is_refused_before_any_replay() {
         Err(proof::EvidenceError::TooManyChallenges(u32::MAX))
     ));
 }
+
+/// A verifier replaying an opened interval from its start state alone reaches the leaf the
+/// honest transcript commits to, and a trusted interval is not replayed by the checker, while
+/// the run's last interval always is: trust saves replay but never skips the tie to the update.
+#[test]
+fn replay_leaf_matches_the_transcript_and_trusted_intervals_skip_only_their_replay() {
+    let s = setup();
+    let claim = s.honest(40);
+    let intervals = leaf_count(claim.commitment.steps, s.task.checkpoint_interval) - 1;
+    let asked: Vec<u64> = (0..intervals).collect();
+    let response = claim.record.respond(&asked);
+    for opening in &response.openings {
+        let to = (opening.start.step + s.task.checkpoint_interval).min(claim.commitment.steps);
+        let leaf = proof::replay_leaf(&s.task, &s.model, &s.shard, &opening.start, to, 1).unwrap();
+        assert_eq!(leaf, opening.end_leaf, "interval {}", opening.interval);
+    }
+    let inputs = CheckInputs {
+        task: &s.task,
+        start_model: &s.model,
+        train_samples: &s.shard,
+        commitment: &claim.commitment,
+        update: &claim.update,
+        threads: 1,
+    };
+    let all = proof::check_trusting(&inputs, &asked, Some(&response), &Default::default());
+    let trusted: std::collections::BTreeSet<u64> = asked.iter().copied().collect();
+    let most = proof::check_trusting(&inputs, &asked, Some(&response), &trusted);
+    match (all, most) {
+        (
+            Verdict::Verified {
+                replayed_steps: all,
+                ..
+            },
+            Verdict::Verified {
+                replayed_steps: last_only,
+                ..
+            },
+        ) => {
+            assert_eq!(all, 40);
+            assert_eq!(
+                last_only, s.task.checkpoint_interval,
+                "only the last interval"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A fake in an untrusted middle interval is still caught; trusted, only the verifier
+    // that vouched for it can be blamed (the coordinator's verifiers module).
+    let mut faked = RunRecord::new(s.task.checkpoint_interval);
+    for (i, state) in claim.record.states().iter().enumerate() {
+        let mut state = state.clone();
+        if i == 5 {
+            state.weights[0][0] += 1e-3;
+        }
+        faked.push(state);
+    }
+    let fake = s.claim(faked, claim.update.clone());
+    let response = fake.record.respond(&asked);
+    let inputs = CheckInputs {
+        commitment: &fake.commitment,
+        ..inputs
+    };
+    let verdict = proof::check_trusting(&inputs, &asked, Some(&response), &Default::default());
+    assert!(matches!(verdict, Verdict::Failed { .. }), "{verdict:?}");
+}
