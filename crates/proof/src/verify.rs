@@ -128,8 +128,7 @@ pub fn check(
 }
 
 /// [`check`], except that the intervals in `trusted` are not replayed: a bonded verifier
-/// replayed them and signed the leaf the transcript commits to (see the coordinator's
-/// `verifiers` module). Every path is still checked, and the run's last interval is always
+/// replayed them (with [`replay_leaf`]) and signed the leaf the transcript commits to. Every path is still checked, and the run's last interval is always
 /// replayed here (the uploaded update must be the state it ends in, which its leaf alone
 /// cannot show). `replayed_steps` counts only the steps replayed here.
 pub fn check_trusting(
@@ -181,24 +180,14 @@ fn check_inner(
         let i = opening.interval as usize;
         let (from, to) = (steps[i], steps[i + 1]);
         let ends_run = opening.interval + 1 == intervals;
-        if trusted.contains(&opening.interval) && !ends_run {
+        // A trusted interval's paths are checked like any other; only its replay is skipped.
+        let replayed = if trusted.contains(&opening.interval) && !ends_run {
             check_opening_paths(inputs, opening, from)?;
-            if !verify_path(
-                root,
-                leaves,
-                opening.interval + 1,
-                &opening.end_leaf,
-                &opening.end_path,
-            ) {
-                return Err(Failure::EndNotInTranscript {
-                    interval: opening.interval,
-                });
-            }
-            continue;
-        }
-        replayed_steps += to - from;
-        let replayed = replay_opening(inputs, opening, from, to)?;
-        let replayed_leaf = Hash256(replayed.hash());
+            None
+        } else {
+            replayed_steps += to - from;
+            Some(replay_opening(inputs, opening, from, to)?)
+        };
         if !verify_path(
             root,
             leaves,
@@ -210,6 +199,10 @@ fn check_inner(
                 interval: opening.interval,
             });
         }
+        let Some(replayed) = replayed else {
+            continue;
+        };
+        let replayed_leaf = Hash256(replayed.hash());
         if replayed_leaf != opening.end_leaf {
             return Err(Failure::ReplayMismatch {
                 interval: opening.interval,
@@ -266,27 +259,46 @@ pub(crate) fn replay_opening(
     to: u64,
 ) -> Result<TrainState, Failure> {
     check_opening_paths(inputs, opening, from)?;
-    let task = inputs.task;
-    let config = task.train_config(to - from, inputs.threads);
-    let misfit = |why: String| Failure::StateDoesNotFit {
-        interval: opening.interval,
-        expected_step: from,
-        why,
-    };
-    let mut trainer = Trainer::resume(
+    replay(
+        inputs.task,
         inputs.start_model,
-        &[&task.segment],
         inputs.train_samples,
-        &config,
         &opening.start,
+        to - from,
+        inputs.threads,
     )
-    .map_err(|e| misfit(e.to_string()))?;
+    .map_err(|e| match e {
+        ReplayError::Resume(why) => Failure::StateDoesNotFit {
+            interval: opening.interval,
+            expected_step: from,
+            why,
+        },
+        ReplayError::Run(why) => Failure::ReplayFailed(why),
+    })
+}
+
+/// Why a replay did not run: the start state does not fit the task, or training failed.
+enum ReplayError {
+    Resume(String),
+    Run(String),
+}
+
+/// Runs `steps` steps of `task` from `start`: the one replay the checker and a verifier share.
+fn replay(
+    task: &ReplayTask,
+    start_model: &Model,
+    train_samples: &Samples,
+    start: &TrainState,
+    steps: u64,
+    threads: usize,
+) -> Result<TrainState, ReplayError> {
+    let config = task.train_config(steps, threads);
+    let mut trainer = Trainer::resume(start_model, &[&task.segment], train_samples, &config, start)
+        .map_err(|e| ReplayError::Resume(e.to_string()))?;
     trainer
-        .run(to - from)
-        .map_err(|e| Failure::ReplayFailed(e.to_string()))?;
-    trainer
-        .state()
-        .map_err(|e| Failure::ReplayFailed(e.to_string()))
+        .run(steps)
+        .map_err(|e| ReplayError::Run(e.to_string()))?;
+    trainer.state().map_err(|e| ReplayError::Run(e.to_string()))
 }
 
 /// True if `update` holds exactly the values of `state` (bit for bit, in model order).
@@ -306,7 +318,9 @@ fn same_bits(state: &TrainState, update: &SegmentUpdate) -> bool {
 }
 
 /// The leaf of the state that replaying `task` from `start` to step `to` reaches: what a
-/// verifier computes for a replay assignment (it is shown no path, only the start state).
+/// verifier computes for a replay assignment (it is shown the start state, no path). At most
+/// one checkpoint interval ([`crate::task::CHECKPOINT_INTERVAL_MAX`] steps), so a request
+/// cannot make it train without bound.
 pub fn replay_leaf(
     task: &ReplayTask,
     start_model: &Model,
@@ -315,18 +329,20 @@ pub fn replay_leaf(
     to: u64,
     threads: usize,
 ) -> Result<Hash256, String> {
-    if to < start.step || to - start.step > crate::task::CHECKPOINT_INTERVAL_MAX {
-        return Err(format!(
-            "cannot replay from step {} to {to}: at most {} steps",
-            start.step,
-            crate::task::CHECKPOINT_INTERVAL_MAX
-        ));
-    }
-    let steps = to - start.step;
-    let config = task.train_config(steps, threads);
-    let mut trainer = Trainer::resume(start_model, &[&task.segment], train_samples, &config, start)
-        .map_err(|e| e.to_string())?;
-    trainer.run(steps).map_err(|e| e.to_string())?;
-    let end = trainer.state().map_err(|e| e.to_string())?;
+    let max = crate::task::CHECKPOINT_INTERVAL_MAX;
+    let steps = to
+        .checked_sub(start.step)
+        .filter(|&steps| steps <= max)
+        .ok_or_else(|| {
+            format!(
+                "cannot replay from step {} to step {to}: the end must be 0..={max} steps after the start",
+                start.step
+            )
+        })?;
+    let end =
+        replay(task, start_model, train_samples, start, steps, threads).map_err(|e| match e {
+            ReplayError::Resume(why) => format!("the start state does not fit the task: {why}"),
+            ReplayError::Run(why) => format!("the replay could not run: {why}"),
+        })?;
     Ok(Hash256(end.hash()))
 }

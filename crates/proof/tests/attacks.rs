@@ -523,6 +523,42 @@ fn replay_leaf_matches_the_transcript_and_trusted_intervals_skip_only_their_repl
         other => panic!("{other:?}"),
     }
 
+    // Trust skips the replay, never the paths: a trusted opening at the wrong step or with a
+    // broken end path is refused as without trust.
+    let mut wrong_step = response.clone();
+    wrong_step.openings[0].start.step += 1;
+    let verdict = proof::check_trusting(&inputs, &asked, Some(&wrong_step), &trusted);
+    assert!(
+        matches!(
+            verdict,
+            Verdict::Failed {
+                failure: Failure::StateDoesNotFit { .. }
+            }
+        ),
+        "{verdict:?}"
+    );
+    let mut broken_path = response.clone();
+    broken_path.openings[0].end_path[0] = Hash256([9; 32]);
+    let verdict = proof::check_trusting(&inputs, &asked, Some(&broken_path), &trusted);
+    assert!(
+        matches!(
+            verdict,
+            Verdict::Failed {
+                failure: Failure::EndNotInTranscript { interval: 0 }
+            }
+        ),
+        "{verdict:?}"
+    );
+    // A replay request backwards or longer than one interval is refused, not run.
+    let start = &response.openings[1].start;
+    for to in [
+        start.step - 1,
+        start.step + proof::task::CHECKPOINT_INTERVAL_MAX + 1,
+    ] {
+        let refused = proof::replay_leaf(&s.task, &s.model, &s.shard, start, to, 1);
+        assert!(refused.is_err(), "to {to}");
+    }
+
     // A fake in an untrusted middle interval is still caught; trusted, only the verifier
     // that vouched for it can be blamed (the coordinator's verifiers module).
     let mut faked = RunRecord::new(s.task.checkpoint_interval);
