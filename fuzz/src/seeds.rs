@@ -286,6 +286,21 @@ pub fn generate() -> Vec<Seed> {
         headers.as_bytes(),
     );
     s.add_selected("coordinator_request", "valid-query", 2, b"from=3&limit=10");
+    let bond = coordinator::api::BondOutpoint(bitcoin::OutPoint::new(
+        blocks[0].txdata[0].compute_txid(),
+        0,
+    ));
+    let enrol = coordinator::api::EnrolRequest::new_signed(secp, &miner, 7, address.clone(), bond);
+    s.add_json("coordinator_request", "valid-enrol", 3, &enrol);
+    let claim = coordinator::api::Claim::new_signed(
+        secp,
+        &miner,
+        7,
+        chain.coordinator.public_key(secp),
+        3,
+        Hash256([11; 32]),
+    );
+    s.add_json("coordinator_request", "valid-claim", 4, &claim);
 
     // Coordinator responses.
     let coordinator_key = &chain.coordinator;
@@ -420,6 +435,7 @@ pub fn generate() -> Vec<Seed> {
         }),
         slashes: Vec::new(),
         admission: None,
+        verification: Default::default(),
     };
     s.add_json("coordinator_response", "valid-record", 5, &record);
     s.add_json("coordinator_response", "valid-announcement", 6, &signed);

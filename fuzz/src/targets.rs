@@ -337,10 +337,25 @@ fn json_round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug
 
 /// Selector: 0 the `POST /v1/register` body; 1 the submission headers, one per line in this
 /// order, parsed as `server::submit` parses them (miner key, signature, task hash, transcript
-/// root, step count); 2 the `/v1/cycles` query string.
+/// root, step count); 2 the `/v1/cycles` query string; 3 a verifier's enrolment body; 4 a
+/// verifier's claim body.
 pub fn coordinator_request(data: &[u8]) -> Outcome {
     let (selector, bytes) = split(data);
-    match selector % 3 {
+    match selector % 5 {
+        3 => {
+            let decoded = json_round_trip::<coordinator::api::EnrolRequest>(bytes);
+            if let Ok(request) = &decoded {
+                let _ = request.verify(&Secp256k1::verification_only());
+            }
+            Outcome::of(&decoded)
+        }
+        4 => {
+            let decoded = json_round_trip::<coordinator::api::Claim>(bytes);
+            if let Ok(claim) = &decoded {
+                let _ = claim.verify(&Secp256k1::verification_only());
+            }
+            Outcome::of(&decoded)
+        }
         0 => {
             let decoded = json_round_trip::<RegisterRequest>(bytes);
             if let Ok(request) = &decoded {

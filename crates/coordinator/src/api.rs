@@ -5,6 +5,7 @@
 //! over a tagged SHA-256 hash ([`primitives::tagged_hash`]) with one tag per message kind, so a
 //! signature made for one purpose can never be replayed as another.
 
+pub use crate::verifier_api::*;
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{ecdsa, Message, PublicKey, Secp256k1, SecretKey, Signing, Verification};
 use bitcoin::BlockHash;
@@ -424,6 +425,7 @@ pub enum PhaseName {
     Registration,
     Training,
     Challenge,
+    Verification,
     Evaluation,
     BlockWindow,
     Closed,
@@ -614,6 +616,11 @@ pub struct CycleRecord {
     /// The admission draw, in a cycle whose bonded registrations outnumbered its slots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admission: Option<AdmissionDraw>,
+    /// Enrolled verifiers; from evaluation on their assignments (with flags), signed claims
+    /// and verdicts. Not part of [`record_digest`]: the claims are signed by their verifiers,
+    /// and each verdict can be rechecked by replaying the interval.
+    #[serde(default)]
+    pub verification: VerificationRecord,
 }
 
 /// A bonded registration that took part in an admission draw, with its bond's value then.
@@ -670,11 +677,36 @@ impl AdmissionDraw {
 
 /// One slashed bond: the miner whose replay check failed, its bond, and the slash
 /// transaction's txid (`gettxout` on the bond shows it spent once the slash is in a block).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlashRecord {
+    /// The key whose bond was slashed: a miner's, or a verifier's (see `role`).
     pub miner: PublicKey,
     pub bond: BondOutpoint,
     pub txid: bitcoin::Txid,
+    #[serde(default)]
+    pub role: SlashRole,
+    /// The verifier whose claim exposed the fraud, paid the chain's finder share at this
+    /// payout address; absent when the coordinator found it itself (everything is burned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finder: Option<Finder>,
+}
+
+/// Whose bond a slash took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlashRole {
+    /// A miner whose replay check failed.
+    #[default]
+    Miner,
+    /// A verifier whose signed claim the coordinator's replay showed false.
+    Verifier,
+}
+
+/// Who is paid a slash's finder share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finder {
+    pub verifier: PublicKey,
+    pub payout_address: String,
 }
 
 /// A model's quality in integers, as records publish it.

@@ -132,6 +132,48 @@ impl CoordinatorClient {
         )
     }
 
+    /// Enrols a bonded verifier for the request's cycle (`POST /v1/verifiers/enrol`).
+    pub async fn enrol_verifier(
+        &self,
+        request: &crate::api::EnrolRequest,
+    ) -> Result<crate::api::EnrolResponse, ClientError> {
+        decode(
+            &self
+                .send(
+                    self.http
+                        .post(self.url("/v1/verifiers/enrol"))
+                        .json(request),
+                )
+                .await?,
+        )
+    }
+
+    /// `verifier`'s replay assignments in `cycle`, once the challenge window closed.
+    pub async fn assignments(
+        &self,
+        cycle: u64,
+        verifier: &PublicKey,
+    ) -> Result<crate::api::ReplayAssignments, ClientError> {
+        self.get_json(&format!(
+            "/v1/cycles/{cycle}/verifiers/{verifier}/assignments"
+        ))
+        .await
+    }
+
+    /// Sends a verifier's signed claim.
+    pub async fn claim(&self, claim: &crate::api::Claim) -> Result<(), ClientError> {
+        let cycle = claim.cycle;
+        let response = self
+            .send(
+                self.http
+                    .post(self.url(&format!("/v1/cycles/{cycle}/claims")))
+                    .json(claim),
+            )
+            .await?;
+        let _: serde_json::Value = decode(&response)?;
+        Ok(())
+    }
+
     pub async fn task(&self, cycle: u64, miner: &PublicKey) -> Result<TaskInfo, ClientError> {
         self.get_json(&format!("/v1/cycles/{cycle}/task/{miner}"))
             .await

@@ -31,6 +31,8 @@ use crate::api::{
     Receipt, RegisterRequest, RegisterResponse, ScoredSubmission, SignedAnnouncement,
 };
 use crate::chain::UnspentOutput;
+use crate::verifier_api::{Claim, ClaimVerdict, EnrolRequest, EnrolResponse};
+use crate::verifiers::{self, VerificationState};
 use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
 use bitcoin::{Address, BlockHash, Network};
 use consensus::bond::{BondError, BondQuery, BondTerms};
@@ -188,6 +190,9 @@ pub struct CycleEnv {
     pub segments: Vec<SegmentSize>,
     pub proof: ProofParams,
     pub bonds: BondPolicy,
+    /// The block reward a winner can earn (the chain's initial subsidy: an upper bound), for
+    /// the audit rate of verifier claims (`verifiers::audit_ppm`).
+    pub block_reward_sats: u64,
 }
 
 impl CycleEnv {
@@ -252,6 +257,17 @@ pub struct EvaluationInput {
     /// Opens the announcement's held-out commitment: the batch the numbers were measured on.
     pub held_out: HeldOutReveal,
     pub next_quality: QualityReport,
+    /// What each verifier claim came to, and the replay work (see `crate::verifier_service`).
+    #[serde(default)]
+    pub claims: ClaimsJudged,
+}
+
+/// The evaluation's judgement of the cycle's verifier claims.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimsJudged {
+    pub verdicts: Vec<ClaimVerdict>,
+    pub challenged_steps: u64,
+    pub coordinator_replayed_steps: u64,
 }
 
 /// The lottery of a cycle, computed once from the evaluation.
@@ -276,9 +292,19 @@ pub enum Phase {
     Registration,
     Training,
     Challenge,
+    /// Enrolled verifiers replay their assignments and sign claims, until `deadline_ms`
+    /// (one challenge window after the challenge closed) or every assignment has a claim.
+    Verification {
+        deadline_ms: u64,
+    },
     Evaluation,
-    BlockWindow { attempt: u32, deadline_ms: u64 },
-    Closed { outcome: CycleOutcome },
+    BlockWindow {
+        attempt: u32,
+        deadline_ms: u64,
+    },
+    Closed {
+        outcome: CycleOutcome,
+    },
 }
 
 impl Phase {
@@ -287,6 +313,7 @@ impl Phase {
             Phase::Registration => PhaseName::Registration,
             Phase::Training => PhaseName::Training,
             Phase::Challenge => PhaseName::Challenge,
+            Phase::Verification { .. } => PhaseName::Verification,
             Phase::Evaluation => PhaseName::Evaluation,
             Phase::BlockWindow { .. } => PhaseName::BlockWindow,
             Phase::Closed { .. } => PhaseName::Closed,
@@ -314,6 +341,9 @@ pub struct CycleState {
     pub lottery: Option<LotteryRecord>,
     pub contribution_certificates: BTreeMap<PublicKey, CertificateHex>,
     pub block_certificates: Vec<CertificateHex>,
+    /// Enrolled verifiers, their assignments and claims.
+    #[serde(default)]
+    pub verification: VerificationState,
 }
 
 /// Inputs of the machine besides time.
@@ -346,6 +376,13 @@ pub enum Event {
         answer_hash: Hash256,
         signature: CompactSignature,
     },
+    /// A verifier's enrolment, with what the node showed at its bond's outpoint.
+    Enrol {
+        request: EnrolRequest,
+        found: Option<UnspentOutput>,
+    },
+    /// A verifier's signed claim about one of its assignments.
+    Claim(Claim),
     Evaluated(EvaluationInput),
     /// What the coordinator's node shows: its tip height and the block at the cycle's height
     /// (boxed: a certificate is large and this event is rare).
@@ -376,6 +413,8 @@ pub enum Refusal {
     BondNotFound { outpoint: BondOutpoint },
     #[error("bond {outpoint} already backs a registration in this cycle")]
     BondInUse { outpoint: BondOutpoint },
+    #[error("bond {outpoint} was slashed by this coordinator and backs nothing any more")]
+    BondSlashed { outpoint: BondOutpoint },
     #[error("bond {outpoint} refused: {error}")]
     Bond {
         outpoint: BondOutpoint,
@@ -407,6 +446,24 @@ pub enum Refusal {
     AnswerLate { deadline_ms: u64, now_ms: u64 },
     #[error("miner already answered its challenge")]
     AlreadyAnswered,
+    #[error("verifiers enrol during training, from {opens_ms} ms to {closes_ms} ms")]
+    EnrolmentClosed { opens_ms: u64, closes_ms: u64 },
+    #[error("verifier already enrolled for this cycle with another bond or payout address")]
+    EnrolledDifferently,
+    #[error("a miner of this cycle cannot verify in it")]
+    VerifierIsMiner,
+    #[error("cycle has its {max} verifiers")]
+    VerifiersFull { max: usize },
+    #[error("claims open when the challenge window closes ({opens_ms} ms at the latest)")]
+    VerificationNotOpen { opens_ms: u64 },
+    #[error("verification is over for this cycle")]
+    VerificationClosed,
+    #[error("verifier is not enrolled for this cycle")]
+    NotEnrolled,
+    #[error("no such assignment for this verifier")]
+    NotAssigned,
+    #[error("this assignment already has a claim")]
+    AlreadyClaimed,
 }
 
 /// What the caller must do (or answer) after a call.
@@ -418,6 +475,8 @@ pub enum Action {
     AnswerAccepted {
         miner: PublicKey,
     },
+    Enrolled(EnrolResponse),
+    ClaimTaken,
     Refused(Refusal),
     /// Evaluate every receipted submission against the cycle's global model and feed back
     /// [`Event::Evaluated`]. Repeated on every tick until it is fed back (idempotent).
@@ -480,6 +539,7 @@ impl CycleState {
             lottery: None,
             contribution_certificates: BTreeMap::new(),
             block_certificates: Vec::new(),
+            verification: VerificationState::default(),
         }
     }
 
@@ -579,6 +639,7 @@ impl CycleState {
             // The coordinator adds these from its store (`Coordinator::record`).
             slashes: Vec::new(),
             admission: self.admission.clone(),
+            verification: self.verification.record(self.lottery.is_some()),
         }
     }
 
@@ -645,6 +706,16 @@ pub fn tick(
                 Err(refusal) => Action::Refused(refusal),
             },
         ),
+        Event::Enrol { request, found } => actions.push(
+            match verifiers::enrol(&mut state, env, request, found.as_ref()) {
+                Ok(response) => Action::Enrolled(response),
+                Err(refusal) => Action::Refused(refusal),
+            },
+        ),
+        Event::Claim(claim) => actions.push(match verifiers::take_claim(&mut state, env, claim) {
+            Ok(()) => Action::ClaimTaken,
+            Err(refusal) => Action::Refused(refusal),
+        }),
         Event::Evaluated(input) => {
             if state.phase == Phase::Evaluation {
                 run_lottery(&mut state, env, now_ms, input, &mut nonces, &mut actions);
@@ -685,6 +756,19 @@ fn advance(
                         .submissions
                         .values()
                         .all(|s| s.answered_at_ms.is_some()) =>
+            {
+                let secret = verifiers::verification_secret(&nonces.entropy, a.cycle);
+                VerificationState::start(state, env, secret);
+                state.phase = if state.verification.assignments.is_empty() {
+                    Phase::Evaluation
+                } else {
+                    Phase::Verification {
+                        deadline_ms: now_ms.saturating_add(env.timing.challenge_ms),
+                    }
+                };
+            }
+            Phase::Verification { deadline_ms }
+                if now_ms >= deadline_ms || state.verification.all_claimed() =>
             {
                 state.phase = Phase::Evaluation;
             }
@@ -1063,6 +1147,9 @@ fn run_lottery(
     nonces: &mut Nonces,
     actions: &mut Vec<Action>,
 ) {
+    state.verification.verdicts = input.claims.verdicts.clone();
+    state.verification.challenged_steps = input.claims.challenged_steps;
+    state.verification.coordinator_replayed_steps = input.claims.coordinator_replayed_steps;
     // Exactly one row per receipted submission: a submission the evaluator did not measure
     // is recorded as having trained nothing (score 0) rather than silently dropped.
     let measured_by_miner: BTreeMap<PublicKey, &Measurement> =
@@ -1311,6 +1398,7 @@ mod tests {
 
     fn env() -> CycleEnv {
         CycleEnv {
+            block_reward_sats: 50 * 100_000_000,
             secp: Secp256k1::new(),
             key: key(200),
             chain_id: 7,
@@ -1749,6 +1837,7 @@ mod tests {
         let actions = d.at(
             T0 + 5_100,
             Event::Evaluated(EvaluationInput {
+                claims: ClaimsJudged::default(),
                 global_loss_units: 2_300_000,
                 measurements: vec![
                     measured(env, 1, 2_000, 150_000),
@@ -1863,6 +1952,7 @@ mod tests {
         let actions = d.at(
             T0 + 5_000,
             Event::Evaluated(EvaluationInput {
+                claims: ClaimsJudged::default(),
                 global_loss_units: 2_300_000,
                 // Unchanged weights: nothing trained. Noise: everything changed, loss worse.
                 measurements: vec![
@@ -1896,6 +1986,7 @@ mod tests {
         d.at(
             T0 + 5_000,
             Event::Evaluated(EvaluationInput {
+                claims: ClaimsJudged::default(),
                 global_loss_units: 1,
                 measurements: vec![measured(env, 1, 10, 10), measured(env, 2, 10, 20)],
                 next_model_hash: Hash256([5; 32]),
@@ -2326,6 +2417,7 @@ mod tests {
         d.at(
             T0 + 5_000,
             Event::Evaluated(EvaluationInput {
+                claims: ClaimsJudged::default(),
                 global_loss_units: 2_000_000,
                 measurements: vec![measured(&env, 1, 100, 10), cheat, silent],
                 next_model_hash: Hash256([6; 32]),

@@ -89,6 +89,7 @@ impl ServiceError {
                 Refusal::BondRequired => "bond_required",
                 Refusal::BondNotFound { .. } => "bond_not_found",
                 Refusal::BondInUse { .. } => "bond_in_use",
+                Refusal::BondSlashed { .. } => "bond_slashed",
                 Refusal::Bond { error, .. } => match error {
                     BondError::WrongScript => "bond_wrong_key",
                     BondError::TooSmall { .. } => "bond_too_small",
@@ -109,6 +110,15 @@ impl ServiceError {
                 Refusal::ChallengeNotOpen { .. } => "challenge_not_open",
                 Refusal::AnswerLate { .. } => "answer_late",
                 Refusal::AlreadyAnswered => "already_answered",
+                Refusal::EnrolmentClosed { .. } => "enrolment_closed",
+                Refusal::EnrolledDifferently => "enrolled_differently",
+                Refusal::VerifierIsMiner => "verifier_is_miner",
+                Refusal::VerifiersFull { .. } => "verifiers_full",
+                Refusal::VerificationNotOpen { .. } => "verification_not_open",
+                Refusal::VerificationClosed => "verification_closed",
+                Refusal::NotEnrolled => "not_enrolled",
+                Refusal::NotAssigned => "not_assigned",
+                Refusal::AlreadyClaimed => "already_claimed",
             },
             ServiceError::BadUpdate(u) => match u {
                 UpdateError::Oversize { .. } => "update_oversize",
@@ -151,13 +161,18 @@ impl ServiceError {
     pub fn status(&self) -> u16 {
         match self {
             ServiceError::Refused(r) => match r {
-                Refusal::BadSignature | Refusal::NotRegistered | Refusal::NotAdmitted { .. } => 403,
+                Refusal::BadSignature
+                | Refusal::NotRegistered
+                | Refusal::NotAdmitted { .. }
+                | Refusal::NotEnrolled
+                | Refusal::NotAssigned
+                | Refusal::VerifierIsMiner => 403,
                 // No bond, or one that cannot back this registration: the miner must fix
                 // its bond (not retry), so 403 rather than a retryable status.
-                Refusal::BondRequired | Refusal::Bond { .. } => 403,
+                Refusal::BondRequired | Refusal::Bond { .. } | Refusal::BondSlashed { .. } => 403,
                 Refusal::BondNotFound { .. } => 404,
                 Refusal::BadPayoutAddress { .. } | Refusal::BadHardware => 400,
-                Refusal::CycleFull { .. } => 429,
+                Refusal::CycleFull { .. } | Refusal::VerifiersFull { .. } => 429,
                 // Wrong cycle, closed, late, duplicate, not started: the request conflicts
                 // with the cycle's current state.
                 _ => 409,

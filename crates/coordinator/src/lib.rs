@@ -21,6 +21,9 @@ pub mod service;
 pub mod slash;
 pub mod store;
 pub mod verification;
+pub mod verifier_api;
+pub mod verifier_service;
+pub mod verifiers;
 pub mod work;
 
 pub use chain::{ChainSource, MemoryChain, RpcAuth, RpcChain, RpcCredentials, UnspentOutput};

@@ -252,6 +252,12 @@ pub fn router_with_coins(
         .route("/metrics", get(metrics))
         .route("/v1/cycle", get(cycle_status))
         .route("/v1/register", post(register))
+        .route("/v1/verifiers/enrol", post(enrol_verifier))
+        .route(
+            "/v1/cycles/{cycle}/verifiers/{verifier}/assignments",
+            get(verifier_assignments),
+        )
+        .route("/v1/cycles/{cycle}/claims", post(verifier_claim))
         .route("/v1/cycles", get(cycle_records))
         .route("/v1/cycles/{cycle}/record", get(cycle_record))
         .route("/v1/cycles/{cycle}/task/{miner}", get(task))
@@ -380,6 +386,67 @@ async fn register(
             Err(e)
         }
     }
+}
+
+/// A verifier's enrolment: the same order of checks as a registration (memory first, then
+/// the peer's rate limit, the signature, and only then a chain read of the bond).
+async fn enrol_verifier(
+    State(api): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Json<crate::api::EnrolRequest>, JsonRejection>,
+) -> ApiResult<Response> {
+    let result = async {
+        let Json(request) = body.map_err(json_rejection)?;
+        api.coordinator.enrolment_precheck(now_ms(), &request)?;
+        api.take_registration_token(peer.ip())?;
+        let c = api.coordinator.clone();
+        if !request.verify(&c.env().secp) {
+            return Err(ServiceError::Refused(crate::cycle::Refusal::BadSignature));
+        }
+        let found = match &api.coins {
+            Some(read) => read(request.bond.0).await?,
+            None => None,
+        };
+        blocking(move || c.enrol_verifier(now_ms(), entropy(), request, found)).await
+    }
+    .await;
+    match result {
+        Ok(response) => Ok(Json(response).into_response()),
+        Err(e) => {
+            if !matches!(e, ServiceError::Refused(_) | ServiceError::RateLimited) {
+                warn!(%peer, error = %e, "enrolment refused");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn verifier_assignments(
+    State(api): State<Shared>,
+    Path((cycle, verifier)): Path<(u64, String)>,
+) -> ApiResult<Response> {
+    let verifier = parse_miner(&verifier)?;
+    let c = api.coordinator.clone();
+    let assignments =
+        blocking(move || c.assignments(now_ms(), entropy(), cycle, &verifier)).await?;
+    Ok(Json(assignments).into_response())
+}
+
+async fn verifier_claim(
+    State(api): State<Shared>,
+    Path(cycle): Path<u64>,
+    body: Result<Json<crate::api::Claim>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(claim) = body.map_err(json_rejection)?;
+    if claim.cycle != cycle {
+        return Err(ServiceError::BadRequest(format!(
+            "claim is for cycle {}, posted to cycle {cycle}",
+            claim.cycle
+        )));
+    }
+    let c = api.coordinator.clone();
+    blocking(move || c.claim(now_ms(), entropy(), claim)).await?;
+    Ok(Json(serde_json::json!({ "accepted": true })).into_response())
 }
 
 async fn task(

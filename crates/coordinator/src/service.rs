@@ -84,6 +84,9 @@ pub struct Coordinator {
     latest: Mutex<Option<Arc<LatestModel>>>,
     /// Slashes to send, by (cycle, miner): see [`crate::slash`].
     pub(crate) slash_queue: Mutex<BTreeMap<(u64, PublicKey), crate::slash::PendingSlash>>,
+    /// Bonds this coordinator sent a slash for: refused from then on, also while the slash
+    /// waits in a mempool (the node's `gettxout` reads confirmed outputs only).
+    pub(crate) slashed_bonds: Mutex<std::collections::BTreeSet<crate::api::BondOutpoint>>,
     pub metrics: Metrics,
 }
 
@@ -129,6 +132,7 @@ impl Coordinator {
         }
         let secp = Secp256k1::new();
         let env = CycleEnv {
+            block_reward_sats: params.subsidy.initial_sats,
             chain_id: params.chain_id,
             network: params.network,
             timing,
@@ -143,6 +147,7 @@ impl Coordinator {
             key,
         };
         let state = store.current()?;
+        let store_slashed = store.slashed_bonds()?;
         let coordinator = Coordinator {
             env,
             work,
@@ -153,11 +158,12 @@ impl Coordinator {
             shards: Mutex::new(None),
             latest: Mutex::new(None),
             slash_queue: Mutex::new(BTreeMap::new()),
+            slashed_bonds: Mutex::new(store_slashed.into_iter().collect()),
             metrics: Metrics::default(),
         };
         if let Some(state) = coordinator.state() {
-            for (miner, bond) in crate::slash::failed_bonds(&state) {
-                coordinator.queue_slash(state.cycle(), miner, bond);
+            for slash in crate::slash::slashes_due(&state) {
+                coordinator.queue_slash(slash);
             }
         }
         coordinator.export_latest()?;
@@ -344,7 +350,7 @@ impl Coordinator {
         let state = self.state().ok_or(ServiceError::NotOpen)?;
         let global = self.model(cycle)?;
         let replay_started = std::time::Instant::now();
-        let mut verdicts = self.verify_submissions(&state, &global.model)?;
+        let (mut verdicts, claims) = self.verify_submissions(&state, &global.model)?;
         let replay_secs = replay_started.elapsed().as_secs_f64();
         let mut updates = Vec::new();
         for miner in state.submissions.keys() {
@@ -367,6 +373,8 @@ impl Coordinator {
         let evaluation = self.work.evaluate_cycle(cycle, &global.model, &updates)?;
         self.metrics
             .add_evaluation(updates.len() as u64, started.elapsed().as_secs_f64());
+        let mut evaluation = evaluation;
+        evaluation.input.claims = claims;
         let info = ModelInfo {
             model_hash: evaluation.input.next_model_hash,
             quality: evaluation.next_quality,
@@ -398,8 +406,8 @@ impl Coordinator {
             Event::Evaluated(evaluation.input),
         );
         self.store.put_current(&next)?;
-        for (miner, bond) in crate::slash::failed_bonds(&next) {
-            self.queue_slash(cycle, miner, bond);
+        for slash in crate::slash::slashes_due(&next) {
+            self.queue_slash(slash);
         }
         if let Some(l) = &next.lottery {
             info!(
@@ -471,6 +479,10 @@ impl Coordinator {
         &self,
         request: &RegisterRequest,
     ) -> Result<(), ServiceError> {
+        if let Some(outpoint) = request.bond.filter(|b| self.bond_slashed(b)) {
+            debug!(miner = %request.miner, bond = %outpoint, "registration refused: bond slashed");
+            return Err(Refusal::BondSlashed { outpoint }.into());
+        }
         let guard = lock(&self.state);
         let state = guard.as_ref().ok_or(ServiceError::NotOpen)?;
         bond_precheck(state, &self.env, request).map(drop).map_err(|refusal| {
@@ -514,6 +526,10 @@ impl Coordinator {
             Event::Register(r) | Event::RegisterBonded { request: r, .. } => (r.miner, r.bond),
             _ => return Err(ServiceError::NotOpen),
         };
+        if let Some(outpoint) = bond.filter(|b| self.bond_slashed(b)) {
+            warn!(%miner, bond = %outpoint, "registration refused: bond slashed");
+            return Err(Refusal::BondSlashed { outpoint }.into());
+        }
         let mut guard = lock(&self.state);
         let state = guard.clone().ok_or(ServiceError::NotOpen)?;
         let (next, actions) = tick(state.clone(), &self.env, now_ms, entropy, event);

@@ -7,10 +7,12 @@
 //! coordinator's key by default), sends it with `sendrawtransaction`, and keeps
 //! `{miner, bond, txid}` in the store, where the cycle record publishes it (`slashes`).
 //!
-//! **No finder share.** The slash built here burns everything but the fee: the coordinator
-//! found the fraud itself, and a coordinator paid for the bonds it fails would gain by failing
-//! honest miners. `slash_finder_share_percent` is for outside verifiers who bring evidence
-//! (later); here it is forced to 0, so the only output is the burn (`consensus::tx::burn_script`).
+//! **Finder share only for verifiers.** When the coordinator found the fraud itself, the slash
+//! burns everything but the fee: a coordinator paid for the bonds it fails would gain by
+//! failing honest miners. When a bonded verifier's signed claim exposed it (its claim is the
+//! leaf the coordinator's replay gave, the miner's is not), the chain's
+//! `slash_finder_share_percent` goes to that verifier's payout address and the rest is burned.
+//! A verifier whose own claim the replay showed false is slashed the same way, all burned.
 //!
 //! Once per (cycle, miner): a slash that was sent is never built again. A refusal is retried
 //! on the next tick, up to [`SLASH_SEND_TRIES_MAX`] times (a node that is down or busy); a
@@ -18,13 +20,14 @@
 //! chain's terms, is dropped with a warning. The queue lives in memory: after a restart only
 //! the live cycle's failures are queued again (a sent slash is in the store and is skipped).
 
-use crate::api::{BondOutpoint, SlashRecord};
+use crate::api::{BondOutpoint, ClaimOutcome, Finder, SlashRecord, SlashRole};
 use crate::chain::{ChainError, ChainSource, RPC_VERIFY_ALREADY_IN_CHAIN};
 use crate::cycle::CycleState;
 use crate::service::{lock, Coordinator};
 use bitcoin::secp256k1::PublicKey;
-use bitcoin::{Amount, ScriptBuf};
+use bitcoin::{Address, Amount};
 use consensus::bond::BondTerms;
+use std::str::FromStr;
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -37,12 +40,34 @@ pub const SLASH_FEE_MAX: Amount = Amount::from_sat(10_000);
 pub const SLASH_SEND_TRIES_MAX: u32 = 50;
 
 /// A slash waiting to be sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingSlash {
     pub cycle: u64,
+    /// The key whose bond is slashed (a miner's or a verifier's, see `role`).
     pub miner: PublicKey,
     pub bond: BondOutpoint,
+    pub role: SlashRole,
+    pub finder: Option<Finder>,
     pub tries: u32,
+}
+
+impl PendingSlash {
+    pub fn new(
+        cycle: u64,
+        miner: PublicKey,
+        bond: BondOutpoint,
+        role: SlashRole,
+        finder: Option<Finder>,
+    ) -> Self {
+        PendingSlash {
+            cycle,
+            miner,
+            bond,
+            role,
+            finder,
+            tries: 0,
+        }
+    }
 }
 
 /// The bond terms of a slash the coordinator makes itself: the chain's, with no finder share.
@@ -53,46 +78,82 @@ pub fn coordinator_slash_terms(terms: &BondTerms) -> BondTerms {
     }
 }
 
-/// The bonded miners of `state` (evaluated) whose replay check failed, with their bonds.
-pub fn failed_bonds(state: &CycleState) -> Vec<(PublicKey, BondOutpoint)> {
+/// Every slash `state` (evaluated) calls for: each bonded miner whose replay check failed
+/// (with the finder share to the first verifier whose claim caught it, if one did), and each
+/// verifier with a claim the coordinator's replay showed false.
+pub fn slashes_due(state: &CycleState) -> Vec<PendingSlash> {
     let Some(lottery) = state.lottery.as_ref() else {
         return Vec::new();
     };
-    lottery
+    let v = &state.verification;
+    let finder_of = |miner: &PublicKey| {
+        v.verdicts
+            .iter()
+            .find(|x| &x.miner == miner && x.outcome == ClaimOutcome::CaughtCheat)
+            .and_then(|x| v.verifiers.get(&x.verifier))
+            .map(|e| Finder {
+                verifier: e.verifier,
+                payout_address: e.payout_address.clone(),
+            })
+    };
+    let miners = lottery
         .scored
         .iter()
         .filter(|s| matches!(s.verification, proof::Verdict::Failed { .. }))
         .filter_map(|s| {
             let bond = state.registrations.get(&s.miner)?.bond?;
-            Some((s.miner, bond))
-        })
-        .collect()
+            Some(PendingSlash::new(
+                state.cycle(),
+                s.miner,
+                bond,
+                SlashRole::Miner,
+                finder_of(&s.miner),
+            ))
+        });
+    let wrong: std::collections::BTreeSet<PublicKey> = v
+        .verdicts
+        .iter()
+        .filter(|x| x.outcome == ClaimOutcome::Wrong)
+        .map(|x| x.verifier)
+        .collect();
+    let verifiers = wrong.into_iter().filter_map(|verifier| {
+        let bond = v.bond_of(&verifier)?;
+        Some(PendingSlash::new(
+            state.cycle(),
+            verifier,
+            bond,
+            SlashRole::Verifier,
+            None,
+        ))
+    });
+    miners.chain(verifiers).collect()
 }
 
 impl Coordinator {
-    /// Queues the slash of `miner`'s `bond` over fraud found in `cycle`, unless already sent.
-    pub(crate) fn queue_slash(&self, cycle: u64, miner: PublicKey, bond: BondOutpoint) {
+    /// Queues `slash` (over fraud found in its cycle), unless it was already sent.
+    pub(crate) fn queue_slash(&self, slash: PendingSlash) {
         let sent = self
             .store
-            .slashes(cycle)
-            .map(|s| s.iter().any(|r| r.miner == miner))
+            .slashes(slash.cycle)
+            .map(|s| s.iter().any(|r| r.miner == slash.miner))
             .unwrap_or(false);
         if sent {
             return;
         }
         lock(&self.slash_queue)
-            .entry((cycle, miner))
-            .or_insert(PendingSlash {
-                cycle,
-                miner,
-                bond,
-                tries: 0,
-            });
+            .entry((slash.cycle, slash.miner))
+            .or_insert(slash);
+    }
+
+    /// Whether `bond` was slashed, or is about to be (queued): it backs nothing any more.
+    pub fn bond_slashed(&self, bond: &BondOutpoint) -> bool {
+        lock(&self.slashed_bonds).contains(bond)
+            || lock(&self.slash_queue).values().any(|p| &p.bond == bond)
     }
 
     /// Slashes not sent yet.
     pub fn pending_slashes(&self) -> Vec<PendingSlash> {
-        lock(&self.slash_queue).values().copied().collect()
+        lock(&self.slash_queue).values().cloned().collect()
     }
 
     fn slash_done(&self, pending: &PendingSlash) {
@@ -128,7 +189,18 @@ async fn send_one<C: ChainSource>(
     pending: &PendingSlash,
 ) -> Result<(), String> {
     let env = coordinator.env();
-    let terms = coordinator_slash_terms(&env.bonds.terms);
+    // The finder's output script, if a verifier is paid; an address that does not parse
+    // (checked at enrolment) would burn its share instead.
+    let finder_script = pending.finder.as_ref().and_then(|f| {
+        Address::from_str(&f.payout_address)
+            .ok()
+            .and_then(|a| a.require_network(env.network).ok())
+            .map(|a| a.script_pubkey())
+    });
+    let terms = match finder_script {
+        Some(_) => env.bonds.terms,
+        None => coordinator_slash_terms(&env.bonds.terms),
+    };
     let found = chain
         .unspent_output(pending.bond.0)
         .await
@@ -152,7 +224,7 @@ async fn send_one<C: ChainSource>(
         found.coin.output.value,
         &pending.miner,
         &env.key,
-        ScriptBuf::new(),
+        finder_script.unwrap_or_default(),
         SLASH_FEE,
         SLASH_FEE_MAX,
     ) {
@@ -175,12 +247,15 @@ async fn send_one<C: ChainSource>(
         miner: pending.miner,
         bond: pending.bond,
         txid,
+        role: pending.role,
+        finder: pending.finder.clone(),
     };
     coordinator
         .store
         .put_slash(pending.cycle, &record)
         .map_err(|e| e.to_string())?;
     coordinator.slash_done(pending);
-    info!(miner = %pending.miner, bond = %pending.bond, cycle = pending.cycle, %txid, burned_sat = (found.coin.output.value - SLASH_FEE).to_sat(), "bond slashed");
+    lock(&coordinator.slashed_bonds).insert(pending.bond);
+    info!(key = %pending.miner, role = ?pending.role, bond = %pending.bond, cycle = pending.cycle, %txid, finder = ?pending.finder.as_ref().map(|f| f.verifier.to_string()), "bond slashed");
     Ok(())
 }

@@ -255,6 +255,19 @@ impl Store {
         Ok(out)
     }
 
+    /// Every bond this coordinator has sent a slash for, over all cycles.
+    pub fn slashed_bonds(&self) -> Result<Vec<crate::api::BondOutpoint>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SLASHES)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            let slash: crate::api::SlashRecord = from_json("slash", v.value())?;
+            out.push(slash.bond);
+        }
+        Ok(out)
+    }
+
     /// Archives a closed cycle and makes `next` the live one, atomically.
     pub fn close_and_open(&self, closed: &CycleState, next: &CycleState) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;

@@ -3,7 +3,7 @@
 //! the replay check of every submission before it is scored.
 
 use crate::api::{answer_signing_hash, ChallengeInfo, CompactSignature};
-use crate::cycle::{tick, Action, CycleState, Event, Phase, Refusal};
+use crate::cycle::{tick, Action, ClaimsJudged, CycleState, Event, Phase, Refusal};
 use crate::error::ServiceError;
 use crate::service::{lock, Coordinator};
 use crate::work::check_update;
@@ -11,8 +11,8 @@ use bitcoin::secp256k1::PublicKey;
 use learning::{ExpectedSegment, Model, Samples};
 use primitives::sha256;
 use proof::{
-    batch_seed, check, response::response_bytes_max, ChallengeResponse, CheckInputs, FraudEvidence,
-    ReplayTask, Verdict,
+    batch_seed, check_trusting, response::response_bytes_max, ChallengeResponse, CheckInputs,
+    FraudEvidence, ReplayTask, Verdict,
 };
 use std::collections::BTreeMap;
 use tracing::{info, warn};
@@ -218,16 +218,18 @@ impl Coordinator {
     }
 
     /// The replay verdict of every submission of `state` (in Evaluation), keeping evidence of
-    /// each failure.
+    /// each failure, and the judgement of the verifiers' claims: intervals a claim settled
+    /// are not replayed again (see `crate::verifier_service`).
     pub(crate) fn verify_submissions(
         &self,
         state: &CycleState,
         global: &Model,
-    ) -> Result<BTreeMap<PublicKey, Verdict>, ServiceError> {
+    ) -> Result<(BTreeMap<PublicKey, Verdict>, ClaimsJudged), ServiceError> {
         debug_assert_eq!(state.phase, Phase::Evaluation);
+        let mut judged = ClaimsJudged::default();
         if state.submissions.is_empty() {
             // Nothing to check (and a cycle nobody registered for has no shards).
-            return Ok(BTreeMap::new());
+            return Ok((BTreeMap::new(), judged));
         }
         let shards = self.shards(state)?;
         let spec = global.spec();
@@ -264,7 +266,30 @@ impl Coordinator {
                         update: &update,
                         threads: replay_threads(),
                     };
-                    let verdict = check(&inputs, &challenge.intervals, response.as_ref());
+                    if response.is_some() {
+                        judged.challenged_steps += challenged_steps(
+                            &task,
+                            submission.commitment.steps,
+                            &challenge.intervals,
+                        );
+                    }
+                    let claims = crate::verifier_service::judge_claims(
+                        state,
+                        miner,
+                        &task,
+                        submission.commitment.steps,
+                        global,
+                        &train,
+                        response.as_ref(),
+                        replay_threads(),
+                    );
+                    let trusted = claims.trusted.clone();
+                    crate::verifier_service::add_to(&mut judged, claims);
+                    let verdict =
+                        check_trusting(&inputs, &challenge.intervals, response.as_ref(), &trusted);
+                    if let Verdict::Verified { replayed_steps, .. } = &verdict {
+                        judged.coordinator_replayed_steps += replayed_steps;
+                    }
                     if let Verdict::Failed { failure } = &verdict {
                         let evidence = FraudEvidence {
                             model: spec.clone(),
@@ -288,7 +313,7 @@ impl Coordinator {
             info!(%miner, cycle = state.cycle(), verdict = verdict.name(), "training checked");
             verdicts.insert(*miner, verdict);
         }
-        Ok(verdicts)
+        Ok((verdicts, judged))
     }
 
     /// The shard fraud evidence against `miner` in `cycle` was found on (safetensors).
@@ -304,6 +329,18 @@ impl Coordinator {
             .evidence(cycle, miner)?
             .ok_or(ServiceError::NoEvidence)
     }
+}
+
+/// Steps of the challenged `intervals` of a run of `steps` steps: what replaying them all costs.
+fn challenged_steps(task: &ReplayTask, steps: u64, intervals: &[u64]) -> u64 {
+    let checkpoints = proof::checkpoint_steps(steps, task.checkpoint_interval);
+    intervals
+        .iter()
+        .filter_map(|&i| {
+            let from = *checkpoints.get(i as usize)?;
+            Some(checkpoints.get(i as usize + 1)?.saturating_sub(from))
+        })
+        .sum()
 }
 
 /// The miner's signature over its commitment, as it arrived with the submission.

@@ -213,6 +213,7 @@ impl Workload {
                 next_model_hash: Hash256(model_hash(&evaluated.next_model)),
                 held_out: batch.reveal,
                 next_quality: next_quality.report(),
+                claims: Default::default(),
             },
             next_model: evaluated.next_model,
             next_quality,

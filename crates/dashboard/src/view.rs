@@ -10,6 +10,7 @@ pub fn phase_name(phase: PhaseName) -> &'static str {
         PhaseName::Registration => "registration",
         PhaseName::Training => "training",
         PhaseName::Challenge => "challenge",
+        PhaseName::Verification => "verification",
         PhaseName::Evaluation => "evaluation",
         PhaseName::BlockWindow => "block_window",
         PhaseName::Closed => "closed",
@@ -32,7 +33,9 @@ pub fn deadline(status: &CycleStatus, record: Option<&CycleRecord>) -> Option<(u
                 "this attempt's block window ends",
             ))
         }
-        PhaseName::Evaluation | PhaseName::Closed => None,
+        // The verification window's end is in the live state only (it starts when the
+        // challenge window actually closed).
+        PhaseName::Verification | PhaseName::Evaluation | PhaseName::Closed => None,
     }
 }
 

@@ -135,6 +135,7 @@ fn record(chain: &TestChain, cycle: u64, phase: PhaseName) -> CycleRecord {
         next_quality: None,
         slashes: Vec::new(),
         admission: None,
+        verification: Default::default(),
     }
 }
 
@@ -234,6 +235,8 @@ fn fake() -> Fake {
         miner: miner(3).1,
         bond: BondOutpoint(bitcoin::OutPoint::new(b1.txdata[0].compute_txid(), 0)),
         txid: b2.txdata[0].compute_txid(),
+        role: Default::default(),
+        finder: None,
     }];
     r2.admission = Some(AdmissionDraw {
         slots: 2,

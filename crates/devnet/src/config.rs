@@ -21,6 +21,14 @@ pub struct MinerRole {
     pub bonded: bool,
 }
 
+/// One verifier of the devnet (bonded at genesis like a miner).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifierRole {
+    pub name: String,
+    /// Signs the leaf it is shown without replaying (`--lazy-verifiers`).
+    pub lazy: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct DevnetConfig {
     /// The `trainchain` binary that runs every role.
@@ -37,6 +45,9 @@ pub struct DevnetConfig {
     /// Extra keys run by one operator (honest training each), bonded or not.
     pub sybil_miners: usize,
     pub sybil_bonds: bool,
+    /// Honest verifiers and lazy ones (bonded, each its own key and process).
+    pub verifiers: usize,
+    pub lazy_verifiers: usize,
     pub cycles: u64,
     pub cycle_secs: u64,
     pub dataset: String,
@@ -66,6 +77,13 @@ impl DevnetConfig {
         if self.miners == 0 || miners > ROLE_PROCESSES_MAX {
             return bad(format!(
                 "need at least one honest miner and at most {ROLE_PROCESSES_MAX} miners in all"
+            ));
+        }
+        let verifiers = self.verifiers + self.lazy_verifiers;
+        if verifiers > coordinator::verifiers::VERIFIERS_PER_CYCLE_MAX {
+            return bad(format!(
+                "at most {} verifiers in all (the coordinator's per-cycle cap)",
+                coordinator::verifiers::VERIFIERS_PER_CYCLE_MAX
             ));
         }
         if self.cycles == 0 {
@@ -108,6 +126,16 @@ impl DevnetConfig {
             bonded: self.sybil_bonds,
         }));
         roles
+    }
+
+    /// Honest verifiers first, then lazy ones.
+    pub fn verifier_roles(&self) -> Vec<VerifierRole> {
+        (0..self.verifiers + self.lazy_verifiers)
+            .map(|i| VerifierRole {
+                name: format!("verifier-{i}"),
+                lazy: i >= self.verifiers,
+            })
+            .collect()
     }
 }
 

@@ -1,10 +1,10 @@
 //! The devnet's life: chain, nodes, coordinator, miners, cycles, checks, export.
 
 use crate::chain::{self, COORDINATOR_KEY_FILE, PARAMS_FILE};
-use crate::config::{DevnetConfig, MinerRole, ModelArg};
+use crate::config::{DevnetConfig, MinerRole, ModelArg, VerifierRole};
 use crate::error::{io, DevnetError};
 use crate::process::{free_loopback_port, Child};
-use crate::summary::{BlockLine, ChainTip, CycleLine, MinerLine, ModelLine, Summary};
+use crate::summary::{BlockLine, ChainTip, CycleLine, MinerLine, ModelLine, Summary, VerifierLine};
 use bitcoin::secp256k1::{PublicKey, Secp256k1};
 use coordinator::api::{CycleOutcome, CycleRecord, PhaseName};
 use coordinator::client::ClientError;
@@ -82,6 +82,14 @@ pub struct MinerInfo {
     pub report: PathBuf,
     /// Its bond, paid by the genesis block (none for an unbonded sybil key).
     pub bond: Option<bitcoin::OutPoint>,
+}
+
+/// One verifier: its role, key, bond and report file.
+pub struct VerifierInfo {
+    pub role: VerifierRole,
+    pub public_key: PublicKey,
+    pub bond: bitcoin::OutPoint,
+    pub report: PathBuf,
 }
 
 /// What the devnet found: its summary and the audit's verdict.
@@ -233,6 +241,31 @@ fn start_miner(
     Child::spawn(&info.role.name, &config.exe, args, dir.join("miner.log"))
 }
 
+fn start_verifier(
+    config: &DevnetConfig,
+    info: &VerifierInfo,
+    dir: &Path,
+    coordinator_url: &str,
+) -> Result<Child, DevnetError> {
+    let mut args = os(&[
+        "verifier",
+        "--coordinator",
+        coordinator_url,
+        "--threads",
+        &config.miner_threads.to_string(),
+        "--bond",
+        &info.bond.to_string(),
+    ]);
+    if info.role.lazy {
+        args.push("--lazy".into());
+    }
+    args.push("--key".into());
+    args.push(dir.join("verifier.key").into());
+    args.push("--report".into());
+    args.push(info.report.clone().into());
+    Child::spawn(&info.role.name, &config.exe, args, dir.join("verifier.log"))
+}
+
 /// Waits until the coordinator answers.
 async fn wait_coordinator(
     client: &CoordinatorClient,
@@ -379,10 +412,22 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
         )?;
         miner_keys.push((role, key.public_key(&secp)));
     }
+    let mut verifier_keys = Vec::new();
+    for role in config.verifier_roles() {
+        let dir = layout.miner(&role.name);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let key = wallet::key_file::create(
+            &dir.join("verifier.key"),
+            &mut bitcoin::secp256k1::rand::thread_rng(),
+        )?;
+        verifier_keys.push((role, key.public_key(&secp)));
+    }
+    // Miners' bonds first, then one per verifier.
     let bonded_keys: Vec<PublicKey> = miner_keys
         .iter()
         .filter(|(role, _)| role.bonded)
         .map(|(_, k)| *k)
+        .chain(verifier_keys.iter().map(|(_, k)| *k))
         .collect();
     let (params, bonded_outpoints): (ChainParams, Vec<bitcoin::OutPoint>) = chain::create_bonded(
         &layout.root,
@@ -395,9 +440,19 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
         .iter()
         .map(|(role, _)| role.bonded.then(|| bonded_outpoints.next()).flatten())
         .collect();
+    let verifiers: Vec<VerifierInfo> = verifier_keys
+        .into_iter()
+        .zip(bonded_outpoints)
+        .map(|((role, public_key), bond)| VerifierInfo {
+            report: layout.miner(&role.name).join("report.jsonl"),
+            role,
+            public_key,
+            bond,
+        })
+        .collect();
     let setup = work_setup(&config.dataset, &config.model)?;
     println!(
-        "devnet in {}: {} nodes, {} miners ({} lazy, {} noise, {} cheating, {} sybil keys {}), {} cycles of {} s, {} on {}",
+        "devnet in {}: {} nodes, {} miners ({} lazy, {} noise, {} cheating, {} sybil keys {}), {} verifiers ({} lazy), {} cycles of {} s, {} on {}",
         layout.root.display(),
         config.nodes,
         config.miners,
@@ -406,6 +461,8 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
         config.cheat_miners,
         config.sybil_miners,
         if config.sybil_bonds { "with a bond each" } else { "without bonds" },
+        config.verifiers + config.lazy_verifiers,
+        config.lazy_verifiers,
         config.cycles,
         config.cycle_secs,
         config.model,
@@ -444,6 +501,11 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
             &node_url,
         )?);
         miners.push(info);
+    }
+    let mut verifier_children = Vec::new();
+    for v in &verifiers {
+        let dir = layout.miner(&v.role.name);
+        verifier_children.push(start_verifier(&config, v, &dir, &coordinator_url)?);
     }
     let roster: Vec<Value> = miners
         .iter()
@@ -484,6 +546,7 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
     let mut initial = (f32::NAN, initial_accuracy);
 
     let mut cycles = Vec::new();
+    let mut records = Vec::new();
     // Per miner key: (verified, failed, unanswered, failure reasons).
     let mut checks: BTreeMap<String, (usize, usize, usize, Vec<String>)> = BTreeMap::new();
     for cycle in 0..config.cycles {
@@ -555,6 +618,26 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
                 proof::Verdict::Unanswered => entry.2 += 1,
             }
         }
+        let v = &record.verification;
+        if !v.verifiers.is_empty() {
+            let count = |o: coordinator::api::ClaimOutcome| {
+                v.verdicts.iter().filter(|x| x.outcome == o).count()
+            };
+            println!(
+                "  verifiers: {} enrolled, {} assignments ({} flags, {} audits), claims {} trusted / {} confirmed / {} caught a cheat / {} wrong; coordinator replayed {} of {} challenged steps",
+                v.verifiers.len(),
+                v.assignments.len(),
+                v.assignments.iter().filter(|x| x.flagged).count(),
+                v.assignments.iter().filter(|x| x.audited).count(),
+                count(coordinator::api::ClaimOutcome::Trusted),
+                count(coordinator::api::ClaimOutcome::Confirmed),
+                count(coordinator::api::ClaimOutcome::CaughtCheat),
+                count(coordinator::api::ClaimOutcome::Wrong),
+                v.coordinator_replayed_steps,
+                v.challenged_steps,
+            );
+        }
+        records.push(record.clone());
         cycles.push(CycleLine {
             cycle,
             entries: entries.len(),
@@ -570,6 +653,7 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
 
     // Stop the miners so the chain stops growing, then compare tips and audit.
     drop(miner_children);
+    drop(verifier_children);
     let (tips, nodes_agree) = agree(&nodes).await;
     let node0 = &nodes[0].rpc;
     let (best_hash, height) = node0.tip().await?;
@@ -691,6 +775,14 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
             failures,
         });
     }
+    let mut per_verifier = Vec::new();
+    for v in &verifiers {
+        per_verifier.push(verifier_line(v, &records, &params, node0).await?);
+    }
+    let (replayed_steps, challenged_steps) = records.iter().fold((0, 0), |(r, c), record| {
+        let v = &record.verification;
+        (r + v.coordinator_replayed_steps, c + v.challenged_steps)
+    });
     let summary = Summary {
         chain: ChainTip {
             height,
@@ -700,6 +792,9 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
         cycles,
         model,
         miners: per_miner.clone(),
+        verifiers: per_verifier,
+        replayed_steps,
+        challenged_steps,
         useful_work_fraction: honest.useful_work_fraction(),
         window_utilisation: ratio(honest_trained_secs, honest_window_secs),
         nodes_agree,
@@ -725,6 +820,71 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
         dashboard,
     };
     Ok((outcome, network))
+}
+
+/// Whether `outpoint` is still unspent at node 0 (Core's `gettxout` sees the mempool by
+/// default: a slash not yet mined counts as spent).
+async fn unspent(node0: &NodeRpc, outpoint: &bitcoin::OutPoint) -> Result<bool, DevnetError> {
+    Ok(!node0
+        .call(
+            "gettxout",
+            vec![outpoint.txid.to_string().into(), outpoint.vout.into()],
+        )
+        .await?
+        .is_null())
+}
+
+/// A verifier's line, from every cycle record's `verification`.
+async fn verifier_line(
+    v: &VerifierInfo,
+    records: &[CycleRecord],
+    params: &ChainParams,
+    node0: &NodeRpc,
+) -> Result<VerifierLine, DevnetError> {
+    use coordinator::api::ClaimOutcome;
+    let terms = consensus::bond::BondTerms::from_params(params);
+    let mut line = VerifierLine {
+        name: v.role.name.clone(),
+        lazy: v.role.lazy,
+        public_key: v.public_key.to_string(),
+        bond: v.bond.to_string(),
+        bond_kept: unspent(node0, &v.bond).await?,
+        ..VerifierLine::default()
+    };
+    for record in records {
+        let ver = &record.verification;
+        if ver.verifiers.iter().any(|e| e.verifier == v.public_key) {
+            line.cycles_enrolled += 1;
+        }
+        line.assignments += ver
+            .assignments
+            .iter()
+            .filter(|x| x.verifier == v.public_key)
+            .count();
+        for x in ver.verdicts.iter().filter(|x| x.verifier == v.public_key) {
+            match x.outcome {
+                ClaimOutcome::Trusted => line.trusted += 1,
+                ClaimOutcome::Confirmed => line.confirmed += 1,
+                ClaimOutcome::CaughtCheat => line.caught_cheats += 1,
+                ClaimOutcome::Wrong => line.wrong += 1,
+            }
+        }
+        for slash in &record.slashes {
+            if slash
+                .finder
+                .as_ref()
+                .is_some_and(|f| f.verifier == v.public_key)
+            {
+                // The share `consensus::bond::slash_outputs` pays of a minimum bond.
+                let slashed = terms
+                    .bond_min
+                    .checked_sub(coordinator::slash::SLASH_FEE)
+                    .unwrap_or_default();
+                line.finder_sats += slashed.to_sat() * u64::from(terms.finder_share_percent) / 100;
+            }
+        }
+    }
+    Ok(line)
 }
 
 /// The dashboard on a free loopback port, with the miners' names and report files.
@@ -911,6 +1071,29 @@ pub fn render(outcome: &Outcome) -> String {
         100.0 * s.useful_work_fraction,
         100.0 * s.window_utilisation
     ));
+    for v in &s.verifiers {
+        out.push_str(&format!(
+            "  {} ({}): {} cycle(s), {} assignments, claims {} trusted / {} confirmed / {} caught a cheat / {} wrong, earned {} sat in finder shares, bond {}\n",
+            v.name,
+            if v.lazy { "lazy" } else { "honest" },
+            v.cycles_enrolled,
+            v.assignments,
+            v.trusted,
+            v.confirmed,
+            v.caught_cheats,
+            v.wrong,
+            v.finder_sats,
+            if v.bond_kept { "kept" } else { "LOST (slashed)" }
+        ));
+    }
+    if s.challenged_steps > 0 {
+        out.push_str(&format!(
+            "  replay: the coordinator replayed {} of {} challenged steps itself ({:.1}%)\n",
+            s.replayed_steps,
+            s.challenged_steps,
+            100.0 * ratio(s.replayed_steps as f64, s.challenged_steps as f64)
+        ));
+    }
     match &outcome.audit {
         Ok(a) => out.push_str(&format!(
             "  audit: passed, from {} with the coordinator stopped ({} blocks, {} cycle records, {} lotteries recomputed, {} cycles re-measured from published data, {} fraud evidence rechecked by replay, {} miner receipts found in their records)\n",

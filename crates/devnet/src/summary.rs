@@ -8,8 +8,12 @@
 //!              "verified", "failed", "unanswered"}],
 //!  "miners": [{"name", "behaviour", "blocks", "useful_work_fraction", "verified", "failed",
 //!              "unanswered", "failures"}],
+//!  "verifiers": [{"name", "lazy", "public_key", "bond", "bond_kept", "cycles_enrolled",
+//!                 "assignments", "trusted", "confirmed", "caught_cheats", "wrong",
+//!                 "finder_sats"}],
 //!  "model": {"path", "test_accuracy", "parameters"},
-//!  "useful_work_fraction", "nodes_agree"}
+//!  "useful_work_fraction", "window_utilisation", "replayed_steps", "challenged_steps",
+//!  "nodes_agree"}
 //! ```
 //!
 //! `winner` is the producing miner's public key (hex, compressed), `null` for a cycle without
@@ -85,6 +89,26 @@ pub struct MinerLine {
     pub missed_reason: Option<String>,
 }
 
+/// One verifier over the whole run, from the cycle records' `verification`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VerifierLine {
+    pub name: String,
+    pub lazy: bool,
+    pub public_key: String,
+    pub bond: String,
+    /// Whether its bond was still unspent at the end (false once slashed).
+    pub bond_kept: bool,
+    pub cycles_enrolled: usize,
+    pub assignments: usize,
+    /// Its claims by outcome (see `coordinator::api::ClaimOutcome`).
+    pub trusted: usize,
+    pub confirmed: usize,
+    pub caught_cheats: usize,
+    pub wrong: usize,
+    /// Finder shares of slashed miners' bonds paid to it, in satoshis.
+    pub finder_sats: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelLine {
     /// The exported safetensors file (its model card is next to it, `.json`).
@@ -101,6 +125,14 @@ pub struct Summary {
     pub model: ModelLine,
     #[serde(default)]
     pub miners: Vec<MinerLine>,
+    #[serde(default)]
+    pub verifiers: Vec<VerifierLine>,
+    /// Steps the coordinator replayed itself, against the steps of every challenged interval
+    /// (what it replays with no verifier), over the run.
+    #[serde(default)]
+    pub replayed_steps: u64,
+    #[serde(default)]
+    pub challenged_steps: u64,
     /// Training CPU over all CPU of the honest miners' processes, over the devnet's cycles.
     pub useful_work_fraction: f64,
     /// The honest miners' wall-clock training time over their training windows.

@@ -151,6 +151,7 @@ fn cycle(entries: u32) -> Cycle {
         next_quality: None,
         slashes: Vec::new(),
         admission: None,
+        verification: Default::default(),
     };
     record.record_hash = Some(record_digest(&record));
     let published = PublishedCycle {

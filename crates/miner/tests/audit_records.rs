@@ -106,6 +106,7 @@ fn honest_record(chain: &TestChain, miners: u32) -> CycleRecord {
         next_quality: None,
         slashes: Vec::new(),
         admission: None,
+        verification: Default::default(),
     }
 }
 

@@ -132,6 +132,7 @@ fn honest_cycle() -> Honest {
         next_quality: None,
         slashes: Vec::new(),
         admission: None,
+        verification: Default::default(),
     };
     record.record_hash = Some(record_digest(&record));
     let published = PublishedCycle {

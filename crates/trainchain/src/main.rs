@@ -39,6 +39,8 @@ enum Command {
     Coordinator(cmd::coordinator::Args),
     /// Take part in training cycles and produce the blocks won.
     Miner(cmd::miner::Args),
+    /// Replay the training intervals a coordinator assigns, bonded, and sign the results.
+    Verifier(cmd::verifier::Args),
     /// Run a whole network on this machine: nodes, a coordinator and miners.
     Devnet(cmd::devnet::Args),
     /// Check a chain and its coordinator's lotteries independently.
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         Command::Rpc(args) => cmd::rpc::run(args),
         Command::Coordinator(args) => cmd::coordinator::run(args),
         Command::Miner(args) => cmd::miner::run(args),
+        Command::Verifier(args) => cmd::verifier::run(args),
         Command::Devnet(args) => cmd::devnet::run(args),
         Command::Audit(args) => cmd::audit::run(args),
         Command::Dashboard(args) => cmd::dashboard::run(args),

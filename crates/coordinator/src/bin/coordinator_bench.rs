@@ -100,6 +100,7 @@ fn cycle_with(env: &CycleEnv, n: u32) -> (CycleState, EvaluationInput) {
     let deadline = t1 + env.timing.training_ms + env.timing.challenge_ms;
     state = tick(state, env, deadline, [0; 32], Event::Tick).0;
     let input = EvaluationInput {
+        claims: Default::default(),
         global_loss_units: 2_300_000,
         measurements,
         next_model_hash: Hash256([4; 32]),
@@ -120,6 +121,7 @@ fn cycle_with(env: &CycleEnv, n: u32) -> (CycleState, EvaluationInput) {
 fn main() {
     let secp = Secp256k1::new();
     let env = CycleEnv {
+        block_reward_sats: primitives::params::DEFAULT_INITIAL_SUBSIDY_SATS,
         secp,
         key: key(1_000_000),
         chain_id: 1,

@@ -39,6 +39,14 @@ pub struct Args {
     /// Bonds of the `--sybil-miners` keys: `each` or `none`.
     #[arg(long, default_value = "each", value_parser = ["each", "none"])]
     pub sybil_bonds: String,
+    /// Bonded verifiers that replay the intervals they are assigned and sign the results;
+    /// they earn the finder share of a cheat's bond their claim exposes.
+    #[arg(long, default_value_t = 1)]
+    pub verifiers: usize,
+    /// Extra bonded verifiers that sign the leaf they are shown without replaying: a planted
+    /// flag catches each and its bond is slashed.
+    #[arg(long, default_value_t = 0)]
+    pub lazy_verifiers: usize,
     /// Training cycles to run.
     #[arg(long, default_value_t = 5)]
     pub cycles: u64,
@@ -96,6 +104,8 @@ pub fn run(args: Args) -> Result<()> {
         cheat: args.cheat,
         sybil_miners: args.sybil_miners,
         sybil_bonds: args.sybil_bonds == "each",
+        verifiers: args.verifiers,
+        lazy_verifiers: args.lazy_verifiers,
         cycles: args.cycles,
         cycle_secs: args.cycle_secs,
         dataset: args.dataset,

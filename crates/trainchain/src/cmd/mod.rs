@@ -11,5 +11,6 @@ pub mod node;
 pub mod params;
 pub mod role_config;
 pub mod rpc;
+pub mod verifier;
 pub mod verify_evidence;
 pub mod wallet;

@@ -26,7 +26,7 @@ use std::path::Path;
 
 /// The subcommands that read a role config file this way (the node has its own typed one,
 /// `node::config`, with keys that are no flags).
-const ROLES: [&str; 2] = ["coordinator", "miner"];
+const ROLES: [&str; 3] = ["coordinator", "miner", "verifier"];
 
 /// Largest config file read: a config is a few lines; this refuses to parse something else.
 const CONFIG_BYTES_MAX: u64 = 64 * 1024;

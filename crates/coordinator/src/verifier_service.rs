@@ -1,0 +1,301 @@
+//! The verifier role on the coordinator's side: enrolment, serving assignments (with the
+//! flags' shown leaves), taking claims, and at evaluation judging every claim, which decides
+//! the intervals the coordinator need not replay and the bonds to slash.
+//!
+//! Judging one claim of `miner`'s interval i, whose committed end leaf is L:
+//! - claim = L and i not drawn for audit: **trusted**, the coordinator does not replay i;
+//! - otherwise the coordinator replays i to R: claim = R and R = L: **confirmed** (i is then
+//!   trusted, it was just replayed); claim = R and R ≠ L: **caught cheat** (the miner's bond
+//!   is slashed with the finder share to this verifier); claim ≠ R: **wrong** (the verifier's
+//!   bond is slashed). A flag shows a random leaf in place of L, so a verifier that echoes what
+//!   it was shown is wrong on every flag.
+
+use crate::chain::UnspentOutput;
+use crate::cycle::{tick, Action, ClaimsJudged, CycleState, Event, Phase, Refusal};
+use crate::error::ServiceError;
+use crate::service::{lock, Coordinator};
+use crate::verifier_api::{
+    Claim, ClaimOutcome, ClaimVerdict, EnrolRequest, EnrolResponse, ReplayAssignment,
+    ReplayAssignments,
+};
+use crate::verifiers::flag_leaf;
+use bitcoin::secp256k1::PublicKey;
+use learning::{Model, Samples};
+use proof::{ChallengeResponse, ReplayTask};
+use std::collections::BTreeSet;
+use tracing::{info, warn};
+
+/// What judging one miner's claims gave.
+#[derive(Debug, Default)]
+pub(crate) struct MinerClaims {
+    /// Intervals the check need not replay.
+    pub trusted: BTreeSet<u64>,
+    pub verdicts: Vec<ClaimVerdict>,
+    /// Steps replayed here (audits and disputes).
+    pub replayed_steps: u64,
+}
+
+/// Judges the claims on `miner`'s intervals (see the module documentation). `response` is
+/// the miner's decoded answer: without one nothing can be judged or trusted.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn judge_claims(
+    state: &CycleState,
+    miner: &PublicKey,
+    task: &ReplayTask,
+    steps: u64,
+    global: &Model,
+    train: &Samples,
+    response: Option<&ChallengeResponse>,
+    threads: usize,
+) -> MinerClaims {
+    let mut out = MinerClaims::default();
+    let Some(response) = response else {
+        return out;
+    };
+    let checkpoints = proof::transcript::checkpoint_steps(steps, task.checkpoint_interval);
+    let claims = state.verification.claims_by_miner();
+    let Some(claims) = claims.get(miner) else {
+        return out;
+    };
+    for (&interval, (assignment, claim)) in claims {
+        let Some(opening) = response.openings.iter().find(|o| o.interval == interval) else {
+            continue;
+        };
+        let Some(&to) = checkpoints.get(interval as usize + 1) else {
+            continue;
+        };
+        let committed = opening.end_leaf;
+        let (outcome, replayed_leaf) = if claim.leaf == committed && !assignment.audited {
+            out.trusted.insert(interval);
+            (ClaimOutcome::Trusted, None)
+        } else {
+            out.replayed_steps += to.saturating_sub(opening.start.step);
+            match proof::replay_leaf(task, global, train, &opening.start, to, threads) {
+                Ok(replayed) => {
+                    if replayed == committed {
+                        out.trusted.insert(interval);
+                    }
+                    let outcome = match (claim.leaf == replayed, replayed == committed) {
+                        (true, true) => ClaimOutcome::Confirmed,
+                        (true, false) => ClaimOutcome::CaughtCheat,
+                        (false, _) => ClaimOutcome::Wrong,
+                    };
+                    (outcome, Some(replayed))
+                }
+                // The opened state cannot be replayed at all: the miner's check fails on it
+                // (with no finder), and a verifier that vouched for the miner's leaf was wrong.
+                Err(why) => {
+                    warn!(%miner, interval, %why, "claimed interval cannot be replayed");
+                    let outcome = if claim.leaf == committed {
+                        ClaimOutcome::Wrong
+                    } else {
+                        ClaimOutcome::Confirmed
+                    };
+                    (outcome, None)
+                }
+            }
+        };
+        if outcome == ClaimOutcome::Wrong {
+            warn!(verifier = %claim.verifier, %miner, interval, flagged = assignment.flagged, "verifier claim is false");
+        }
+        out.verdicts.push(ClaimVerdict {
+            verifier: claim.verifier,
+            miner: *miner,
+            interval,
+            outcome,
+            replayed_leaf,
+        });
+    }
+    out
+}
+
+/// Adds one miner's judgement to the cycle's.
+pub(crate) fn add_to(judged: &mut ClaimsJudged, miner: MinerClaims) {
+    judged.verdicts.extend(miner.verdicts);
+    judged.coordinator_replayed_steps += miner.replayed_steps;
+}
+
+impl Coordinator {
+    /// Applies `event` to the live cycle under the lock, persisting a changed state, and
+    /// returns the actions, or the machine's refusal as an error (logged with `what`).
+    fn apply(
+        &self,
+        now_ms: u64,
+        entropy: [u8; 32],
+        event: Event,
+        what: &str,
+    ) -> Result<Vec<Action>, ServiceError> {
+        let mut guard = lock(&self.state);
+        let current = guard.clone().ok_or(ServiceError::NotOpen)?;
+        let (next, actions) = tick(current.clone(), &self.env, now_ms, entropy, event);
+        if next != current {
+            self.store.put_current(&next)?;
+        }
+        *guard = Some(next);
+        if let Some(refusal) = actions.iter().find_map(|a| match a {
+            Action::Refused(r) => Some(r.clone()),
+            _ => None,
+        }) {
+            warn!(%refusal, "{what} refused");
+            return Err(refusal.into());
+        }
+        Ok(actions)
+    }
+
+    /// The checks of an enrolment that read memory only, before any rate limit or chain
+    /// read: the live cycle is `cycle`, it is in Training, and the bond backs nothing yet.
+    pub fn enrolment_precheck(
+        &self,
+        now_ms: u64,
+        request: &EnrolRequest,
+    ) -> Result<(), ServiceError> {
+        if self.bond_slashed(&request.bond) {
+            return Err(Refusal::BondSlashed {
+                outpoint: request.bond,
+            }
+            .into());
+        }
+        let guard = lock(&self.state);
+        let state = guard.as_ref().ok_or(ServiceError::NotOpen)?;
+        let a = state.announcement();
+        if a.cycle != request.cycle {
+            return Err(Refusal::WrongCycle {
+                current: a.cycle,
+                found: request.cycle,
+            }
+            .into());
+        }
+        let training = now_ms >= a.registration_deadline_ms && now_ms < a.submission_deadline_ms;
+        if !training || !matches!(state.phase, Phase::Registration | Phase::Training) {
+            return Err(Refusal::EnrolmentClosed {
+                opens_ms: a.registration_deadline_ms,
+                closes_ms: a.submission_deadline_ms,
+            }
+            .into());
+        }
+        if state.bonds.contains_key(&request.bond)
+            && state.verification.bond_of(&request.verifier) != Some(request.bond)
+        {
+            return Err(Refusal::BondInUse {
+                outpoint: request.bond,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Enrols a verifier for the live cycle, with what the node showed at its bond.
+    pub fn enrol_verifier(
+        &self,
+        now_ms: u64,
+        entropy: [u8; 32],
+        request: EnrolRequest,
+        found: Option<UnspentOutput>,
+    ) -> Result<EnrolResponse, ServiceError> {
+        let verifier = request.verifier;
+        let bond = request.bond;
+        if self.bond_slashed(&bond) {
+            warn!(%verifier, %bond, "enrolment refused: bond slashed");
+            return Err(Refusal::BondSlashed { outpoint: bond }.into());
+        }
+        let actions = self.apply(
+            now_ms,
+            entropy,
+            Event::Enrol { request, found },
+            "enrolment",
+        )?;
+        actions
+            .into_iter()
+            .find_map(|a| match a {
+                Action::Enrolled(r) => Some(r),
+                _ => None,
+            })
+            .inspect(|r| info!(%verifier, %bond, cycle = r.cycle, "verifier enrolled"))
+            .ok_or(ServiceError::NotOpen)
+    }
+
+    /// `verifier`'s assignments in `cycle`, during Verification. Advances the live cycle to
+    /// `now_ms` first (with fresh `entropy`: the end of the challenge window draws the
+    /// assignments), so they are there as soon as the challenge window closed.
+    pub fn assignments(
+        &self,
+        now_ms: u64,
+        entropy: [u8; 32],
+        cycle: u64,
+        verifier: &PublicKey,
+    ) -> Result<ReplayAssignments, ServiceError> {
+        let live = self.state().filter(|s| s.cycle() == cycle);
+        let state = match live {
+            Some(_) => {
+                self.apply(now_ms, entropy, Event::Tick, "tick")?;
+                self.state().ok_or(ServiceError::NotOpen)?
+            }
+            None => self.cycle_state(cycle)?,
+        };
+        if !state.verification.verifiers.contains_key(verifier) {
+            return Err(Refusal::NotEnrolled.into());
+        }
+        let a = state.announcement();
+        let deadline_ms = match state.phase {
+            Phase::Verification { deadline_ms } => deadline_ms,
+            Phase::Registration | Phase::Training | Phase::Challenge => {
+                return Err(Refusal::VerificationNotOpen {
+                    opens_ms: a.challenge_deadline_ms,
+                }
+                .into())
+            }
+            _ => return Err(Refusal::VerificationClosed.into()),
+        };
+        let secret = state
+            .verification
+            .secret()
+            .expect("verification has its secret");
+        let mut assignments = Vec::new();
+        for x in state
+            .verification
+            .assignments
+            .iter()
+            .filter(|x| &x.verifier == verifier)
+        {
+            let submission = &state.submissions[&x.miner];
+            let bytes = self.store.answer(cycle, &x.miner)?.unwrap_or_default();
+            let openings = self.env.proof.challenges as usize + 1;
+            let response = ChallengeResponse::decode(&bytes, usize::MAX, openings)?;
+            let Some(opening) = response.openings.iter().find(|o| o.interval == x.interval) else {
+                continue;
+            };
+            let steps = proof::transcript::checkpoint_steps(
+                submission.commitment.steps,
+                self.env.proof.checkpoint_interval,
+            );
+            let shown_leaf = if x.flagged {
+                flag_leaf(&secret, &x.miner, x.interval)
+            } else {
+                opening.end_leaf
+            };
+            assignments.push(ReplayAssignment {
+                cycle,
+                verifier: *verifier,
+                miner: x.miner,
+                interval: x.interval,
+                from_step: steps[x.interval as usize],
+                to_step: steps[x.interval as usize + 1],
+                start_state: hex::encode(opening.start.encode()),
+                shown_leaf,
+            });
+        }
+        Ok(ReplayAssignments {
+            cycle,
+            deadline_ms,
+            assignments,
+        })
+    }
+
+    /// Takes a verifier's signed claim.
+    pub fn claim(&self, now_ms: u64, entropy: [u8; 32], claim: Claim) -> Result<(), ServiceError> {
+        let (verifier, miner, interval) = (claim.verifier, claim.miner, claim.interval);
+        self.apply(now_ms, entropy, Event::Claim(claim), "claim")?;
+        info!(%verifier, %miner, interval, "verifier claim taken");
+        Ok(())
+    }
+}

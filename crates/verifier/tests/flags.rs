@@ -1,0 +1,766 @@
+//! Verifiers against the coordinator, in-process (virtual time): a lazy verifier that signs
+//! what it is shown is caught by a flag and loses its bond; an honest one is never slashed over
+//! many cycles, saves the coordinator most of its replay work, and earns the finder share of a
+//! cheat's bond when its claim exposes a faked transcript. Enrolment and claims are refused
+//! with their reasons.
+
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
+use bitcoin::{Address, Amount, CompressedPublicKey, Network, OutPoint, Transaction, TxOut, Txid};
+use consensus::bond::{bond_script_pubkey, BondTerms};
+use coordinator::api::{
+    BondOutpoint, Claim, ClaimOutcome, CompactSignature, EnrolRequest, Hardware, RegisterRequest,
+    SlashRole, TaskInfo,
+};
+use coordinator::{ChainView, Coordinator, CycleTiming, MemoryChain, UnspentOutput, WorkSetup};
+use learning::{model_from_safetensors, Samples};
+use primitives::Coin;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use testkit::TestChain;
+
+const T0: u64 = 1_700_000_000_000;
+/// Steps each test miner trains: 8 checkpoint intervals of 16, so a challenge of q = 2 random
+/// intervals plus the last leaves two to hand out per miner.
+const STEPS: u64 = 128;
+
+fn secp() -> Secp256k1<All> {
+    Secp256k1::new()
+}
+
+fn payout(key: &SecretKey) -> String {
+    Address::p2wpkh(
+        &CompressedPublicKey(key.public_key(&secp())),
+        Network::Regtest,
+    )
+    .to_string()
+}
+
+fn outpoint(n: u32) -> BondOutpoint {
+    let mut txid = [0u8; 32];
+    txid[..4].copy_from_slice(&n.to_le_bytes());
+    txid[31] = 0xb1;
+    BondOutpoint(OutPoint::new(Txid::from_byte_array(txid), 0))
+}
+
+fn bond_coin(terms: &BondTerms, key: &PublicKey, value: Amount) -> Coin {
+    Coin {
+        output: TxOut {
+            value,
+            script_pubkey: bond_script_pubkey(terms, key),
+        },
+        height: 0,
+        is_coinbase: false,
+    }
+}
+
+fn hardware() -> Hardware {
+    Hardware {
+        threads: 2,
+        memory_bytes: 1 << 30,
+    }
+}
+
+/// A coordinator admitting bonded miners only, its chain double, and the bond of each key.
+struct Net {
+    _dir: tempfile::TempDir,
+    c: Arc<Coordinator>,
+    chain: MemoryChain,
+    terms: BondTerms,
+    view: ChainView,
+    bonds: BTreeMap<PublicKey, (BondOutpoint, Coin)>,
+    now: u64,
+}
+
+/// A verifier bond large enough for the audit floor (`coordinator::verifiers::audit_ppm`):
+/// 9 times the test chain's reward, and then some.
+fn rich_bond(params: &primitives::ChainParams) -> Amount {
+    Amount::from_sat(params.subsidy.initial_sats * 10)
+}
+
+impl Net {
+    /// Bonds every key with the chain's `bond_min`, except the `rich` ones (verifiers whose
+    /// claims are audited at the floor rate) with [`rich_bond`].
+    fn new(keys: &[&SecretKey], rich: &[&SecretKey]) -> Net {
+        let dir = tempfile::tempdir().unwrap();
+        let test_chain = TestChain::new();
+        let terms = BondTerms::from_params(&test_chain.params);
+        let genesis = test_chain.params.genesis.block_hash();
+        let c = Arc::new(open(dir.path(), &test_chain));
+        let chain = MemoryChain::new(genesis);
+        let mut bonds = BTreeMap::new();
+        for (n, key) in keys.iter().chain(rich).enumerate() {
+            let public = key.public_key(&secp());
+            let value = if n < keys.len() {
+                terms.bond_min
+            } else {
+                rich_bond(&test_chain.params)
+            };
+            let coin = bond_coin(&terms, &public, value);
+            chain.add_coin(outpoint(n as u32).0, coin.clone());
+            bonds.insert(public, (outpoint(n as u32), coin));
+        }
+        let view = ChainView {
+            tip: genesis,
+            tip_height: 0,
+            at_target: None,
+            tip_next_model: None,
+        };
+        c.step(T0, [7; 32], Some(&view)).unwrap();
+        Net {
+            _dir: dir,
+            c,
+            chain,
+            terms,
+            view,
+            bonds,
+            now: T0,
+        }
+    }
+
+    fn found(&self, key: &SecretKey) -> (BondOutpoint, Option<UnspentOutput>) {
+        let (outpoint, coin) = self.bonds[&key.public_key(&secp())].clone();
+        (
+            outpoint,
+            Some(UnspentOutput {
+                coin,
+                tip_height: 0,
+            }),
+        )
+    }
+
+    fn cycle(&self) -> u64 {
+        self.c.state().unwrap().cycle()
+    }
+
+    fn register(&self, key: &SecretKey) {
+        let (bond, found) = self.found(key);
+        let request = RegisterRequest::new_signed_bonded(
+            &secp(),
+            key,
+            self.cycle(),
+            payout(key),
+            hardware(),
+            Some(bond),
+        );
+        self.c
+            .register_bonded(self.now + 10, [2; 32], request, found)
+            .unwrap();
+    }
+
+    fn enrol(&self, key: &SecretKey) -> Result<(), coordinator::ServiceError> {
+        let (bond, found) = self.found(key);
+        let request = EnrolRequest::new_signed(&secp(), key, self.cycle(), payout(key), bond);
+        self.c
+            .enrol_verifier(self.now, [3; 32], request, found)
+            .map(drop)
+    }
+
+    /// Moves the clock to `at` with one driver step.
+    fn step_to(&mut self, at: u64, entropy: u8) {
+        self.now = at;
+        self.c
+            .step(self.now, [entropy; 32], Some(&self.view))
+            .unwrap();
+    }
+
+    /// Steps until the cycle closed and the next one opened.
+    fn next_cycle(&mut self) {
+        let cycle = self.cycle();
+        let mut n = 0u8;
+        while self.cycle() == cycle {
+            assert!(n < 250, "cycle {cycle} did not close");
+            n += 1;
+            let at = self.now + 500;
+            self.step_to(at, n);
+        }
+    }
+}
+
+fn open(dir: &Path, chain: &TestChain) -> Coordinator {
+    Coordinator::open(
+        dir,
+        chain.coordinator,
+        &chain.params,
+        WorkSetup::digits_mlp(vec![16]),
+        CycleTiming {
+            registration_ms: 1_000,
+            training_ms: 4_000,
+            challenge_ms: 1_000,
+            block_window_ms: 1_000,
+        },
+    )
+    .unwrap()
+    .require_bonds(true)
+}
+
+/// How a test miner trains.
+#[derive(Clone, Copy, PartialEq)]
+enum Work {
+    Honest,
+    /// Trains honestly but commits to made-up states at every checkpoint between the first
+    /// and the last: the skipped work a transcript must expose.
+    FakeCheckpoints,
+    /// Like [`Work::FakeCheckpoints`], but the last interval (which the coordinator always
+    /// replays) is left consistent: only a replay of a middle interval can expose it.
+    FakeMiddle,
+}
+
+/// How a test verifier answers.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Honest,
+    /// Signs the shown leaf without replaying.
+    Lazy,
+    /// Colludes with the miners: signs the leaf each miner committed to (which it was told).
+    Vouch,
+}
+
+/// Trains `key`'s task and returns its record (to answer the challenge), after submitting.
+fn train_and_submit(net: &Net, key: &SecretKey, work: Work) -> proof::RunRecord {
+    let secp = secp();
+    let miner = key.public_key(&secp);
+    let cycle = net.cycle();
+    let task = net.c.task(net.now, cycle, &miner).unwrap();
+    let weights = net.c.weights(cycle).unwrap();
+    let shard = net.c.shard(net.now, cycle, &miner).unwrap();
+    let model = model_from_safetensors(task.model.clone(), &weights).unwrap();
+    let shard = Samples::from_safetensors(&shard, task.feature_count, task.class_count).unwrap();
+    let train = proof::evidence::train_part(&shard, task.replay.train_samples).unwrap();
+    let run = proof::run_task(
+        &task.replay,
+        &model,
+        &train,
+        1,
+        |state| state.step < STEPS,
+        |states| states.len() - 1,
+    )
+    .unwrap();
+    let record = match work {
+        Work::Honest => run.record.clone(),
+        Work::FakeCheckpoints | Work::FakeMiddle => {
+            let states = run.record.states();
+            let mut fake = proof::RunRecord::new(task.replay.checkpoint_interval);
+            for (i, state) in states.iter().enumerate() {
+                let mut state = state.clone();
+                let kept = if work == Work::FakeMiddle { 2 } else { 1 };
+                if i != 0 && i + kept < states.len() {
+                    // Every value: a weight on an always-zero input (a digits corner pixel)
+                    // has no gradient, so moving it alone replays consistently.
+                    for v in state.weights.iter_mut().flatten() {
+                        *v *= 1.01;
+                    }
+                }
+                fake.push(state);
+            }
+            fake
+        }
+    };
+    let update = run.update.to_safetensors().unwrap();
+    let commitment = proof::Commitment {
+        task_hash: task.replay.hash(),
+        update_hash: primitives::sha256(&update),
+        transcript_root: record.transcript().root(),
+        steps: STEPS,
+    };
+    let sig = CompactSignature::sign(&secp, key, &commitment.signing_hash(cycle, &miner));
+    let claim = coordinator::SubmissionClaim {
+        task_hash: commitment.task_hash,
+        transcript_root: commitment.transcript_root,
+        steps: commitment.steps,
+    };
+    net.c
+        .submit(net.now + 100, [1; 32], cycle, miner, sig, claim, &update)
+        .unwrap();
+    record
+}
+
+fn answer(net: &Net, key: &SecretKey, record: &proof::RunRecord) {
+    let secp = secp();
+    let miner = key.public_key(&secp);
+    let cycle = net.cycle();
+    let challenge = net.c.challenge(net.now, cycle, &miner).unwrap();
+    let bytes = record.respond(&challenge.intervals).encode();
+    let sig = CompactSignature::sign(
+        &secp,
+        key,
+        &coordinator::api::answer_signing_hash(cycle, &miner, &primitives::sha256(&bytes)),
+    );
+    net.c
+        .answer(net.now, [1; 32], cycle, miner, sig, &bytes)
+        .unwrap();
+}
+
+/// What a verifier does with its assignments: replays each (honest), signs the shown leaf
+/// (lazy) or the leaf the miner committed to (vouching, from the miners' `records`).
+fn verify(
+    net: &Net,
+    key: &SecretKey,
+    mode: Mode,
+    records: &BTreeMap<PublicKey, proof::RunRecord>,
+) -> usize {
+    let cycle = net.cycle();
+    let verifier = key.public_key(&secp());
+    let assignments = net
+        .c
+        .assignments(net.now, [5; 32], cycle, &verifier)
+        .unwrap();
+    let weights = net.c.weights(cycle).unwrap();
+    for a in &assignments.assignments {
+        let leaf = match mode {
+            Mode::Lazy => a.shown_leaf,
+            Mode::Vouch => records[&a.miner]
+                .transcript()
+                .leaf(a.interval as usize + 1)
+                .unwrap(),
+            Mode::Honest => {
+                let task: TaskInfo = net.c.task(net.now, cycle, &a.miner).unwrap();
+                let shard = net.c.shard(net.now, cycle, &a.miner).unwrap();
+                verifier::replay_assignment(a, &task, &weights, &shard, 1).unwrap()
+            }
+        };
+        let claim = Claim::new_signed(&secp(), key, cycle, a.miner, a.interval, leaf);
+        net.c.claim(net.now, [6; 32], claim).unwrap();
+    }
+    assignments.assignments.len()
+}
+
+/// Runs one cycle: miners register, verifiers enrol, miners train, submit and answer,
+/// verifiers claim; returns once the cycle is evaluated (its slashes sent).
+async fn run_cycle(
+    net: &mut Net,
+    miners: &[(&SecretKey, Work)],
+    verifiers: &[(&SecretKey, Mode)],
+    entropy: u8,
+) {
+    for (key, _) in miners {
+        net.register(key);
+    }
+    let a = net.c.state().unwrap().announcement().clone();
+    net.step_to(a.registration_deadline_ms + 1, entropy);
+    for (key, _) in verifiers {
+        net.enrol(key).unwrap();
+    }
+    let records: BTreeMap<PublicKey, proof::RunRecord> = miners
+        .iter()
+        .map(|(key, work)| (key.public_key(&secp()), train_and_submit(net, key, *work)))
+        .collect();
+    net.step_to(a.submission_deadline_ms + 1, entropy);
+    for (key, _) in miners {
+        answer(net, key, &records[&key.public_key(&secp())]);
+    }
+    // Every submitter answered: the challenge closes and the assignments are drawn.
+    net.step_to(net.now + 1, entropy.wrapping_add(100));
+    for (key, mode) in verifiers {
+        verify(net, key, *mode, &records);
+    }
+    net.step_to(net.now + 1, entropy);
+    assert!(
+        net.c.state().unwrap().lottery.is_some(),
+        "cycle evaluated once every claim is in"
+    );
+    coordinator::slash::send_pending(&net.c, &net.chain).await;
+}
+
+fn slash_of(sent: &[Transaction], bond: &BondOutpoint) -> Option<Transaction> {
+    sent.iter()
+        .find(|tx| tx.input[0].previous_output == bond.0)
+        .cloned()
+}
+
+#[tokio::test]
+async fn a_lazy_verifier_is_caught_by_a_flag_and_an_honest_one_never_slashed() {
+    let miners: Vec<SecretKey> = (0..3).map(|n| testkit::key(600 + n)).collect();
+    let honest = testkit::key(610);
+    let lazy = testkit::key(611);
+    let keys: Vec<&SecretKey> = miners.iter().collect();
+    let mut net = Net::new(&keys, &[&honest, &lazy]);
+    let (lazy_bond, _) = net.found(&lazy);
+    let (honest_bond, _) = net.found(&honest);
+    let work: Vec<(&SecretKey, Work)> = miners.iter().map(|k| (k, Work::Honest)).collect();
+
+    let mut caught_in = None;
+    let mut honest_claims = 0;
+    for round in 0..8u8 {
+        let verifiers: Vec<(&SecretKey, Mode)> = if caught_in.is_some() {
+            vec![(&honest, Mode::Honest)]
+        } else {
+            vec![(&honest, Mode::Honest), (&lazy, Mode::Lazy)]
+        };
+        run_cycle(&mut net, &work, &verifiers, 40 + round).await;
+        let record = net.c.record(net.cycle()).unwrap();
+        let v = &record.verification;
+        assert!(v.secret.is_some(), "the draw's secret is published");
+        // The flag rule: interval i is never a flag when interval i + 1 is handed out too.
+        for x in v.assignments.iter().filter(|x| x.flagged) {
+            assert!(
+                !v.assignments
+                    .iter()
+                    .any(|y| y.miner == x.miner && y.interval == x.interval + 1),
+                "flag at {} next to an assigned interval",
+                x.interval
+            );
+        }
+        for verdict in &v.verdicts {
+            if verdict.verifier == honest.public_key(&secp()) {
+                honest_claims += 1;
+                assert!(
+                    matches!(
+                        verdict.outcome,
+                        ClaimOutcome::Trusted | ClaimOutcome::Confirmed
+                    ),
+                    "honest verifier judged {:?}",
+                    verdict.outcome
+                );
+            }
+        }
+        let lazy_wrong = v
+            .verdicts
+            .iter()
+            .any(|x| x.verifier == lazy.public_key(&secp()) && x.outcome == ClaimOutcome::Wrong);
+        if lazy_wrong {
+            // Only a flag can make an echo wrong here: every miner is honest.
+            assert!(v
+                .assignments
+                .iter()
+                .any(|x| x.flagged && x.verifier == lazy.public_key(&secp())));
+            caught_in.get_or_insert(round);
+            assert_eq!(record.slashes.len(), 1, "{:?}", record.slashes);
+            assert_eq!(record.slashes[0].role, SlashRole::Verifier);
+            assert_eq!(record.slashes[0].bond, lazy_bond);
+        }
+        // Every miner is honest, so every submission still verifies, claims or not.
+        assert!(record.submissions.iter().all(|s| s.verification.passed()));
+        // The coordinator replays less than every challenged interval.
+        assert!(
+            v.coordinator_replayed_steps < v.challenged_steps,
+            "replayed {} of {}",
+            v.coordinator_replayed_steps,
+            v.challenged_steps
+        );
+        net.next_cycle();
+    }
+    let caught_in = caught_in.expect("a lazy verifier is caught within 8 cycles");
+    assert!(
+        honest_claims >= 8,
+        "the honest verifier claimed {honest_claims}"
+    );
+    let sent = net.chain.sent();
+    let slash = slash_of(&sent, &lazy_bond).expect("the lazy verifier's bond is slashed");
+    assert_eq!(
+        slash.output.len(),
+        1,
+        "all burned: nobody found a lazy verifier"
+    );
+    assert_eq!(slash.output[0].script_pubkey, consensus::tx::burn_script());
+    assert!(
+        slash_of(&sent, &honest_bond).is_none(),
+        "honest verifier slashed"
+    );
+    assert_eq!(
+        sent.len(),
+        1,
+        "one slash in all: {sent:?}, caught in {caught_in}"
+    );
+    // The slashed bond backs nothing any more, even while its slash is unconfirmed (the
+    // chain double still serves the coin, as a node's confirmed-only `gettxout` would).
+    let a = net.c.state().unwrap().announcement().clone();
+    net.step_to(a.registration_deadline_ms + 1, 1);
+    let e = net.enrol(&lazy).unwrap_err();
+    assert_eq!(e.code(), "bond_slashed", "{e}");
+    net.enrol(&honest).unwrap();
+}
+
+#[tokio::test]
+async fn an_honest_verifier_exposes_a_faked_transcript_and_earns_the_finder_share() {
+    let honest_miner = testkit::key(620);
+    let cheat = testkit::key(621);
+    let verifier = testkit::key(622);
+    let mut net = Net::new(&[&honest_miner, &cheat], &[&verifier]);
+    let (cheat_bond, _) = net.found(&cheat);
+    run_cycle(
+        &mut net,
+        &[
+            (&honest_miner, Work::Honest),
+            (&cheat, Work::FakeCheckpoints),
+        ],
+        &[(&verifier, Mode::Honest)],
+        9,
+    )
+    .await;
+    let record = net.c.record(net.cycle()).unwrap();
+    let cheat_key = cheat.public_key(&secp());
+    let row = record
+        .submissions
+        .iter()
+        .find(|s| s.miner == cheat_key)
+        .unwrap();
+    assert!(
+        matches!(row.verification, proof::Verdict::Failed { .. }),
+        "{:?}",
+        row.verification
+    );
+    let caught: Vec<_> = record
+        .verification
+        .verdicts
+        .iter()
+        .filter(|x| x.miner == cheat_key)
+        .collect();
+    assert!(!caught.is_empty(), "the cheat's intervals were assigned");
+    assert!(
+        caught
+            .iter()
+            .all(|x| x.outcome == ClaimOutcome::CaughtCheat),
+        "{caught:?} {:?}",
+        record.verification.assignments
+    );
+    let slash = slash_of(&net.chain.sent(), &cheat_bond).expect("cheat slashed");
+    let finder_script = payout(&verifier)
+        .parse::<Address<_>>()
+        .unwrap()
+        .assume_checked()
+        .script_pubkey();
+    let share = (net.terms.bond_min - coordinator::slash::SLASH_FEE).to_sat()
+        * u64::from(net.terms.finder_share_percent)
+        / 100;
+    assert!(share > 0);
+    assert_eq!(slash.output.len(), 2, "{slash:?}");
+    assert_eq!(slash.output[0].script_pubkey, finder_script);
+    assert_eq!(slash.output[0].value.to_sat(), share);
+    assert_eq!(slash.output[1].script_pubkey, consensus::tx::burn_script());
+    let rec = record
+        .slashes
+        .iter()
+        .find(|s| s.miner == cheat_key)
+        .unwrap();
+    assert_eq!(rec.role, SlashRole::Miner);
+    assert_eq!(
+        rec.finder.as_ref().map(|f| f.verifier),
+        Some(verifier.public_key(&secp()))
+    );
+    assert_eq!(
+        record.slashes.len(),
+        1,
+        "only the cheat: {:?}",
+        record.slashes
+    );
+}
+
+#[test]
+fn enrolment_and_claims_are_refused_with_their_reasons() {
+    let miner = testkit::key(630);
+    let verifier = testkit::key(631);
+    let stranger = testkit::key(632);
+    let mut net = Net::new(&[&miner, &verifier, &stranger], &[]);
+    let code = |r: Result<(), coordinator::ServiceError>| r.unwrap_err().code().to_owned();
+    net.register(&miner);
+    assert_eq!(
+        code(net.enrol(&verifier)),
+        "enrolment_closed",
+        "before training"
+    );
+    let a = net.c.state().unwrap().announcement().clone();
+    net.step_to(a.registration_deadline_ms + 1, 1);
+    assert_eq!(code(net.enrol(&miner)), "verifier_is_miner");
+    // A miner's bond cannot back a verifier too.
+    let (miner_bond, miner_found) = net.found(&miner);
+    let forged = EnrolRequest::new_signed(
+        &secp(),
+        &verifier,
+        net.cycle(),
+        payout(&verifier),
+        miner_bond,
+    );
+    assert_eq!(
+        code(
+            net.c
+                .enrol_verifier(net.now, [0; 32], forged, miner_found)
+                .map(drop)
+        ),
+        "bond_in_use"
+    );
+    // A bond for another key does not back this one.
+    let (stranger_bond, stranger_found) = net.found(&stranger);
+    let wrong_key = EnrolRequest::new_signed(
+        &secp(),
+        &verifier,
+        net.cycle(),
+        payout(&verifier),
+        stranger_bond,
+    );
+    assert_eq!(
+        code(
+            net.c
+                .enrol_verifier(net.now, [0; 32], wrong_key, stranger_found)
+                .map(drop)
+        ),
+        "bond_wrong_key"
+    );
+    let (bond, _) = net.found(&verifier);
+    let missing =
+        EnrolRequest::new_signed(&secp(), &verifier, net.cycle(), payout(&verifier), bond);
+    assert_eq!(
+        code(
+            net.c
+                .enrol_verifier(net.now, [0; 32], missing, None)
+                .map(drop)
+        ),
+        "bond_not_found"
+    );
+    let mut bad =
+        EnrolRequest::new_signed(&secp(), &verifier, net.cycle(), payout(&verifier), bond);
+    bad.signature = CompactSignature([1; 64]);
+    assert_eq!(
+        code(
+            net.c
+                .enrol_verifier(net.now, [0; 32], bad, net.found(&verifier).1)
+                .map(drop)
+        ),
+        "bad_signature"
+    );
+    net.enrol(&verifier).unwrap();
+    net.enrol(&verifier).unwrap(); // the same enrolment again is answered as before
+
+    let record = train_and_submit(&net, &miner, Work::Honest);
+    let miner_key = miner.public_key(&secp());
+    let early = Claim::new_signed(
+        &secp(),
+        &verifier,
+        net.cycle(),
+        miner_key,
+        0,
+        primitives::Hash256([0; 32]),
+    );
+    assert_eq!(
+        code(net.c.claim(net.now, [0; 32], early)),
+        "verification_not_open"
+    );
+    net.step_to(a.submission_deadline_ms + 1, 2);
+    answer(&net, &miner, &record);
+    net.step_to(net.now + 1, 3);
+    let assigned = net
+        .c
+        .assignments(net.now, [0; 32], net.cycle(), &verifier.public_key(&secp()))
+        .unwrap();
+    let first = assigned.assignments.first().expect("an assignment").clone();
+    let unassigned = (0..STEPS / 16)
+        .find(|i| assigned.assignments.iter().all(|x| x.interval != *i))
+        .unwrap();
+    let stray = Claim::new_signed(
+        &secp(),
+        &verifier,
+        net.cycle(),
+        miner_key,
+        unassigned,
+        first.shown_leaf,
+    );
+    assert_eq!(code(net.c.claim(net.now, [0; 32], stray)), "not_assigned");
+    let mut forged = Claim::new_signed(
+        &secp(),
+        &verifier,
+        net.cycle(),
+        miner_key,
+        first.interval,
+        first.shown_leaf,
+    );
+    forged.signature = Claim::new_signed(
+        &secp(),
+        &stranger,
+        net.cycle(),
+        miner_key,
+        first.interval,
+        first.shown_leaf,
+    )
+    .signature;
+    assert_eq!(code(net.c.claim(net.now, [0; 32], forged)), "bad_signature");
+    let outsider = Claim::new_signed(
+        &secp(),
+        &stranger,
+        net.cycle(),
+        miner_key,
+        first.interval,
+        first.shown_leaf,
+    );
+    assert_eq!(
+        code(net.c.claim(net.now, [0; 32], outsider)),
+        "not_enrolled"
+    );
+    assert_eq!(
+        code(
+            net.c
+                .assignments(net.now, [0; 32], net.cycle(), &stranger.public_key(&secp()))
+                .map(drop)
+        ),
+        "not_enrolled"
+    );
+    assert!(
+        assigned.assignments.len() > 1,
+        "two random intervals per miner"
+    );
+    let claim = Claim::new_signed(
+        &secp(),
+        &verifier,
+        net.cycle(),
+        miner_key,
+        first.interval,
+        first.shown_leaf,
+    );
+    net.c.claim(net.now, [0; 32], claim.clone()).unwrap();
+    assert_eq!(
+        code(net.c.claim(net.now, [0; 32], claim)),
+        "already_claimed"
+    );
+}
+
+/// A verifier colluding with a cheat signs the cheat's fake leaves; with the last interval
+/// kept consistent, only the coordinator's audit draw can expose the pair. When it does, both
+/// bonds are slashed (all burned); until then the cheat's rows pass, which is why the audit
+/// rate is part of the incentive inequality (`docs/protocol.md`).
+#[tokio::test]
+async fn an_audit_exposes_a_verifier_vouching_for_a_fake_and_slashes_both() {
+    let cheat = testkit::key(640);
+    let colluder = testkit::key(641);
+    let mut net = Net::new(&[&cheat], &[&colluder]);
+    let (cheat_bond, _) = net.found(&cheat);
+    let (colluder_bond, _) = net.found(&colluder);
+    for round in 0..24u8 {
+        run_cycle(
+            &mut net,
+            &[(&cheat, Work::FakeMiddle)],
+            &[(&colluder, Mode::Vouch)],
+            80 + round,
+        )
+        .await;
+        let record = net.c.record(net.cycle()).unwrap();
+        let v = &record.verification;
+        let audited = v.assignments.iter().any(|x| x.audited);
+        let passed = record.submissions[0].verification.passed();
+        if !audited {
+            assert!(
+                passed,
+                "round {round}: no audit, so every vouched interval is trusted"
+            );
+            net.next_cycle();
+            continue;
+        }
+        assert!(!passed, "round {round}: the audit replays a fake interval");
+        assert!(v.verdicts.iter().any(|x| x.outcome == ClaimOutcome::Wrong));
+        let sent = net.chain.sent();
+        assert!(slash_of(&sent, &cheat_bond).is_some(), "cheat slashed");
+        assert!(
+            slash_of(&sent, &colluder_bond).is_some(),
+            "colluder slashed"
+        );
+        assert!(
+            record.slashes.iter().all(|s| s.finder.is_none()),
+            "nobody honest found it"
+        );
+        assert_eq!(record.slashes.len(), 2);
+        return;
+    }
+    panic!(
+        "no audit in 24 cycles at {}%",
+        coordinator::verifiers::AUDIT_PERCENT
+    );
+}
