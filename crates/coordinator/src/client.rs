@@ -160,6 +160,20 @@ impl CoordinatorClient {
         .await
     }
 
+    /// What a judged claim on `miner`'s `interval` was judged on (claims judged `wrong` or
+    /// `caught_cheat`).
+    pub async fn claim_evidence(
+        &self,
+        cycle: u64,
+        miner: &PublicKey,
+        interval: u64,
+    ) -> Result<crate::api::ClaimEvidence, ClientError> {
+        self.get_json(&format!(
+            "/v1/cycles/{cycle}/claims/{miner}/{interval}/evidence"
+        ))
+        .await
+    }
+
     /// Sends a verifier's signed claim.
     pub async fn claim(&self, claim: &crate::api::Claim) -> Result<(), ClientError> {
         let cycle = claim.cycle;

@@ -235,6 +235,9 @@ pub struct Submission {
     /// When the miner's answer to its challenge arrived (the caller stored its bytes).
     #[serde(default)]
     pub answered_at_ms: Option<u64>,
+    /// The intervals the answer opens (ascending): only these can be handed to verifiers.
+    #[serde(default)]
+    pub opened: Vec<u64>,
 }
 
 /// What the coordinator measured for one submission (never what the miner claimed), and the
@@ -369,12 +372,13 @@ pub enum Event {
         signature: CompactSignature,
     },
     /// A miner's answer to its challenge, whose bytes (hashing to `answer_hash`) the caller
-    /// decoded and holds.
+    /// decoded and holds, opening `opened`.
     Answer {
         cycle: u64,
         miner: PublicKey,
         answer_hash: Hash256,
         signature: CompactSignature,
+        opened: Vec<u64>,
     },
     /// A verifier's enrolment, with what the node showed at its bond's outpoint.
     Enrol {
@@ -454,6 +458,8 @@ pub enum Refusal {
     VerifierIsMiner,
     #[error("cycle has its {max} verifiers")]
     VerifiersFull { max: usize },
+    #[error("this verifier key or bond held assignments in cycle {cycle} and claimed none of them: it sits out one cycle")]
+    VerifierNoShow { cycle: u64 },
     #[error("claims open when the challenge window closes ({opens_ms} ms at the latest)")]
     VerificationNotOpen { opens_ms: u64 },
     #[error("verification is over for this cycle")]
@@ -490,7 +496,9 @@ pub enum Action {
 
 impl CycleState {
     /// Opens cycle `cycle` on top of `parent` (at `parent_height`) to train the model with
-    /// `model_hash`. `secret` must be fresh randomness, kept private until the deadline.
+    /// `model_hash`. `secret` must be fresh randomness: it is the verification secret S, kept
+    /// private until evaluation; the announcement commits to the cycle secret `H(S)`
+    /// ([`verifiers::cycle_secret`]), revealed at the submission deadline.
     /// `held_out_commitment` commits to the batch the cycle will be scored on;
     /// `prev_record_hash` is the previous cycle's record digest (zero for cycle 0).
     #[allow(clippy::too_many_arguments)]
@@ -505,6 +513,8 @@ impl CycleState {
         held_out_commitment: Hash256,
         prev_record_hash: Hash256,
     ) -> CycleState {
+        let verification_secret = Hash256(secret);
+        let secret = verifiers::cycle_secret(&verification_secret).0;
         let registration_deadline_ms = now_ms.saturating_add(env.timing.registration_ms);
         let announcement = Announcement {
             cycle,
@@ -539,7 +549,7 @@ impl CycleState {
             lottery: None,
             contribution_certificates: BTreeMap::new(),
             block_certificates: Vec::new(),
-            verification: VerificationState::default(),
+            verification: VerificationState::with_secret(verification_secret),
         }
     }
 
@@ -692,15 +702,16 @@ pub fn tick(
             miner,
             answer_hash,
             signature,
+            opened,
         } => actions.push(
             match answer(
                 &mut state,
                 env,
                 now_ms,
-                cycle,
-                miner,
+                (cycle, miner),
                 answer_hash,
                 signature,
+                opened,
             ) {
                 Ok(()) => Action::AnswerAccepted { miner },
                 Err(refusal) => Action::Refused(refusal),
@@ -1098,6 +1109,7 @@ fn submit(
             received_at_ms: now_ms,
             receipt: receipt.clone(),
             answered_at_ms: None,
+            opened: Vec::new(),
         },
     );
     Ok(receipt)
@@ -1107,10 +1119,10 @@ fn answer(
     state: &mut CycleState,
     env: &CycleEnv,
     now_ms: u64,
-    cycle: u64,
-    miner: PublicKey,
+    (cycle, miner): (u64, PublicKey),
     answer_hash: Hash256,
     signature: CompactSignature,
+    opened: Vec<u64>,
 ) -> Result<(), Refusal> {
     let digest = crate::api::answer_signing_hash(cycle, &miner, &answer_hash);
     let a = signed_for_this_cycle(state, env, cycle, &miner, &digest, &signature)?;
@@ -1135,6 +1147,7 @@ fn answer(
         return Err(Refusal::AlreadyAnswered);
     }
     submission.answered_at_ms = Some(now_ms);
+    submission.opened = opened;
     Ok(())
 }
 
@@ -1595,6 +1608,7 @@ mod tests {
             miner,
             answer_hash,
             signature: CompactSignature::sign(&env.secp, &k, &digest),
+            opened: Vec::new(),
         }
     }
 
@@ -1699,7 +1713,9 @@ mod tests {
         let draw = d.state.admission.clone().expect("a draw");
         assert_eq!(draw.slots, 3);
         assert_eq!(draw.pending.len(), 12);
-        let seed = lottery::admission_seed(&[42; 32], 0);
+        // The cycle secret the announcement commits to is H(S) of the secret opened with.
+        let cycle_secret = crate::verifiers::cycle_secret(&Hash256([42; 32]));
+        let seed = lottery::admission_seed(&cycle_secret.0, 0);
         assert_eq!(draw.admitted, lottery::admitted(&seed, &draw.entries(), 3));
         let admitted: Vec<PublicKey> = d.state.registrations.keys().copied().collect();
         assert_eq!(admitted.len(), 3);

@@ -114,6 +114,7 @@ impl ServiceError {
                 Refusal::EnrolledDifferently => "enrolled_differently",
                 Refusal::VerifierIsMiner => "verifier_is_miner",
                 Refusal::VerifiersFull { .. } => "verifiers_full",
+                Refusal::VerifierNoShow { .. } => "verifier_no_show",
                 Refusal::VerificationNotOpen { .. } => "verification_not_open",
                 Refusal::VerificationClosed => "verification_closed",
                 Refusal::NotEnrolled => "not_enrolled",

@@ -258,6 +258,10 @@ pub fn router_with_coins(
             get(verifier_assignments),
         )
         .route("/v1/cycles/{cycle}/claims", post(verifier_claim))
+        .route(
+            "/v1/cycles/{cycle}/claims/{miner}/{interval}/evidence",
+            get(claim_evidence),
+        )
         .route("/v1/cycles", get(cycle_records))
         .route("/v1/cycles/{cycle}/record", get(cycle_record))
         .route("/v1/cycles/{cycle}/task/{miner}", get(task))
@@ -430,6 +434,16 @@ async fn verifier_assignments(
     let assignments =
         blocking(move || c.assignments(now_ms(), entropy(), cycle, &verifier)).await?;
     Ok(Json(assignments).into_response())
+}
+
+async fn claim_evidence(
+    State(api): State<Shared>,
+    Path((cycle, miner, interval)): Path<(u64, String, u64)>,
+) -> ApiResult<Response> {
+    let miner = parse_miner(&miner)?;
+    let c = api.coordinator.clone();
+    let evidence = blocking(move || c.claim_evidence(cycle, &miner, interval)).await?;
+    Ok(Json(evidence).into_response())
 }
 
 async fn verifier_claim(

@@ -161,9 +161,17 @@ impl Coordinator {
             slashed_bonds: Mutex::new(store_slashed.into_iter().collect()),
             metrics: Metrics::default(),
         };
+        // The live cycle's slashes, and the last closed cycle's (a restart between its close
+        // and the next tick of the sender would otherwise lose them); sent ones are skipped.
         if let Some(state) = coordinator.state() {
-            for slash in crate::slash::slashes_due(&state) {
-                coordinator.queue_slash(slash);
+            let previous = state
+                .cycle()
+                .checked_sub(1)
+                .and_then(|c| coordinator.store.cycle(c).ok().flatten());
+            for s in previous.iter().chain([&state]) {
+                for slash in crate::slash::slashes_due(s) {
+                    coordinator.queue_slash(slash);
+                }
             }
         }
         coordinator.export_latest()?;

@@ -23,6 +23,9 @@ const EVIDENCE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("evidence")
 /// The shard (safetensors, as served) of each piece of fraud evidence, same key: with the
 /// cycle's start model it is all a third party needs to recheck the evidence.
 const EVIDENCE_SHARDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("evidence_shards");
+/// Evidence of a judged verifier claim: cycle (u64 BE) || miner key (33) || interval (u64 BE)
+/// -> JSON [`crate::api::ClaimEvidence`]; its shard is the miner's in `EVIDENCE_SHARDS`.
+const CLAIM_EVIDENCE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("claim_evidence");
 /// Slashes sent: cycle (u64 BE) || miner key (33) -> JSON [`crate::api::SlashRecord`].
 const SLASHES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("slashes");
 /// Global models: cycle in which the model is trained -> safetensors bytes.
@@ -100,6 +103,7 @@ impl Store {
         txn.open_table(MODELS)?;
         txn.open_table(MODEL_INFO)?;
         txn.open_table(SLASHES)?;
+        txn.open_table(CLAIM_EVIDENCE)?;
         txn.commit()?;
         Ok(Store { db })
     }
@@ -203,6 +207,46 @@ impl Store {
             .insert(key.as_slice(), shard)?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// Keeps the evidence of a judged claim on `miner`'s interval, with the miner's shard (once
+    /// per miner and cycle: the shard is the same for every interval).
+    pub fn put_claim_evidence(
+        &self,
+        cycle: u64,
+        miner: &PublicKey,
+        evidence: &crate::api::ClaimEvidence,
+        shard: &[u8],
+    ) -> Result<(), StoreError> {
+        let key = update_key(cycle, miner);
+        let claim_key = [&key[..], &evidence.opening.interval.to_be_bytes()].concat();
+        let txn = self.db.begin_write()?;
+        txn.open_table(CLAIM_EVIDENCE)?
+            .insert(claim_key.as_slice(), to_json(evidence).as_slice())?;
+        {
+            let mut shards = txn.open_table(EVIDENCE_SHARDS)?;
+            if shards.get(key.as_slice())?.is_none() {
+                shards.insert(key.as_slice(), shard)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The evidence of the judged claim on `miner`'s `interval` in `cycle`.
+    pub fn claim_evidence(
+        &self,
+        cycle: u64,
+        miner: &PublicKey,
+        interval: u64,
+    ) -> Result<Option<crate::api::ClaimEvidence>, StoreError> {
+        let key = [&update_key(cycle, miner)[..], &interval.to_be_bytes()].concat();
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CLAIM_EVIDENCE)?;
+        table
+            .get(key.as_slice())?
+            .map(|v| from_json("claim evidence", v.value()))
+            .transpose()
     }
 
     pub fn evidence_shard(

@@ -181,7 +181,8 @@ impl Coordinator {
         }
         let limit = self.answer_limit(cycle, &miner)?;
         let openings = self.env.proof.challenges as usize + 1;
-        ChallengeResponse::decode(bytes, limit, openings)?;
+        let response = ChallengeResponse::decode(bytes, limit, openings)?;
+        let opened = response.openings.iter().map(|o| o.interval).collect();
         let mut guard = lock(&self.state);
         let current = guard.clone().ok_or(ServiceError::NotOpen)?;
         let (next, actions) = tick(
@@ -194,6 +195,7 @@ impl Coordinator {
                 miner,
                 answer_hash,
                 signature,
+                opened,
             },
         );
         let refusal = actions.into_iter().find_map(|a| match a {
@@ -277,13 +279,21 @@ impl Coordinator {
                         state,
                         miner,
                         &task,
-                        submission.commitment.steps,
+                        &submission.commitment,
                         global,
-                        &train,
+                        shard_bytes,
                         response.as_ref(),
                         replay_threads(),
                     );
                     let trusted = claims.trusted.clone();
+                    for evidence in &claims.evidence {
+                        self.store.put_claim_evidence(
+                            state.cycle(),
+                            miner,
+                            evidence,
+                            shard_bytes,
+                        )?;
+                    }
                     crate::verifier_service::add_to(&mut judged, claims);
                     let verdict =
                         check_trusting(&inputs, &challenge.intervals, response.as_ref(), &trusted);

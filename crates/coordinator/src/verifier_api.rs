@@ -176,6 +176,20 @@ impl Claim {
     }
 }
 
+/// `GET /v1/cycles/{cycle}/claims/{miner}/{interval}/evidence`: what a replayed claim was
+/// judged on (kept for every claim judged `wrong` or `caught_cheat`). With the cycle's weights
+/// and the miner's shard (`/v1/cycles/{cycle}/evidence/{miner}/shard`) anyone can replay the
+/// interval (`proof::OpenedInterval::replay`) and check the verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimEvidence {
+    pub claim: Claim,
+    pub outcome: ClaimOutcome,
+    pub task: proof::ReplayTask,
+    /// The miner's signed commitment (also in the record's submission row).
+    pub commitment: proof::Commitment,
+    pub opening: proof::OpenedInterval,
+}
+
 /// An enrolled verifier as the record shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrolledVerifier {
@@ -213,6 +227,10 @@ pub enum ClaimOutcome {
     /// without replaying, a false accusation, or a vouched-for fake): the verifier's bond is
     /// slashed.
     Wrong,
+    /// The miner's opening of the interval does not hold (a start state at the wrong step, a
+    /// leaf not in its transcript, a state that does not replay): the miner's check fails on
+    /// it whatever was claimed, so the claim earns nothing and costs nothing.
+    Void,
 }
 
 /// One claim's outcome, with the leaf the coordinator's replay gave where it replayed.

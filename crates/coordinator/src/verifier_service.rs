@@ -9,19 +9,24 @@
 //!   is slashed with the finder share to this verifier); claim ≠ R: **wrong** (the verifier's
 //!   bond is slashed). A flag shows a random leaf in place of L, so a verifier that echoes what
 //!   it was shown is wrong on every flag.
+//! - The replay is `proof::OpenedInterval::replay`, the one the audit runs on the published
+//!   evidence: it first checks the opened start state's step and both paths against the
+//!   miner's transcript, so a miner cannot make the coordinator replay more than one interval.
+//!   An opening that does not hold is **void**: the miner's check fails on it anyway, and the
+//!   claim neither earns nor costs anything.
 
 use crate::chain::UnspentOutput;
 use crate::cycle::{tick, Action, ClaimsJudged, CycleState, Event, Phase, Refusal};
 use crate::error::ServiceError;
 use crate::service::{lock, Coordinator};
 use crate::verifier_api::{
-    Claim, ClaimOutcome, ClaimVerdict, EnrolRequest, EnrolResponse, ReplayAssignment,
-    ReplayAssignments,
+    Claim, ClaimEvidence, ClaimOutcome, ClaimVerdict, EnrolRequest, EnrolResponse,
+    ReplayAssignment, ReplayAssignments,
 };
 use crate::verifiers::flag_leaf;
 use bitcoin::secp256k1::PublicKey;
-use learning::{Model, Samples};
-use proof::{ChallengeResponse, ReplayTask};
+use learning::Model;
+use proof::{ChallengeResponse, Commitment, ReplayTask};
 use std::collections::BTreeSet;
 use tracing::{info, warn};
 
@@ -33,6 +38,8 @@ pub(crate) struct MinerClaims {
     pub verdicts: Vec<ClaimVerdict>,
     /// Steps replayed here (audits and disputes).
     pub replayed_steps: u64,
+    /// What each claim judged `wrong` or `caught_cheat` was judged on, to publish.
+    pub evidence: Vec<ClaimEvidence>,
 }
 
 /// Judges the claims on `miner`'s intervals (see the module documentation). `response` is
@@ -42,9 +49,9 @@ pub(crate) fn judge_claims(
     state: &CycleState,
     miner: &PublicKey,
     task: &ReplayTask,
-    steps: u64,
+    commitment: &Commitment,
     global: &Model,
-    train: &Samples,
+    shard: &[u8],
     response: Option<&ChallengeResponse>,
     threads: usize,
 ) -> MinerClaims {
@@ -52,7 +59,8 @@ pub(crate) fn judge_claims(
     let Some(response) = response else {
         return out;
     };
-    let checkpoints = proof::transcript::checkpoint_steps(steps, task.checkpoint_interval);
+    let checkpoints =
+        proof::transcript::checkpoint_steps(commitment.steps, task.checkpoint_interval);
     let claims = state.verification.claims_by_miner();
     let Some(claims) = claims.get(miner) else {
         return out;
@@ -65,13 +73,15 @@ pub(crate) fn judge_claims(
             continue;
         };
         let committed = opening.end_leaf;
+        let opened = proof::OpenedInterval::of(opening);
         let (outcome, replayed_leaf) = if claim.leaf == committed && !assignment.audited {
             out.trusted.insert(interval);
             (ClaimOutcome::Trusted, None)
         } else {
-            out.replayed_steps += to.saturating_sub(opening.start.step);
-            match proof::replay_leaf(task, global, train, &opening.start, to, threads) {
+            match opened.replay(task, commitment, global, shard, threads) {
                 Ok(replayed) => {
+                    let from = checkpoints[interval as usize];
+                    out.replayed_steps += to - from;
                     if replayed == committed {
                         out.trusted.insert(interval);
                     }
@@ -82,21 +92,23 @@ pub(crate) fn judge_claims(
                     };
                     (outcome, Some(replayed))
                 }
-                // The opened state cannot be replayed at all: the miner's check fails on it
-                // (with no finder), and a verifier that vouched for the miner's leaf was wrong.
                 Err(why) => {
-                    warn!(%miner, interval, %why, "claimed interval cannot be replayed");
-                    let outcome = if claim.leaf == committed {
-                        ClaimOutcome::Wrong
-                    } else {
-                        ClaimOutcome::Confirmed
-                    };
-                    (outcome, None)
+                    warn!(%miner, interval, %why, "claimed interval's opening does not hold");
+                    (ClaimOutcome::Void, None)
                 }
             }
         };
         if outcome == ClaimOutcome::Wrong {
             warn!(verifier = %claim.verifier, %miner, interval, flagged = assignment.flagged, "verifier claim is false");
+        }
+        if matches!(outcome, ClaimOutcome::Wrong | ClaimOutcome::CaughtCheat) {
+            out.evidence.push(ClaimEvidence {
+                claim: (*claim).clone(),
+                outcome,
+                task: task.clone(),
+                commitment: *commitment,
+                opening: opened,
+            });
         }
         out.verdicts.push(ClaimVerdict {
             verifier: claim.verifier,
@@ -142,6 +154,33 @@ impl Coordinator {
         Ok(actions)
     }
 
+    /// Refuses a verifier (by key or bond) that held assignments in the previous cycle and
+    /// claimed none: enrolling costs nothing, so an unanswered slot would otherwise be free to
+    /// hold, keeping honest verifiers out and every cycle waiting to the verification deadline.
+    fn no_show_check(&self, request: &EnrolRequest) -> Result<(), ServiceError> {
+        let Some(previous) = request.cycle.checked_sub(1) else {
+            return Ok(());
+        };
+        let Ok(state) = self.cycle_state(previous) else {
+            return Ok(());
+        };
+        let v = &state.verification;
+        let keys: Vec<PublicKey> = v
+            .verifiers
+            .values()
+            .filter(|e| e.verifier == request.verifier || e.bond == request.bond)
+            .map(|e| e.verifier)
+            .collect();
+        let no_show = keys.iter().any(|key| {
+            v.assignments.iter().any(|x| &x.verifier == key)
+                && !v.claims.iter().any(|c| &c.verifier == key)
+        });
+        if no_show {
+            return Err(Refusal::VerifierNoShow { cycle: previous }.into());
+        }
+        Ok(())
+    }
+
     /// The checks of an enrolment that read memory only, before any rate limit or chain
     /// read: the live cycle is `cycle`, it is in Training, and the bond backs nothing yet.
     pub fn enrolment_precheck(
@@ -181,7 +220,8 @@ impl Coordinator {
             }
             .into());
         }
-        Ok(())
+        drop(guard);
+        self.no_show_check(request)
     }
 
     /// Enrols a verifier for the live cycle, with what the node showed at its bond.
@@ -197,6 +237,10 @@ impl Coordinator {
         if self.bond_slashed(&bond) {
             warn!(%verifier, %bond, "enrolment refused: bond slashed");
             return Err(Refusal::BondSlashed { outpoint: bond }.into());
+        }
+        if let Err(e) = self.no_show_check(&request) {
+            warn!(%verifier, %bond, error = %e, "enrolment refused");
+            return Err(e);
         }
         let actions = self.apply(
             now_ms,
@@ -260,7 +304,12 @@ impl Coordinator {
             let submission = &state.submissions[&x.miner];
             let bytes = self.store.answer(cycle, &x.miner)?.unwrap_or_default();
             let openings = self.env.proof.challenges as usize + 1;
-            let response = ChallengeResponse::decode(&bytes, usize::MAX, openings)?;
+            // Checked when it arrived; a stored copy that no longer decodes costs this one
+            // assignment, not the verifier's others.
+            let Ok(response) = ChallengeResponse::decode(&bytes, usize::MAX, openings) else {
+                warn!(miner = %x.miner, cycle, "stored answer does not decode; assignment skipped");
+                continue;
+            };
             let Some(opening) = response.openings.iter().find(|o| o.interval == x.interval) else {
                 continue;
             };
@@ -289,6 +338,18 @@ impl Coordinator {
             deadline_ms,
             assignments,
         })
+    }
+
+    /// The evidence a claim on `miner`'s `interval` in `cycle` was judged on.
+    pub fn claim_evidence(
+        &self,
+        cycle: u64,
+        miner: &PublicKey,
+        interval: u64,
+    ) -> Result<ClaimEvidence, ServiceError> {
+        self.store
+            .claim_evidence(cycle, miner, interval)?
+            .ok_or(ServiceError::NoEvidence)
     }
 
     /// Takes a verifier's signed claim.

@@ -52,11 +52,19 @@ impl VerificationState {
         self.secret
     }
 
-    /// Fixes the assignments of `state` under `secret` (at the end of the challenge window).
-    pub(crate) fn start(state: &mut CycleState, env: &CycleEnv, secret: Hash256) {
-        let assignments = assign(state, env, &secret);
-        state.verification.secret = Some(secret);
-        state.verification.assignments = assignments;
+    /// A cycle's verification state at open, with its secret (see [`cycle_secret`]).
+    pub(crate) fn with_secret(secret: Hash256) -> Self {
+        VerificationState {
+            secret: Some(secret),
+            ..VerificationState::default()
+        }
+    }
+
+    /// Fixes the assignments of `state` (at the end of the challenge window) under its secret;
+    /// `fallback` only for a state persisted before the secret was fixed at open.
+    pub(crate) fn start(state: &mut CycleState, env: &CycleEnv, fallback: Hash256) {
+        let secret = *state.verification.secret.get_or_insert(fallback);
+        state.verification.assignments = assign(state, env, &secret);
     }
 
     /// What the cycle record shows: the enrolled verifiers, and once `revealed` (from the
@@ -154,8 +162,11 @@ pub fn audit_ppm(reward_sats: u64, miner_bond_sats: u64, verifier_bond_sats: u64
 const DRAW_TAG: &str = "trainchain/coordinator/verifier-draw";
 /// Tag of a flag's shown leaf.
 const FLAG_LEAF_TAG: &str = "trainchain/coordinator/verifier-flag";
-/// Tag deriving the verification secret from the caller's entropy.
+/// Tag deriving the verification secret from the caller's entropy (states persisted before the
+/// secret was fixed at open only).
 const SECRET_TAG: &str = "trainchain/coordinator/verification-secret";
+/// Tag deriving the cycle's committed secret from the verification secret.
+const CYCLE_SECRET_TAG: &str = "trainchain/coordinator/cycle-secret";
 
 /// Which draw of [`draw`].
 #[derive(Clone, Copy)]
@@ -272,6 +283,29 @@ pub fn verification_secret(entropy: &[u8; 32], cycle: u64) -> Hash256 {
     tagged_hash(SECRET_TAG, &[entropy, &cycle.to_le_bytes()])
 }
 
+/// The cycle secret (committed in the announcement, revealed at the submission deadline) of a
+/// cycle whose verification secret is `s`: `H_cycle-secret(s)`. So the announcement commits
+/// to S as well, before any registration, and the coordinator cannot pick S later to steer
+/// assignments, flags or audits; S itself stays unknown until evaluation (a hash preimage),
+/// when the record publishes it and anyone checks `H(S)` against the revealed secret.
+pub fn cycle_secret(verification_secret: &Hash256) -> Hash256 {
+    tagged_hash(CYCLE_SECRET_TAG, &[&verification_secret.0])
+}
+
+/// The draws of `miner`'s `interval` under `secret` that anyone can redo from the record:
+/// the index of its verifier among `verifiers` (ascending keys), and whether the flag draw came
+/// up (it is a flag if the interval is also flaggable).
+pub fn redraw(
+    secret: &Hash256,
+    miner: &PublicKey,
+    interval: u64,
+    verifiers: usize,
+) -> (usize, bool) {
+    let pick = draw(secret, miner, interval, DrawKind::Verifier) % verifiers.max(1) as u64;
+    let flag = draw(secret, miner, interval, DrawKind::Flag) % 100 < FLAG_PERCENT;
+    (pick as usize, flag)
+}
+
 /// The assignments of `state` (at the end of the challenge window) under `secret`: every
 /// challenged interval of every answered submission except the run's last one (which the
 /// coordinator always replays), each to one enrolled verifier. Interval i is never a flag when
@@ -293,24 +327,33 @@ pub fn assign(state: &CycleState, env: &CycleEnv, secret: &Hash256) -> Vec<Assig
         let intervals =
             proof::leaf_count(submission.commitment.steps, env.proof.checkpoint_interval)
                 .saturating_sub(1);
-        let assigned: BTreeSet<u64> = challenge
-            .intervals
+        // Only intervals the answer actually opens: an assignment must be servable, or a
+        // miner answering other intervals would hold the phase open to its deadline (its check
+        // fails on the wrong intervals anyway).
+        let challenged: BTreeSet<u64> = challenge.intervals.iter().copied().collect();
+        let assigned: BTreeSet<u64> = challenged
             .iter()
             .copied()
-            .filter(|&i| i + 1 < intervals)
+            .filter(|&i| i + 1 < intervals && submission.opened.contains(&i))
             .collect();
         for &interval in &assigned {
             let pick = draw(secret, miner, interval, DrawKind::Verifier) % verifiers.len() as u64;
-            let flagged = draw(secret, miner, interval, DrawKind::Flag) % 100 < FLAG_PERCENT
-                && !assigned.contains(&(interval + 1));
+            // Interval i + 1's start state is interval i's end leaf, so i can never be a flag
+            // when i + 1 is challenged too (the last interval included); and since anyone can
+            // see the challenge, such an interval is always audited, or a lazy verifier could
+            // echo it safely.
+            let flaggable = !challenged.contains(&(interval + 1));
+            let flagged =
+                flaggable && draw(secret, miner, interval, DrawKind::Flag) % 100 < FLAG_PERCENT;
             let verifier = verifiers[pick as usize];
             let rate = audit_ppm(
                 env.block_reward_sats,
                 state.registrations[miner].bond_sats.unwrap_or(0),
                 state.verification.verifiers[&verifier].bond_sats,
             );
-            let audited =
-                draw(secret, miner, interval, DrawKind::Audit) % consensus::incentive::PPM < rate;
+            let audited = !flaggable
+                || draw(secret, miner, interval, DrawKind::Audit) % consensus::incentive::PPM
+                    < rate;
             out.push(AssignmentRecord {
                 verifier,
                 miner: *miner,

@@ -13,10 +13,13 @@ use primitives::SubsidySchedule;
 const CHECKED_PPM: u64 = PPM;
 
 fn defaults() -> Incentives {
-    // What `trainchain init` writes: the default subsidy and bond.
+    // What `trainchain init` writes: the default subsidy and bond. A caught cheat can claim the
+    // finder share of its own bond through a verifier key it runs (its claim is then the true
+    // leaf), so what it surely loses is the bond less that share.
+    let share = u64::from(primitives::params::DEFAULT_SLASH_FINDER_SHARE_PERCENT);
     Incentives {
         reward_sats: SubsidySchedule::default().initial_sats,
-        bond_sats: DEFAULT_BOND_MIN_SATS,
+        bond_sats: DEFAULT_BOND_MIN_SATS * (100 - share) / 100,
         check_ppm: CHECKED_PPM,
         challenges: ProofParams::default().challenges,
     }

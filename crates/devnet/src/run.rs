@@ -444,7 +444,7 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
         .into_iter()
         .zip(bonded_outpoints)
         .map(|((role, public_key), bond)| VerifierInfo {
-            report: layout.miner(&role.name).join("report.jsonl"),
+            report: layout.miner(&role.name).join("verifier.jsonl"),
             role,
             public_key,
             bond,
@@ -867,6 +867,7 @@ async fn verifier_line(
                 ClaimOutcome::Confirmed => line.confirmed += 1,
                 ClaimOutcome::CaughtCheat => line.caught_cheats += 1,
                 ClaimOutcome::Wrong => line.wrong += 1,
+                ClaimOutcome::Void => line.void += 1,
             }
         }
         for slash in &record.slashes {
@@ -1096,8 +1097,8 @@ pub fn render(outcome: &Outcome) -> String {
     }
     match &outcome.audit {
         Ok(a) => out.push_str(&format!(
-            "  audit: passed, from {} with the coordinator stopped ({} blocks, {} cycle records, {} lotteries recomputed, {} cycles re-measured from published data, {} fraud evidence rechecked by replay, {} miner receipts found in their records)\n",
-            outcome.data_dir.join("archive").display(), a.blocks_checked, a.cycles_checked, a.lotteries_recomputed, a.cycles_remeasured, a.evidence_rechecked, a.receipts_checked
+            "  audit: passed, from {} with the coordinator stopped ({} blocks, {} cycle records, {} lotteries recomputed, {} cycles re-measured from published data, {} fraud evidence and {} verifier claims rechecked by replay, {} miner receipts found in their records)\n",
+            outcome.data_dir.join("archive").display(), a.blocks_checked, a.cycles_checked, a.lotteries_recomputed, a.cycles_remeasured, a.evidence_rechecked, a.claims_rechecked, a.receipts_checked
         )),
         Err(e) => out.push_str(&format!("  audit: FAILED: {e}\n")),
     }

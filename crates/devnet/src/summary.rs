@@ -105,6 +105,9 @@ pub struct VerifierLine {
     pub confirmed: usize,
     pub caught_cheats: usize,
     pub wrong: usize,
+    /// Claims on openings that did not hold (the miner failed; the claim counted for nothing).
+    #[serde(default)]
+    pub void: usize,
     /// Finder shares of slashed miners' bonds paid to it, in satoshis.
     pub finder_sats: u64,
 }

@@ -166,6 +166,16 @@ pub enum AuditError {
         miner: PublicKey,
         why: String,
     },
+    #[error("cycle {cycle}: verifier {verifier}'s claim on miner {miner}'s interval {interval} does not hold: {why}")]
+    ClaimDoesNotHold {
+        cycle: u64,
+        verifier: PublicKey,
+        miner: PublicKey,
+        interval: u64,
+        why: String,
+    },
+    #[error("cycle {cycle}: verifier assignments: {why}")]
+    VerificationDraw { cycle: u64, why: String },
     #[error("archive {path}: {why}")]
     Archive { path: String, why: String },
     #[error("receipt for miner {miner}'s update {update_hash} in cycle {cycle} is not signed by a coordinator key of this chain")]
@@ -211,6 +221,8 @@ pub struct AuditReport {
     /// Replay checks per cycle, and fraud evidence rechecked.
     pub verification: Vec<CycleVerification>,
     pub evidence_rechecked: usize,
+    /// Verifier claims that slashed or paid someone, replayed from their evidence.
+    pub claims_rechecked: usize,
     /// Miners' receipts found in their cycle's record.
     pub receipts_checked: usize,
     /// Bonds of admission draws read back from the chain (value and script as weighed), and
@@ -611,6 +623,10 @@ pub async fn audit(
             }
         }
     }
+    let mut claims_rechecked = 0;
+    for record in &records {
+        claims_rechecked += crate::claims_audit::audit_claims(coordinator, record).await?;
+    }
     let equivocations = node.equivocations().await?;
     if let Some(first) = equivocations.first() {
         let number = |key: &str| first.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
@@ -629,6 +645,7 @@ pub async fn audit(
         cycles_remeasured: remeasured,
         verification: records.iter().map(CycleVerification::of).collect(),
         evidence_rechecked,
+        claims_rechecked,
         receipts_checked,
         admission_bonds_checked,
         admission_bonds_spent,

@@ -17,6 +17,7 @@
 pub mod audit;
 pub mod behaviour;
 pub mod block;
+pub mod claims_audit;
 pub mod cpu;
 pub mod error;
 pub mod metrics;

@@ -12,6 +12,9 @@
 //! cycles/<c>/updates/<update hash>.safetensors  GET /v1/cycles/<c>/updates/<hash>
 //! cycles/<c>/evidence/<miner>.json           GET /v1/cycles/<c>/evidence/<miner>  (failed checks)
 //! cycles/<c>/evidence/<miner>.shard          GET /v1/cycles/<c>/evidence/<miner>/shard
+//! cycles/<c>/claims/<miner>-<interval>.json  GET /v1/cycles/<c>/claims/<miner>/<interval>/evidence
+//!                                            (claims judged wrong or caught_cheat; the miner's
+//!                                            shard is saved under evidence/ as above)
 //! ```
 //! Nothing in an archive is trusted: the audit checks every byte against the hashes the
 //! records and the chain commit to, exactly as it checks the live API's answers.
@@ -44,6 +47,26 @@ pub trait PublishedSource {
         miner: &PublicKey,
     ) -> Result<proof::FraudEvidence, AuditError>;
     async fn evidence_shard(&self, cycle: u64, miner: &PublicKey) -> Result<Vec<u8>, AuditError>;
+    /// What a verifier's claim judged `wrong` or `caught_cheat` was judged on.
+    async fn claim_evidence(
+        &self,
+        cycle: u64,
+        miner: &PublicKey,
+        interval: u64,
+    ) -> Result<coordinator::api::ClaimEvidence, AuditError>;
+}
+
+/// The verdicts of `record` that slashed or paid someone: every claim judged `wrong` or
+/// `caught_cheat`, whose evidence is published.
+pub fn judged_claims(
+    record: &CycleRecord,
+) -> impl Iterator<Item = &coordinator::api::ClaimVerdict> {
+    use coordinator::api::ClaimOutcome;
+    record
+        .verification
+        .verdicts
+        .iter()
+        .filter(|v| matches!(v.outcome, ClaimOutcome::Wrong | ClaimOutcome::CaughtCheat))
 }
 
 impl PublishedSource for CoordinatorClient {
@@ -71,6 +94,14 @@ impl PublishedSource for CoordinatorClient {
     }
     async fn evidence_shard(&self, cycle: u64, miner: &PublicKey) -> Result<Vec<u8>, AuditError> {
         Ok(CoordinatorClient::evidence_shard(self, cycle, miner).await?)
+    }
+    async fn claim_evidence(
+        &self,
+        cycle: u64,
+        miner: &PublicKey,
+        interval: u64,
+    ) -> Result<coordinator::api::ClaimEvidence, AuditError> {
+        Ok(CoordinatorClient::claim_evidence(self, cycle, miner, interval).await?)
     }
 }
 
@@ -204,6 +235,22 @@ impl Archive {
                     stats.evidence += 1;
                 }
             }
+            for verdict in judged_claims(record) {
+                let evidence = source
+                    .claim_evidence(cycle, &verdict.miner, verdict.interval)
+                    .await?;
+                let path = cycle_dir
+                    .join("claims")
+                    .join(format!("{}-{}.json", verdict.miner, verdict.interval));
+                write(path.clone(), &json(&path, &evidence)?)?;
+                write(
+                    cycle_dir
+                        .join("evidence")
+                        .join(format!("{}.shard", verdict.miner)),
+                    &source.evidence_shard(cycle, &verdict.miner).await?,
+                )?;
+                stats.evidence += 1;
+            }
             stats.cycles += 1;
         }
         // Records last: an archive with records.json is complete.
@@ -256,6 +303,18 @@ impl PublishedSource for Archive {
             self.cycle_dir(cycle)
                 .join("evidence")
                 .join(format!("{miner}.shard")),
+        )
+    }
+    async fn claim_evidence(
+        &self,
+        cycle: u64,
+        miner: &PublicKey,
+        interval: u64,
+    ) -> Result<coordinator::api::ClaimEvidence, AuditError> {
+        self.read_json(
+            self.cycle_dir(cycle)
+                .join("claims")
+                .join(format!("{miner}-{interval}.json")),
         )
     }
 }

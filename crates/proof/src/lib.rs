@@ -12,6 +12,7 @@
 
 pub mod challenge;
 pub mod evidence;
+pub mod opened;
 pub mod prove;
 pub mod response;
 pub mod task;
@@ -23,6 +24,7 @@ pub use challenge::{
     CHALLENGES_DEFAULT, CHALLENGES_MAX,
 };
 pub use evidence::{EvidenceError, FraudEvidence};
+pub use opened::OpenedInterval;
 pub use prove::{run_task, Run};
 pub use response::{ChallengeResponse, Opening, ResponseDecodeError, RunRecord};
 pub use task::{batch_seed, Commitment, ReplayTask, CHECKPOINT_INTERVAL_DEFAULT};

@@ -220,12 +220,22 @@ fn slashed_on_chain_exactly_the_cheats(net: &Path, summary: &Value) {
                     .ok()
             })
             .unwrap_or_else(|| panic!("slash {slash} is in no block"));
+        // It burns the bond, less the fee and, when a verifier's claim exposed the cheat, the
+        // finder share paid to that verifier's payout address.
         let outputs = spend["vout"].as_array().unwrap();
-        assert_eq!(outputs.len(), 1, "{spend}");
-        assert_eq!(
-            outputs[0]["scriptPubKey"]["hex"].as_str(),
-            Some(burn.as_str())
-        );
+        let burned = outputs.last().unwrap();
+        assert_eq!(burned["scriptPubKey"]["hex"].as_str(), Some(burn.as_str()));
+        match slash.get("finder") {
+            None => assert_eq!(outputs.len(), 1, "{spend}"),
+            Some(finder) => {
+                assert_eq!(outputs.len(), 2, "{spend}");
+                assert_eq!(
+                    outputs[0]["scriptPubKey"]["address"], finder["payout_address"],
+                    "{spend}"
+                );
+                assert_eq!(outputs[0]["value"], burned["value"], "a 50% share: {spend}");
+            }
+        }
     }
 }
 

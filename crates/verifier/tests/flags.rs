@@ -215,6 +215,8 @@ enum Mode {
     Lazy,
     /// Colludes with the miners: signs the leaf each miner committed to (which it was told).
     Vouch,
+    /// Enrols and never claims.
+    Absent,
 }
 
 /// Trains `key`'s task and returns its record (to answer the challenge), after submitting.
@@ -302,13 +304,16 @@ fn verify(
 ) -> usize {
     let cycle = net.cycle();
     let verifier = key.public_key(&secp());
-    let assignments = net
-        .c
-        .assignments(net.now, [5; 32], cycle, &verifier)
-        .unwrap();
+    let assignments = match net.c.assignments(net.now, [5; 32], cycle, &verifier) {
+        Ok(a) => a,
+        // Every assignment was claimed already, none of them this verifier's.
+        Err(e) if e.code() == "verification_closed" => return 0,
+        Err(e) => panic!("{e}"),
+    };
     let weights = net.c.weights(cycle).unwrap();
     for a in &assignments.assignments {
         let leaf = match mode {
+            Mode::Absent => return 0,
             Mode::Lazy => a.shown_leaf,
             Mode::Vouch => records[&a.miner]
                 .transcript()
@@ -356,9 +361,13 @@ async fn run_cycle(
         verify(net, key, *mode, &records);
     }
     net.step_to(net.now + 1, entropy);
+    if net.c.state().unwrap().lottery.is_none() {
+        // A claim is missing: the verification window (one challenge window) runs out.
+        net.step_to(net.now + 1_001, entropy);
+    }
     assert!(
         net.c.state().unwrap().lottery.is_some(),
-        "cycle evaluated once every claim is in"
+        "cycle evaluated once every claim is in, or at the verification deadline"
     );
     coordinator::slash::send_pending(&net.c, &net.chain).await;
 }
@@ -382,6 +391,7 @@ async fn a_lazy_verifier_is_caught_by_a_flag_and_an_honest_one_never_slashed() {
 
     let mut caught_in = None;
     let mut honest_claims = 0;
+    let (mut replayed, mut challenged) = (0, 0);
     for round in 0..8u8 {
         let verifiers: Vec<(&SecretKey, Mode)> = if caught_in.is_some() {
             vec![(&honest, Mode::Honest)]
@@ -392,15 +402,18 @@ async fn a_lazy_verifier_is_caught_by_a_flag_and_an_honest_one_never_slashed() {
         let record = net.c.record(net.cycle()).unwrap();
         let v = &record.verification;
         assert!(v.secret.is_some(), "the draw's secret is published");
-        // The flag rule: interval i is never a flag when interval i + 1 is handed out too.
-        for x in v.assignments.iter().filter(|x| x.flagged) {
-            assert!(
-                !v.assignments
-                    .iter()
-                    .any(|y| y.miner == x.miner && y.interval == x.interval + 1),
-                "flag at {} next to an assigned interval",
-                x.interval
-            );
+        // The flag rule: interval i is never a flag when interval i + 1 is challenged too
+        // (anyone can see that), and such an interval is always audited instead.
+        for x in &v.assignments {
+            let challenge = net.c.challenge(net.now, net.cycle(), &x.miner).unwrap();
+            if challenge.intervals.contains(&(x.interval + 1)) {
+                assert!(
+                    !x.flagged,
+                    "flag at {} before a challenged interval",
+                    x.interval
+                );
+                assert!(x.audited, "unflaggable interval {} not audited", x.interval);
+            }
         }
         for verdict in &v.verdicts {
             if verdict.verifier == honest.public_key(&secp()) {
@@ -432,16 +445,28 @@ async fn a_lazy_verifier_is_caught_by_a_flag_and_an_honest_one_never_slashed() {
         }
         // Every miner is honest, so every submission still verifies, claims or not.
         assert!(record.submissions.iter().all(|s| s.verification.passed()));
-        // The coordinator replays less than every challenged interval.
-        assert!(
-            v.coordinator_replayed_steps < v.challenged_steps,
-            "replayed {} of {}",
-            v.coordinator_replayed_steps,
+        // The coordinator replays every challenged interval but the trusted ones (16 steps
+        // each, honest miners only here).
+        let trusted = v
+            .verdicts
+            .iter()
+            .filter(|x| x.outcome == ClaimOutcome::Trusted)
+            .count() as u64;
+        assert_eq!(
+            v.coordinator_replayed_steps + 16 * trusted,
             v.challenged_steps
         );
+        replayed += v.coordinator_replayed_steps;
+        challenged += v.challenged_steps;
         net.next_cycle();
     }
     let caught_in = caught_in.expect("a lazy verifier is caught within 8 cycles");
+    // With verifiers bonded for the audit floor the coordinator replays well under all of it
+    // (the floor is the always-replayed last intervals, a third with q = 2).
+    assert!(
+        replayed * 10 < challenged * 7,
+        "replayed {replayed} of {challenged} challenged steps"
+    );
     assert!(
         honest_claims >= 8,
         "the honest verifier claimed {honest_claims}"
@@ -763,4 +788,252 @@ async fn an_audit_exposes_a_verifier_vouching_for_a_fake_and_slashes_both() {
         "no audit in 24 cycles at {}%",
         coordinator::verifiers::AUDIT_PERCENT
     );
+}
+
+/// The coordinator's published data as the audit reads it, straight from the in-process
+/// coordinator, with one claim's evidence replaceable (a coordinator publishing made-up
+/// evidence).
+struct Published<'a> {
+    c: &'a Coordinator,
+    forged: Option<coordinator::api::ClaimEvidence>,
+}
+
+fn archive_error(e: impl std::fmt::Display) -> miner::audit::AuditError {
+    miner::audit::AuditError::Archive {
+        path: "in-process coordinator".into(),
+        why: e.to_string(),
+    }
+}
+
+impl miner::published::PublishedSource for Published<'_> {
+    async fn records(
+        &self,
+    ) -> Result<Vec<coordinator::api::CycleRecord>, miner::audit::AuditError> {
+        Err(archive_error("not used"))
+    }
+    async fn model_card(&self) -> Result<learning::ModelCard, miner::audit::AuditError> {
+        self.c
+            .latest_model()
+            .map(|(_, card)| card)
+            .map_err(archive_error)
+    }
+    async fn weights(&self, cycle: u64) -> Result<Vec<u8>, miner::audit::AuditError> {
+        self.c
+            .weights(cycle)
+            .map(|b| b.to_vec())
+            .map_err(archive_error)
+    }
+    async fn held_out(&self, _: u64) -> Result<Vec<u8>, miner::audit::AuditError> {
+        Err(archive_error("not used"))
+    }
+    async fn update(
+        &self,
+        _: u64,
+        _: &primitives::Hash256,
+    ) -> Result<Vec<u8>, miner::audit::AuditError> {
+        Err(archive_error("not used"))
+    }
+    async fn evidence(
+        &self,
+        cycle: u64,
+        miner: &PublicKey,
+    ) -> Result<proof::FraudEvidence, miner::audit::AuditError> {
+        self.c.evidence(cycle, miner).map_err(archive_error)
+    }
+    async fn evidence_shard(
+        &self,
+        cycle: u64,
+        miner: &PublicKey,
+    ) -> Result<Vec<u8>, miner::audit::AuditError> {
+        self.c.evidence_shard(cycle, miner).map_err(archive_error)
+    }
+    async fn claim_evidence(
+        &self,
+        cycle: u64,
+        miner: &PublicKey,
+        interval: u64,
+    ) -> Result<coordinator::api::ClaimEvidence, miner::audit::AuditError> {
+        match &self.forged {
+            Some(e) if &e.claim.miner == miner && e.claim.interval == interval => Ok(e.clone()),
+            _ => self
+                .c
+                .claim_evidence(cycle, miner, interval)
+                .map_err(archive_error),
+        }
+    }
+}
+
+/// A coordinator that misreports claims: the audit replays every claim that slashed or paid
+/// someone from its published evidence, so relabelling an honest claim `wrong` (with made-up
+/// evidence or none), slashing a verifier without a wrong claim, or paying a finder share no
+/// claim earned all fail the audit, while the honest record passes.
+#[tokio::test]
+async fn the_audit_replays_judged_claims_and_catches_a_coordinator_that_misreports_them() {
+    use miner::claims_audit::audit_claims;
+    let honest_miner = testkit::key(650);
+    let cheat = testkit::key(651);
+    let finder = testkit::key(652);
+    let lazy = testkit::key(653);
+    // A fresh network per draw until one cycle has both a caught cheat and a caught lazy
+    // verifier (both are slashed in it, so a later cycle of the same network cannot).
+    let mut found = None;
+    for draw in 0..24u8 {
+        let mut net = Net::new(&[&honest_miner, &cheat], &[&finder, &lazy]);
+        run_cycle(
+            &mut net,
+            &[
+                (&honest_miner, Work::Honest),
+                (&cheat, Work::FakeCheckpoints),
+            ],
+            &[(&finder, Mode::Honest), (&lazy, Mode::Lazy)],
+            120 + draw,
+        )
+        .await;
+        let r = net.c.record(net.cycle()).unwrap();
+        let v = &r.verification;
+        let has = |o: ClaimOutcome| v.verdicts.iter().any(|x| x.outcome == o);
+        if has(ClaimOutcome::CaughtCheat) && has(ClaimOutcome::Wrong) {
+            found = Some((net, r));
+            break;
+        }
+    }
+    let (net, record) = found.expect("a cycle with a caught cheat and a caught lazy verifier");
+    let source = Published {
+        c: &net.c,
+        forged: None,
+    };
+    let replayed = audit_claims(&source, &record).await.unwrap();
+    assert!(replayed >= 2, "{replayed}");
+    let code = |e: miner::audit::AuditError| {
+        assert!(
+            matches!(e, miner::audit::AuditError::ClaimDoesNotHold { .. }),
+            "{e}"
+        );
+    };
+
+    // The honest finder's claim relabelled wrong, with its real evidence relabelled too: the
+    // replay shows the claim was true.
+    let caught = record
+        .verification
+        .verdicts
+        .iter()
+        .position(|x| x.outcome == ClaimOutcome::CaughtCheat)
+        .unwrap();
+    let mut relabelled = record.clone();
+    relabelled.verification.verdicts[caught].outcome = ClaimOutcome::Wrong;
+    let x = &relabelled.verification.verdicts[caught];
+    let mut evidence = net
+        .c
+        .claim_evidence(net.cycle(), &x.miner, x.interval)
+        .unwrap();
+    evidence.outcome = ClaimOutcome::Wrong;
+    let forging = Published {
+        c: &net.c,
+        forged: Some(evidence.clone()),
+    };
+    code(audit_claims(&forging, &relabelled).await.unwrap_err());
+    // Made-up evidence: another start state cannot pass the transcript's paths.
+    evidence.opening.start_state = evidence.opening.start_state.replace('a', "b");
+    let forging = Published {
+        c: &net.c,
+        forged: Some(evidence),
+    };
+    assert!(audit_claims(&forging, &relabelled).await.is_err());
+
+    // An assignment the secret does not draw that way, and a secret that is not the
+    // preimage of the cycle's revealed secret.
+    let mut swapped = record.clone();
+    let other = if swapped.verification.assignments[0].verifier == finder.public_key(&secp()) {
+        lazy.public_key(&secp())
+    } else {
+        finder.public_key(&secp())
+    };
+    swapped.verification.assignments[0].verifier = other;
+    let e = audit_claims(&source, &swapped).await.unwrap_err();
+    assert!(
+        matches!(e, miner::audit::AuditError::VerificationDraw { .. }),
+        "{e}"
+    );
+    let mut resecreted = record.clone();
+    resecreted.verification.secret = Some(primitives::Hash256([7; 32]));
+    let e = audit_claims(&source, &resecreted).await.unwrap_err();
+    assert!(
+        matches!(e, miner::audit::AuditError::VerificationDraw { .. }),
+        "{e}"
+    );
+
+    // A slash of the honest finder's bond that no wrong claim backs.
+    let mut slashed = record.clone();
+    slashed.slashes.push(coordinator::api::SlashRecord {
+        miner: finder.public_key(&secp()),
+        bond: net.found(&finder).0,
+        txid: bitcoin::Txid::all_zeros(),
+        role: SlashRole::Verifier,
+        finder: None,
+    });
+    code(audit_claims(&source, &slashed).await.unwrap_err());
+
+    // The cheat's finder share paid to the lazy verifier, which earned nothing.
+    let mut misdirected = record.clone();
+    let share = misdirected
+        .slashes
+        .iter_mut()
+        .find(|s| s.finder.is_some())
+        .expect("the cheat's slash pays its finder");
+    share.finder = Some(coordinator::api::Finder {
+        verifier: lazy.public_key(&secp()),
+        payout_address: payout(&lazy),
+    });
+    code(audit_claims(&source, &misdirected).await.unwrap_err());
+}
+
+/// A verifier that enrols and never claims holds a slot for nothing and keeps the cycle waiting
+/// to its verification deadline: the next cycle refuses it (by key and by bond), and it may
+/// enrol again the cycle after.
+#[tokio::test]
+async fn a_verifier_that_claims_nothing_sits_out_the_next_cycle() {
+    let miner = testkit::key(660);
+    let absent = testkit::key(661);
+    let mut net = Net::new(&[&miner], &[&absent]);
+    run_cycle(
+        &mut net,
+        &[(&miner, Work::Honest)],
+        &[(&absent, Mode::Absent)],
+        3,
+    )
+    .await;
+    let record = net.c.record(net.cycle()).unwrap();
+    assert!(
+        record
+            .verification
+            .assignments
+            .iter()
+            .any(|x| x.verifier == absent.public_key(&secp())),
+        "it held assignments"
+    );
+    assert!(record.verification.claims.is_empty());
+    assert!(
+        record.submissions[0].verification.passed(),
+        "the coordinator replayed it all"
+    );
+    net.next_cycle();
+    net.register(&miner);
+    let a = net.c.state().unwrap().announcement().clone();
+    net.step_to(a.registration_deadline_ms + 1, 4);
+    let e = net.enrol(&absent).unwrap_err();
+    assert_eq!(e.code(), "verifier_no_show", "{e}");
+    // Another key with the same bond is refused too.
+    let (bond, found) = net.found(&absent);
+    let other = testkit::key(662);
+    let request = EnrolRequest::new_signed(&secp(), &other, net.cycle(), payout(&other), bond);
+    let e = net
+        .c
+        .enrol_verifier(net.now, [0; 32], request, found)
+        .unwrap_err();
+    assert_eq!(e.code(), "verifier_no_show", "{e}");
+    // Having sat out a cycle it may enrol again.
+    net.next_cycle();
+    let a = net.c.state().unwrap().announcement().clone();
+    net.step_to(a.registration_deadline_ms + 1, 5);
+    net.enrol(&absent).unwrap();
 }

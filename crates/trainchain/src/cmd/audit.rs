@@ -106,7 +106,7 @@ pub fn run(args: Args) -> Result<()> {
 
 fn print_report(report: &AuditReport) {
     println!(
-        "audit passed: {} blocks up to {} (height {}), {} cycle records, {} lotteries recomputed, {} cycles re-measured from published data, {} fraud evidence rechecked by replay, {} receipts found in their records, no equivocation",
+        "audit passed: {} blocks up to {} (height {}), {} cycle records, {} lotteries recomputed, {} cycles re-measured from published data, {} fraud evidence rechecked by replay, {} verifier claims rechecked by replay, {} receipts found in their records, no equivocation",
         report.blocks_checked,
         report.best_hash,
         report.height,
@@ -114,6 +114,7 @@ fn print_report(report: &AuditReport) {
         report.lotteries_recomputed,
         report.cycles_remeasured,
         report.evidence_rechecked,
+        report.claims_rechecked,
         report.receipts_checked,
     );
     if report.admission_bonds_checked + report.admission_bonds_spent > 0 {

@@ -1,0 +1,188 @@
+//! The audit of a cycle's verifier claims: every published claim is signed by an enrolled
+//! verifier for one of its assignments, every claim that slashed or paid someone is replayed
+//! from its published evidence and must come out as the record says, and every verifier slash
+//! and finder share in the record follows from such a verdict. A coordinator that slashed an
+//! honest verifier, or paid a finder share nobody earned, fails here.
+
+use crate::audit::AuditError;
+use crate::published::{judged_claims, PublishedSource};
+use bitcoin::secp256k1::{PublicKey, Secp256k1};
+use coordinator::api::{ClaimOutcome, CycleRecord, SlashRole};
+
+/// Checks `record`'s verification section; returns how many claims were replayed.
+pub async fn audit_claims(
+    source: &impl PublishedSource,
+    record: &CycleRecord,
+) -> Result<usize, AuditError> {
+    let a = &record.announcement.announcement;
+    let cycle = a.cycle;
+    let v = &record.verification;
+    let fail = |verifier: PublicKey, miner: PublicKey, interval: u64, why: String| {
+        AuditError::ClaimDoesNotHold {
+            cycle,
+            verifier,
+            miner,
+            interval,
+            why,
+        }
+    };
+    // The verification secret is the preimage of the cycle secret the announcement committed
+    // to, and every assignment's verifier and flag are its draws: the coordinator could not
+    // choose either after the cycle opened.
+    if let Some(secret) = v.secret {
+        let cycle_secret = coordinator::verifiers::cycle_secret(&secret);
+        if record.revealed_secret != Some(cycle_secret) {
+            return Err(AuditError::VerificationDraw {
+                cycle,
+                why: "the verification secret does not hash to the cycle's revealed secret".into(),
+            });
+        }
+        let keys: Vec<PublicKey> = v.verifiers.iter().map(|e| e.verifier).collect();
+        for x in &v.assignments {
+            let (pick, flag) =
+                coordinator::verifiers::redraw(&secret, &x.miner, x.interval, keys.len());
+            if keys.get(pick) != Some(&x.verifier) || (x.flagged && !flag) {
+                return Err(AuditError::VerificationDraw {
+                    cycle,
+                    why: format!(
+                        "miner {}'s interval {} is not assigned as the secret draws it",
+                        x.miner, x.interval
+                    ),
+                });
+            }
+        }
+    } else if !v.assignments.is_empty() {
+        return Err(AuditError::VerificationDraw {
+            cycle,
+            why: "assignments without the secret that drew them".into(),
+        });
+    }
+    let secp = Secp256k1::verification_only();
+    for claim in &v.claims {
+        let why = if claim.cycle != cycle {
+            Some(format!("it is for cycle {}", claim.cycle))
+        } else if !claim.verify(&secp) {
+            Some("its signature does not verify".to_owned())
+        } else if !v.verifiers.iter().any(|e| e.verifier == claim.verifier) {
+            Some("its verifier is not enrolled".to_owned())
+        } else if !v.assignments.iter().any(|x| {
+            x.verifier == claim.verifier && x.miner == claim.miner && x.interval == claim.interval
+        }) {
+            Some("it answers no assignment of its verifier".to_owned())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(fail(claim.verifier, claim.miner, claim.interval, why));
+        }
+    }
+    for verdict in &v.verdicts {
+        let claimed = v.claims.iter().any(|c| {
+            c.verifier == verdict.verifier
+                && c.miner == verdict.miner
+                && c.interval == verdict.interval
+        });
+        if !claimed {
+            return Err(fail(
+                verdict.verifier,
+                verdict.miner,
+                verdict.interval,
+                "a verdict on a claim the record does not hold".into(),
+            ));
+        }
+    }
+    let weights = if judged_claims(record).next().is_some() {
+        Some(source.weights(cycle).await?)
+    } else {
+        None
+    };
+    let mut replayed = 0;
+    for verdict in judged_claims(record) {
+        let (verifier, miner, interval) = (verdict.verifier, verdict.miner, verdict.interval);
+        let fail = |why: String| fail(verifier, miner, interval, why);
+        let evidence = source.claim_evidence(cycle, &miner, interval).await?;
+        let listed = v
+            .claims
+            .iter()
+            .find(|c| c.verifier == verifier && c.miner == miner && c.interval == interval);
+        let submission = record.submissions.iter().find(|s| s.miner == miner);
+        if Some(&evidence.claim) != listed
+            || evidence.outcome != verdict.outcome
+            || evidence.opening.interval != interval
+            || Some(evidence.commitment) != submission.map(|s| s.commitment)
+            || evidence.task.cycle != cycle
+            || evidence.task.miner != miner
+            || evidence.task.model_hash != a.model_hash
+        {
+            return Err(fail(
+                "the evidence is not about this claim, commitment or model".into(),
+            ));
+        }
+        let shard = source.evidence_shard(cycle, &miner).await?;
+        let weights = weights.clone().unwrap_or_default();
+        let spec = source.model_card().await?.spec;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let opening = evidence.opening.clone();
+        let (task, commitment) = (evidence.task.clone(), evidence.commitment);
+        let truth = tokio::task::spawn_blocking(move || {
+            let model =
+                learning::model_from_safetensors(spec, &weights).map_err(|e| e.to_string())?;
+            opening
+                .replay(&task, &commitment, &model, &shard, threads)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(fail)?;
+        replayed += 1;
+        let claim = &evidence.claim;
+        let holds = match verdict.outcome {
+            ClaimOutcome::Wrong => claim.leaf != truth,
+            ClaimOutcome::CaughtCheat => {
+                claim.leaf == truth
+                    && truth != evidence.opening.end_leaf
+                    && submission.is_some_and(|s| !s.verification.passed())
+            }
+            _ => true,
+        };
+        if !holds || verdict.replayed_leaf != Some(truth) {
+            return Err(fail(format!(
+                "judged {:?}, but the replay ends in {truth} (claimed {}, committed {})",
+                verdict.outcome, claim.leaf, evidence.opening.end_leaf
+            )));
+        }
+    }
+    for slash in &record.slashes {
+        let earned = |verifier: &PublicKey, miner: &PublicKey, outcome: ClaimOutcome| {
+            v.verdicts
+                .iter()
+                .any(|x| &x.verifier == verifier && &x.miner == miner && x.outcome == outcome)
+        };
+        let why = match slash.role {
+            SlashRole::Verifier => {
+                let enrolled = v.verifiers.iter().find(|e| e.verifier == slash.miner);
+                let wrong = v
+                    .verdicts
+                    .iter()
+                    .any(|x| x.verifier == slash.miner && x.outcome == ClaimOutcome::Wrong);
+                match enrolled {
+                    Some(e) if e.bond == slash.bond && wrong => None,
+                    _ => Some("a verifier slashed without a wrong claim of that bond".to_owned()),
+                }
+            }
+            SlashRole::Miner => slash.finder.as_ref().and_then(|f| {
+                let enrolled = v
+                    .verifiers
+                    .iter()
+                    .any(|e| e.verifier == f.verifier && e.payout_address == f.payout_address);
+                (!enrolled || !earned(&f.verifier, &slash.miner, ClaimOutcome::CaughtCheat))
+                    .then(|| "a finder share no claim earned".to_owned())
+            }),
+        };
+        if let Some(why) = why {
+            let verifier = slash.finder.as_ref().map_or(slash.miner, |f| f.verifier);
+            return Err(fail(verifier, slash.miner, 0, why));
+        }
+    }
+    Ok(replayed)
+}
