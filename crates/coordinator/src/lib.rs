@@ -8,9 +8,9 @@
 //! - [`server`]: the axum HTTP API and the driver loop that reads the [`chain`];
 //! - [`api`] and [`client`]: wire types, signed messages and a typed client (used by miners).
 
-pub mod api;
+// The wire types and the client live in `coordinator-api`, which clients depend on alone.
+pub use coordinator_api::{api, client, draw, verifier_api};
 pub mod chain;
-pub mod client;
 pub mod cycle;
 pub mod error;
 pub mod held_out;
@@ -21,7 +21,6 @@ pub mod service;
 pub mod slash;
 pub mod store;
 pub mod verification;
-pub mod verifier_api;
 pub mod verifier_service;
 pub mod verifiers;
 pub mod work;

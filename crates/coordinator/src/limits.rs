@@ -71,8 +71,9 @@ pub const REGISTRATION_BURST_PER_ADDRESS: u32 = 100;
 /// some refill (each entry is a few dozen bytes: 65,536 of them are about 4 MiB).
 pub const REGISTRATION_ADDRESSES_MAX: usize = 65_536;
 
-/// Most cycle records served by one `GET /v1/cycles` call.
-pub const CYCLE_RECORDS_PER_PAGE_MAX: u64 = 100;
+/// Most cycle records served by one `GET /v1/cycles` call (part of the wire contract, so it
+/// lives with the API types).
+pub use coordinator_api::api::CYCLE_RECORDS_PER_PAGE_MAX;
 
 /// Most JSON bytes of one `GET /v1/cycles` page: a record holds up to 1,000 submissions
 /// (about 500 bytes each), so 100 full records would be 50 MB. A page stops before the

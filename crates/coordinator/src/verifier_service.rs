@@ -268,6 +268,22 @@ impl Coordinator {
         cycle: u64,
         verifier: &PublicKey,
     ) -> Result<ReplayAssignments, ServiceError> {
+        // A poll before the challenge can have closed is answered from the phase alone: a
+        // verifier polls often, and anyone can call this route.
+        {
+            let guard = lock(&self.state);
+            if let Some(live) = guard.as_ref().filter(|s| s.cycle() == cycle) {
+                let a = live.announcement();
+                let early = matches!(live.phase, Phase::Registration | Phase::Training)
+                    && now_ms < a.submission_deadline_ms;
+                if early {
+                    return Err(Refusal::VerificationNotOpen {
+                        opens_ms: a.challenge_deadline_ms,
+                    }
+                    .into());
+                }
+            }
+        }
         let live = self.state().filter(|s| s.cycle() == cycle);
         let state = match live {
             Some(_) => {

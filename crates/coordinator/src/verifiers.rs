@@ -20,6 +20,8 @@ use crate::verifier_api::{
 };
 use bitcoin::secp256k1::PublicKey;
 use bitcoin::Address;
+pub use coordinator_api::draw::{cycle_secret, flag_leaf, redraw, FLAG_PERCENT};
+use coordinator_api::draw::{draw, DrawKind};
 use primitives::{tagged_hash, Hash256};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -128,10 +130,9 @@ impl VerificationState {
 /// challenges per submission there are rarely more intervals than this to hand out.
 pub const VERIFIERS_PER_CYCLE_MAX: usize = 16;
 
-/// Percent of assignments that are flags. With f = 25% a verifier that never replays is caught
-/// in a cycle where it holds n flaggable assignments with probability 1 - 0.75^n (82% for n =
-/// 6), and loses its whole bond when it is; see `docs/protocol.md` for the inequality.
-pub const FLAG_PERCENT: u64 = 25;
+/// Tag deriving the verification secret from the caller's entropy (states persisted before the
+/// secret was fixed at open only).
+const SECRET_TAG: &str = "trainchain/coordinator/verification-secret";
 
 /// Least percent of claimed intervals the coordinator replays anyway: the check on a verifier
 /// that vouches for a miner's fake leaf (it knows the real leaf only by colluding with the
@@ -156,47 +157,6 @@ pub fn audit_ppm(reward_sats: u64, miner_bond_sats: u64, verifier_bond_sats: u64
     }
     .check_ppm_needed();
     needed.max(AUDIT_PERCENT * (consensus::incentive::PPM / 100))
-}
-
-/// Tag of the per-interval draws (verifier, flag, audit) from the verification secret.
-const DRAW_TAG: &str = "trainchain/coordinator/verifier-draw";
-/// Tag of a flag's shown leaf.
-const FLAG_LEAF_TAG: &str = "trainchain/coordinator/verifier-flag";
-/// Tag deriving the verification secret from the caller's entropy (states persisted before the
-/// secret was fixed at open only).
-const SECRET_TAG: &str = "trainchain/coordinator/verification-secret";
-/// Tag deriving the cycle's committed secret from the verification secret.
-const CYCLE_SECRET_TAG: &str = "trainchain/coordinator/cycle-secret";
-
-/// Which draw of [`draw`].
-#[derive(Clone, Copy)]
-enum DrawKind {
-    Verifier = 0,
-    Flag = 1,
-    Audit = 2,
-}
-
-/// `u64 LE of H_verifier-draw(secret 32 || miner 33 || interval u64 LE || kind u8)[0..8]`.
-fn draw(secret: &Hash256, miner: &PublicKey, interval: u64, kind: DrawKind) -> u64 {
-    let h = tagged_hash(
-        DRAW_TAG,
-        &[
-            &secret.0,
-            &miner.serialize(),
-            &interval.to_le_bytes(),
-            &[kind as u8],
-        ],
-    );
-    u64::from_le_bytes(h.0[..8].try_into().expect("8 bytes"))
-}
-
-/// The leaf a flag shows: `H_verifier-flag(secret 32 || miner 33 || interval u64 LE)`, a
-/// hash like any leaf, unknowable without the secret.
-pub fn flag_leaf(secret: &Hash256, miner: &PublicKey, interval: u64) -> Hash256 {
-    tagged_hash(
-        FLAG_LEAF_TAG,
-        &[&secret.0, &miner.serialize(), &interval.to_le_bytes()],
-    )
 }
 
 /// Enrols a verifier for the live cycle. Open during Training only: the miners and their
@@ -281,29 +241,6 @@ pub fn enrol(
 /// anyone can recompute who got which interval and which were flags and audits.
 pub fn verification_secret(entropy: &[u8; 32], cycle: u64) -> Hash256 {
     tagged_hash(SECRET_TAG, &[entropy, &cycle.to_le_bytes()])
-}
-
-/// The cycle secret (committed in the announcement, revealed at the submission deadline) of a
-/// cycle whose verification secret is `s`: `H_cycle-secret(s)`. So the announcement commits
-/// to S as well, before any registration, and the coordinator cannot pick S later to steer
-/// assignments, flags or audits; S itself stays unknown until evaluation (a hash preimage),
-/// when the record publishes it and anyone checks `H(S)` against the revealed secret.
-pub fn cycle_secret(verification_secret: &Hash256) -> Hash256 {
-    tagged_hash(CYCLE_SECRET_TAG, &[&verification_secret.0])
-}
-
-/// The draws of `miner`'s `interval` under `secret` that anyone can redo from the record:
-/// the index of its verifier among `verifiers` (ascending keys), and whether the flag draw came
-/// up (it is a flag if the interval is also flaggable).
-pub fn redraw(
-    secret: &Hash256,
-    miner: &PublicKey,
-    interval: u64,
-    verifiers: usize,
-) -> (usize, bool) {
-    let pick = draw(secret, miner, interval, DrawKind::Verifier) % verifiers.max(1) as u64;
-    let flag = draw(secret, miner, interval, DrawKind::Flag) % 100 < FLAG_PERCENT;
-    (pick as usize, flag)
 }
 
 /// The assignments of `state` (at the end of the challenge window) under `secret`: every

@@ -18,8 +18,8 @@ pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RECORDS_KEPT_MAX: usize = 256;
 
 /// Records asked for per request: the coordinator's own page cap
-/// (`coordinator::limits::CYCLE_RECORDS_PER_PAGE_MAX`).
-pub const RECORDS_PER_REQUEST: u64 = coordinator::limits::CYCLE_RECORDS_PER_PAGE_MAX;
+/// (`coordinator_api::api::CYCLE_RECORDS_PER_PAGE_MAX`).
+pub const RECORDS_PER_REQUEST: u64 = coordinator_api::api::CYCLE_RECORDS_PER_PAGE_MAX;
 
 /// Record pages read per poll, so catching up with a long history is spread over polls.
 pub const RECORD_PAGES_PER_POLL_MAX: usize = 3;

@@ -12,7 +12,7 @@ use crate::reports::UsefulWork;
 use crate::sources::{SourceError, Sources};
 use bitcoin::secp256k1::PublicKey;
 use bitcoin::{Amount, BlockHash, Network};
-use coordinator::api::{CycleRecord, CycleStatus};
+use coordinator_api::api::{CycleRecord, CycleStatus};
 use learning::ModelCard;
 use primitives::Block;
 use std::collections::BTreeMap;

@@ -3,14 +3,14 @@
 //! every call is one anyone may make.
 //!
 //! Every upstream read is bounded: the coordinator's client refuses an answer over
-//! `coordinator::client::RESPONSE_BYTES_MAX`, the node's over `node::rpc::RPC_RESPONSE_BYTES_MAX`,
+//! `coordinator_api::client::RESPONSE_BYTES_MAX`, the node's over `node::rpc::RPC_RESPONSE_BYTES_MAX`,
 //! and each call here gives up after [`UPSTREAM_TIMEOUT`].
 
 use crate::limits::UPSTREAM_TIMEOUT;
 use bitcoin::consensus::encode::deserialize_hex;
 use bitcoin::{BlockHash, Network, Transaction, Txid};
-use coordinator::api::{CycleRecord, CycleStatus};
-use coordinator::CoordinatorClient;
+use coordinator_api::api::{CycleRecord, CycleStatus};
+use coordinator_api::CoordinatorClient;
 use learning::ModelCard;
 use node::rpc::client::{ClientAuth, RpcClient, RpcClientError};
 use primitives::Block;
@@ -103,7 +103,7 @@ impl LiveSources {
 }
 
 async fn coordinator_call<T>(
-    call: impl Future<Output = Result<T, coordinator::client::ClientError>>,
+    call: impl Future<Output = Result<T, coordinator_api::client::ClientError>>,
 ) -> Result<T, SourceError> {
     match tokio::time::timeout(UPSTREAM_TIMEOUT, call).await {
         Err(_) => Err(SourceError::Coordinator(format!(

@@ -1,7 +1,7 @@
 //! What the pages derive from records and the live status: lottery odds, outcomes in words,
 //! the phase's deadline, numbers in their units.
 
-use coordinator::api::{CycleOutcome, CycleRecord, CycleStatus, PhaseName, ScoredSubmission};
+use coordinator_api::api::{CycleOutcome, CycleRecord, CycleStatus, PhaseName, ScoredSubmission};
 use primitives::certificate::LOSS_UNITS_PER_NAT;
 
 /// The phase's name as the API spells it.

@@ -3,7 +3,7 @@
 
 use bitcoin::secp256k1::{PublicKey, SecretKey};
 use bitcoin::{Amount, BlockHash, Network, Transaction, Txid};
-use coordinator::api::{
+use coordinator_api::api::{
     AdmissionDraw, Announcement, BondOutpoint, CertificateHex, CompactSignature, CycleOutcome,
     CycleRecord, CycleStatus, PendingBond, PhaseName, QualityReport, ScoredSubmission,
     SignedAnnouncement, SlashRecord,

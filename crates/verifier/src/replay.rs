@@ -1,6 +1,6 @@
 //! One assignment to one leaf: decode what the coordinator served and replay it.
 
-use coordinator::api::{ReplayAssignment, TaskInfo};
+use coordinator_api::api::{ReplayAssignment, TaskInfo};
 use learning::{model_from_safetensors, Samples, TrainState};
 use primitives::Hash256;
 use thiserror::Error;

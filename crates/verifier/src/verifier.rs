@@ -3,9 +3,9 @@
 
 use crate::replay::replay_assignment;
 use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
-use coordinator::api::{BondOutpoint, Claim, EnrolRequest, PhaseName, ReplayAssignments};
-use coordinator::client::ClientError;
-use coordinator::CoordinatorClient;
+use coordinator_api::api::{BondOutpoint, Claim, EnrolRequest, PhaseName, ReplayAssignments};
+use coordinator_api::client::ClientError;
+use coordinator_api::CoordinatorClient;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -237,9 +237,9 @@ impl Verifier {
     /// and shard once.
     async fn replay(
         &self,
-        assignment: &coordinator::api::ReplayAssignment,
+        assignment: &coordinator_api::api::ReplayAssignment,
         weights: &mut Option<Vec<u8>>,
-        inputs: &mut BTreeMap<PublicKey, (coordinator::api::TaskInfo, Vec<u8>)>,
+        inputs: &mut BTreeMap<PublicKey, (coordinator_api::api::TaskInfo, Vec<u8>)>,
     ) -> Result<primitives::Hash256, String> {
         let cycle = assignment.cycle;
         if weights.is_none() {

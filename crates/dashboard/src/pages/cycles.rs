@@ -6,7 +6,7 @@ use crate::html::{esc, esc_short, page, short_hex, Nav};
 use crate::limits::ADMISSION_ROWS_SHOWN_MAX;
 use crate::snapshot::Snapshot;
 use crate::view::{checks, entries, nat, odds, outcome_text, percent, phase_name};
-use coordinator::api::{CycleOutcome, CycleRecord};
+use coordinator_api::api::{CycleOutcome, CycleRecord};
 use std::fmt::Write;
 
 /// Cycles `from` down to `from - count + 1` (newest first); `from` defaults to the newest.

@@ -12,7 +12,7 @@ use crate::snapshot::Snapshot;
 use crate::svg::{compact, render as svg, Chart, Series};
 use crate::view::nat;
 use bitcoin::secp256k1::PublicKey;
-use coordinator::api::CycleRecord;
+use coordinator_api::api::CycleRecord;
 use std::collections::BTreeMap;
 
 /// The finished cycles plotted: the last `cycles` of them.

@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+/// Most cycle records served by one `GET /v1/cycles` call: a record is a few KiB, so a page
+/// stays well under a megabyte; clients page with `from`.
+pub const CYCLE_RECORDS_PER_PAGE_MAX: u64 = 100;
+
 /// Tag of a miner's registration signature.
 pub const REGISTRATION_TAG: &str = "trainchain/coordinator/registration";
 /// Tag of a miner's submission signature.
