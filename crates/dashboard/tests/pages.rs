@@ -231,13 +231,47 @@ fn fake() -> Fake {
         miner: miner(2).1,
     });
     r2.next_quality = quality(1_000_000, 900_000);
-    r2.slashes = vec![SlashRecord {
+    // Miner 3 cheated and verifier 9 caught it; verifier 8 passed a flag.
+    let verifier_bond = |n| BondOutpoint(bitcoin::OutPoint::new(b1.txdata[0].compute_txid(), n));
+    r2.slashes = vec![
+        SlashRecord {
+            miner: miner(3).1,
+            bond: BondOutpoint(bitcoin::OutPoint::new(b1.txdata[0].compute_txid(), 0)),
+            txid: b2.txdata[0].compute_txid(),
+            role: coordinator_api::api::SlashRole::Miner,
+            finder: Some(coordinator_api::api::Finder {
+                verifier: miner(9).1,
+                payout_address: "bcrt1qfinder".into(),
+            }),
+        },
+        SlashRecord {
+            miner: miner(8).1,
+            bond: verifier_bond(8),
+            txid: b2.txdata[0].compute_txid(),
+            role: coordinator_api::api::SlashRole::Verifier,
+            finder: None,
+        },
+    ];
+    r2.verification.verifiers = [8, 9]
+        .map(|n| coordinator_api::api::EnrolledVerifier {
+            verifier: miner(n).1,
+            payout_address: "bcrt1qverifier".into(),
+            bond: verifier_bond(n),
+            bond_sats: 10_000_000,
+        })
+        .to_vec();
+    r2.verification.verdicts = [
+        (8, coordinator_api::api::ClaimOutcome::Wrong),
+        (9, coordinator_api::api::ClaimOutcome::CaughtCheat),
+    ]
+    .map(|(n, outcome)| coordinator_api::api::ClaimVerdict {
+        verifier: miner(n).1,
         miner: miner(3).1,
-        bond: BondOutpoint(bitcoin::OutPoint::new(b1.txdata[0].compute_txid(), 0)),
-        txid: b2.txdata[0].compute_txid(),
-        role: Default::default(),
-        finder: None,
-    }];
+        interval: 2,
+        outcome,
+        replayed_leaf: None,
+    })
+    .to_vec();
     r2.admission = Some(AdmissionDraw {
         slots: 2,
         pending: [1, 2, 3]
@@ -466,6 +500,13 @@ async fn hostile_strings_are_escaped_everywhere() {
     assert!(detail.contains("data-verdict=\"failed\""), "{detail}");
     assert!(detail.contains("/v1/cycles/2/evidence/"), "{detail}");
     assert!(detail.contains("id=\"slashes\""), "{detail}");
+    assert_eq!(
+        attributes(&detail, "data-role"),
+        ["miner", "verifier"],
+        "{detail}"
+    );
+    assert!(detail.contains("id=\"verifiers\""), "{detail}");
+    assert_eq!(attributes(&detail, "data-verifier").len(), 2, "{detail}");
     assert!(detail.contains("data-failed=\"1\""), "{detail}");
     assert_eq!(
         attributes(&detail, "data-admitted"),

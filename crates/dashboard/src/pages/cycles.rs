@@ -6,7 +6,7 @@ use crate::html::{esc, esc_short, page, short_hex, Nav};
 use crate::limits::ADMISSION_ROWS_SHOWN_MAX;
 use crate::snapshot::Snapshot;
 use crate::view::{checks, entries, nat, odds, outcome_text, percent, phase_name};
-use coordinator_api::api::{CycleOutcome, CycleRecord};
+use coordinator_api::api::{ClaimOutcome, CycleOutcome, CycleRecord, SlashRole};
 use std::fmt::Write;
 
 /// Cycles `from` down to `from - count + 1` (newest first); `from` defaults to the newest.
@@ -102,6 +102,7 @@ pub fn detail(s: &Snapshot, cycle: u64, coordinator_url: &str) -> Option<String>
     submissions(s, r, coordinator_url, &mut body);
     draw(s, r, &mut body);
     admission(s, r, &mut body);
+    verifiers(s, r, &mut body);
     slashes(s, r, &mut body);
     lottery_inputs(r, &mut body);
     Some(page(
@@ -276,17 +277,70 @@ fn slashes(s: &Snapshot, r: &CycleRecord, body: &mut String) {
         return;
     }
     body.push_str(
-        "<table id=\"slashes\"><tr><th>miner</th><th>bond</th><th>slash transaction</th></tr>",
+        "<table id=\"slashes\"><tr><th>key</th><th>role</th><th>bond</th><th>finder paid</th><th>slash transaction</th></tr>",
     );
     for slash in &r.slashes {
+        let role = match slash.role {
+            SlashRole::Miner => "miner",
+            SlashRole::Verifier => "verifier",
+        };
+        let finder = slash
+            .finder
+            .as_ref()
+            .map_or("none (all burned)".to_owned(), |f| s.name_of(&f.verifier));
         let _ = write!(
             body,
-            "<tr data-miner=\"{}\"><td>{}</td><td>{}</td><td><a href=\"/tx/{}\">{}</a></td></tr>",
+            "<tr data-miner=\"{}\" data-role=\"{role}\"><td>{}</td><td>{role}</td><td>{}</td><td>{}</td><td><a href=\"/tx/{}\">{}</a></td></tr>",
             slash.miner,
             esc(&s.name_of(&slash.miner)),
             esc(&slash.bond.to_string()),
+            esc(&finder),
             slash.txid,
             short_hex(&slash.txid.to_string())
+        );
+    }
+    body.push_str("</table>");
+}
+
+/// The cycle's verifiers and, once evaluated, what their claims came to.
+fn verifiers(s: &Snapshot, r: &CycleRecord, body: &mut String) {
+    let v = &r.verification;
+    body.push_str("<h2>Verifiers</h2>");
+    if v.verifiers.is_empty() {
+        body.push_str("<p class=\"muted\">None enrolled.</p>");
+        return;
+    }
+    let _ = write!(
+        body,
+        "<p id=\"verification-summary\">{} enrolled · {} assignments ({} flags, {} audits) · the coordinator replayed {} of {} challenged steps itself</p>",
+        v.verifiers.len(),
+        v.assignments.len(),
+        v.assignments.iter().filter(|x| x.flagged).count(),
+        v.assignments.iter().filter(|x| x.audited).count(),
+        v.coordinator_replayed_steps,
+        v.challenged_steps,
+    );
+    body.push_str(
+        "<table id=\"verifiers\"><tr><th>verifier</th><th>bond</th><th>assignments</th><th>trusted</th><th>confirmed</th><th>caught a cheat</th><th>wrong</th></tr>",
+    );
+    for e in &v.verifiers {
+        let count = |o: ClaimOutcome| {
+            v.verdicts
+                .iter()
+                .filter(|x| x.verifier == e.verifier && x.outcome == o)
+                .count()
+        };
+        let _ = write!(
+            body,
+            "<tr data-verifier=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            e.verifier,
+            esc(&s.name_of(&e.verifier)),
+            esc(&e.bond.to_string()),
+            v.assignments.iter().filter(|x| x.verifier == e.verifier).count(),
+            count(ClaimOutcome::Trusted),
+            count(ClaimOutcome::Confirmed),
+            count(ClaimOutcome::CaughtCheat),
+            count(ClaimOutcome::Wrong),
         );
     }
     body.push_str("</table>");
