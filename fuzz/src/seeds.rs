@@ -460,6 +460,63 @@ pub fn generate() -> Vec<Seed> {
         challenge_deadline_ms: 3_500,
     };
     s.add_json("coordinator_response", "valid-challenge", 9, &challenge);
+    let start = learning::TrainState {
+        step: 10,
+        weights: vec![vec![0.25; 6], vec![-0.5; 2]],
+        velocity: vec![vec![0.0; 6], vec![0.0; 2]],
+    };
+    let assignment = coordinator::api::ReplayAssignment {
+        cycle: 7,
+        verifier: coordinator,
+        miner: register.miner,
+        interval: 1,
+        from_step: 10,
+        to_step: 20,
+        start_state: hex::encode(start.encode()),
+        shown_leaf: Hash256([13; 32]),
+    };
+    let assignments = coordinator::api::ReplayAssignments {
+        cycle: 7,
+        deadline_ms: 4_000,
+        assignments: vec![assignment],
+    };
+    s.add_json(
+        "coordinator_response",
+        "valid-assignments",
+        10,
+        &assignments,
+    );
+    let evidence = coordinator::api::ClaimEvidence {
+        claim: coordinator::api::Claim::new_signed(
+            secp,
+            coordinator_key,
+            7,
+            register.miner,
+            1,
+            Hash256([14; 32]),
+        ),
+        outcome: coordinator::api::ClaimOutcome::Wrong,
+        task: task.replay.clone(),
+        commitment: proof::Commitment {
+            task_hash: task.replay.hash(),
+            update_hash: Hash256([15; 32]),
+            transcript_root: Hash256([16; 32]),
+            steps: 40,
+        },
+        opening: proof::OpenedInterval {
+            interval: 1,
+            start_state: hex::encode(start.encode()),
+            start_path: vec![Hash256([17; 32])],
+            end_leaf: Hash256([18; 32]),
+            end_path: vec![Hash256([19; 32])],
+        },
+    };
+    s.add_json(
+        "coordinator_response",
+        "valid-claim-evidence",
+        11,
+        &evidence,
+    );
 
     // RPC requests, one per method, with the parameters a client would send.
     let genesis_hash = genesis.block_hash().to_string();

@@ -408,7 +408,7 @@ pub fn coordinator_request(data: &[u8]) -> Outcome {
 pub fn coordinator_response(data: &[u8]) -> Outcome {
     let (selector, bytes) = split(data);
     let secp = Secp256k1::verification_only();
-    match selector % 10 {
+    match selector % 12 {
         0 => {
             let decoded = json_round_trip::<CycleStatus>(bytes);
             if let Ok(status) = &decoded {
@@ -459,7 +459,35 @@ pub fn coordinator_response(data: &[u8]) -> Outcome {
         }
         7 => Outcome::of(&json_round_trip::<ApiError>(bytes)),
         8 => Outcome::of(&json_round_trip::<Health>(bytes)),
-        _ => Outcome::of(&json_round_trip::<ChallengeInfo>(bytes)),
+        9 => Outcome::of(&json_round_trip::<ChallengeInfo>(bytes)),
+        // A verifier's assignments: each start state is decoded as the verifier decodes it
+        // (bounded by `STATE_BYTES_MAX` before any allocation of its size).
+        10 => {
+            let decoded = json_round_trip::<coordinator::api::ReplayAssignments>(bytes);
+            if let Ok(assignments) = &decoded {
+                for a in &assignments.assignments {
+                    if let Ok(state) = hex::decode(&a.start_state) {
+                        let _ = learning::TrainState::decode(&state);
+                    }
+                }
+            }
+            Outcome::of(&decoded)
+        }
+        // Claim evidence, as the audit reads it (f32 in its task: print-then-parse, as for a
+        // task).
+        _ => {
+            let decoded = serde_json::from_slice::<coordinator::api::ClaimEvidence>(bytes);
+            if let Ok(evidence) = &decoded {
+                let text = serde_json::to_vec(evidence).expect("parsed evidence serialises");
+                let _ = serde_json::from_slice::<coordinator::api::ClaimEvidence>(&text)
+                    .expect("printed evidence parses");
+                let _ = evidence.claim.verify(&secp);
+                if let Ok(state) = hex::decode(&evidence.opening.start_state) {
+                    let _ = learning::TrainState::decode(&state);
+                }
+            }
+            Outcome::of(&decoded)
+        }
     }
 }
 
