@@ -11,7 +11,7 @@ use bitcoin::secp256k1::PublicKey;
 use learning::{ExpectedSegment, Model, Samples};
 use primitives::sha256;
 use proof::{
-    batch_seed, check_trusting, response::response_bytes_max, ChallengeResponse, CheckInputs,
+    batch_seed, check_with_replays, response::response_bytes_max, ChallengeResponse, CheckInputs,
     FraudEvidence, ReplayTask, Verdict,
 };
 use std::collections::BTreeMap;
@@ -285,7 +285,7 @@ impl Coordinator {
                         response.as_ref(),
                         replay_threads(),
                     );
-                    let trusted = claims.trusted.clone();
+                    let (trusted, replayed) = (claims.trusted.clone(), claims.replayed.clone());
                     for evidence in &claims.evidence {
                         self.store.put_claim_evidence(
                             state.cycle(),
@@ -295,8 +295,13 @@ impl Coordinator {
                         )?;
                     }
                     crate::verifier_service::add_to(&mut judged, claims);
-                    let verdict =
-                        check_trusting(&inputs, &challenge.intervals, response.as_ref(), &trusted);
+                    let verdict = check_with_replays(
+                        &inputs,
+                        &challenge.intervals,
+                        response.as_ref(),
+                        &trusted,
+                        &replayed,
+                    );
                     if let Verdict::Verified { replayed_steps, .. } = &verdict {
                         judged.coordinator_replayed_steps += replayed_steps;
                     }

@@ -26,8 +26,9 @@ use crate::verifier_api::{
 use crate::verifiers::flag_leaf;
 use bitcoin::secp256k1::PublicKey;
 use learning::Model;
+use primitives::Hash256;
 use proof::{ChallengeResponse, Commitment, ReplayTask};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use tracing::{info, warn};
 
 /// What judging one miner's claims gave.
@@ -35,6 +36,9 @@ use tracing::{info, warn};
 pub(crate) struct MinerClaims {
     /// Intervals the check need not replay.
     pub trusted: BTreeSet<u64>,
+    /// End leaves of intervals replayed here that differ from the committed ones: the check
+    /// compares them without replaying again.
+    pub replayed: BTreeMap<u64, Hash256>,
     pub verdicts: Vec<ClaimVerdict>,
     /// Steps replayed here (audits and disputes).
     pub replayed_steps: u64,
@@ -84,6 +88,8 @@ pub(crate) fn judge_claims(
                     out.replayed_steps += to - from;
                     if replayed == committed {
                         out.trusted.insert(interval);
+                    } else {
+                        out.replayed.insert(interval, replayed);
                     }
                     let outcome = match (claim.leaf == replayed, replayed == committed) {
                         (true, true) => ClaimOutcome::Confirmed,

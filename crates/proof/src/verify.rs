@@ -4,7 +4,7 @@
 use learning::{Model, Samples, SegmentUpdate, TrainState, Trainer};
 use primitives::Hash256;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 
 use crate::response::{ChallengeResponse, Opening};
@@ -137,7 +137,21 @@ pub fn check_trusting(
     response: Option<&ChallengeResponse>,
     trusted: &BTreeSet<u64>,
 ) -> Verdict {
-    match check_inner(inputs, asked, response, trusted) {
+    check_with_replays(inputs, asked, response, trusted, &BTreeMap::new())
+}
+
+/// [`check_trusting`], with the end leaves of intervals the caller already replayed from
+/// their opened start states (`replayed`, by interval): those are compared with the committed
+/// leaves, after the same path checks, without replaying them again. The run's last interval
+/// is always replayed here.
+pub fn check_with_replays(
+    inputs: &CheckInputs<'_>,
+    asked: &[u64],
+    response: Option<&ChallengeResponse>,
+    trusted: &BTreeSet<u64>,
+    replayed: &BTreeMap<u64, Hash256>,
+) -> Verdict {
+    match check_inner(inputs, asked, response, trusted, replayed) {
         Ok(Some(replayed_steps)) => Verdict::Verified {
             intervals: asked.to_vec(),
             replayed_steps,
@@ -152,6 +166,7 @@ fn check_inner(
     asked: &[u64],
     response: Option<&ChallengeResponse>,
     trusted: &BTreeSet<u64>,
+    known: &BTreeMap<u64, Hash256>,
 ) -> Result<Option<u64>, Failure> {
     let task = inputs.task;
     let commitment = inputs.commitment;
@@ -181,12 +196,20 @@ fn check_inner(
         let (from, to) = (steps[i], steps[i + 1]);
         let ends_run = opening.interval + 1 == intervals;
         // A trusted interval's paths are checked like any other; only its replay is skipped.
-        let replayed = if trusted.contains(&opening.interval) && !ends_run {
+        // An interval replayed already is compared by its known end leaf.
+        let mut final_state = None;
+        let replayed_leaf = if trusted.contains(&opening.interval) && !ends_run {
             check_opening_paths(inputs, opening, from)?;
             None
+        } else if let Some(leaf) = known.get(&opening.interval).filter(|_| !ends_run) {
+            check_opening_paths(inputs, opening, from)?;
+            Some(*leaf)
         } else {
             replayed_steps += to - from;
-            Some(replay_opening(inputs, opening, from, to)?)
+            let state = replay_opening(inputs, opening, from, to)?;
+            let leaf = Hash256(state.hash());
+            final_state = Some(state);
+            Some(leaf)
         };
         if !verify_path(
             root,
@@ -199,10 +222,9 @@ fn check_inner(
                 interval: opening.interval,
             });
         }
-        let Some(replayed) = replayed else {
+        let Some(replayed_leaf) = replayed_leaf else {
             continue;
         };
-        let replayed_leaf = Hash256(replayed.hash());
         if replayed_leaf != opening.end_leaf {
             return Err(Failure::ReplayMismatch {
                 interval: opening.interval,
@@ -211,7 +233,7 @@ fn check_inner(
                 committed: opening.end_leaf,
             });
         }
-        if ends_run && !same_bits(&replayed, inputs.update) {
+        if ends_run && !final_state.is_some_and(|s| same_bits(&s, inputs.update)) {
             return Err(Failure::UpdateNotFinalState);
         }
     }

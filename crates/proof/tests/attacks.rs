@@ -578,3 +578,68 @@ fn replay_leaf_matches_the_transcript_and_trusted_intervals_skip_only_their_repl
     let verdict = proof::check_trusting(&inputs, &asked, Some(&response), &Default::default());
     assert!(matches!(verdict, Verdict::Failed { .. }), "{verdict:?}");
 }
+
+/// An interval the caller already replayed (a verifier's claim the coordinator judged) is
+/// compared by its known end leaf, not replayed again: a known mismatch fails the check with the
+/// known leaf and costs no step, a known match passes, the paths are still checked, and the
+/// run's last interval is replayed whatever is known about it.
+#[test]
+fn known_replays_are_compared_not_replayed_again_and_never_skip_the_paths_or_the_last_interval() {
+    let s = setup();
+    let claim = s.honest(40);
+    let intervals = leaf_count(claim.commitment.steps, s.task.checkpoint_interval) - 1;
+    let asked: Vec<u64> = (0..intervals).collect();
+    let response = claim.record.respond(&asked);
+    let inputs = CheckInputs {
+        task: &s.task,
+        start_model: &s.model,
+        train_samples: &s.shard,
+        commitment: &claim.commitment,
+        update: &claim.update,
+        threads: 1,
+    };
+    let none = Default::default();
+    let truth: std::collections::BTreeMap<u64, Hash256> = response
+        .openings
+        .iter()
+        .map(|o| (o.interval, o.end_leaf))
+        .collect();
+    match proof::check_with_replays(&inputs, &asked, Some(&response), &none, &truth) {
+        Verdict::Verified { replayed_steps, .. } => {
+            assert_eq!(
+                replayed_steps, s.task.checkpoint_interval,
+                "the last interval only"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut wrong = truth.clone();
+    wrong.insert(1, Hash256([7; 32]));
+    let verdict = proof::check_with_replays(&inputs, &asked, Some(&response), &none, &wrong);
+    assert!(
+        matches!(
+            &verdict,
+            Verdict::Failed {
+                failure: Failure::ReplayMismatch { interval: 1, replayed, .. }
+            } if *replayed == Hash256([7; 32])
+        ),
+        "{verdict:?}"
+    );
+    // Known, the last interval is still replayed: a made-up leaf for it changes nothing.
+    let mut last = std::collections::BTreeMap::new();
+    last.insert(intervals - 1, Hash256([7; 32]));
+    assert!(proof::check_with_replays(&inputs, &asked, Some(&response), &none, &last).passed());
+    // And the paths are checked for a known interval too.
+    let mut broken_path = response.clone();
+    broken_path.openings[1].end_path[0] = Hash256([9; 32]);
+    let verdict = proof::check_with_replays(&inputs, &asked, Some(&broken_path), &none, &truth);
+    assert!(
+        matches!(
+            verdict,
+            Verdict::Failed {
+                failure: Failure::EndNotInTranscript { interval: 1 }
+            }
+        ),
+        "{verdict:?}"
+    );
+}
