@@ -292,14 +292,16 @@ pub fn generate() -> Vec<Seed> {
     ));
     let enrol = coordinator::api::EnrolRequest::new_signed(secp, &miner, 7, address.clone(), bond);
     s.add_json("coordinator_request", "valid-enrol", 3, &enrol);
-    let claim = coordinator::api::Claim::new_signed(
-        secp,
-        &miner,
-        7,
-        chain.coordinator.public_key(secp),
-        3,
-        Hash256([11; 32]),
-    );
+    let claim_subject = coordinator::api::ClaimSubject {
+        cycle: 7,
+        miner: chain.coordinator.public_key(secp),
+        interval: 3,
+        task_hash: Hash256([20; 32]),
+        start_leaf: Hash256([21; 32]),
+        to_step: 64,
+    };
+    let claim =
+        coordinator::api::Claim::new_signed(secp, &miner, &claim_subject, Hash256([11; 32]));
     s.add_json("coordinator_request", "valid-claim", 4, &claim);
 
     // Coordinator responses.
@@ -490,9 +492,9 @@ pub fn generate() -> Vec<Seed> {
         claim: coordinator::api::Claim::new_signed(
             secp,
             coordinator_key,
-            7,
-            register.miner,
-            1,
+            &assignments.assignments[0]
+                .subject(task.replay.hash())
+                .expect("the seed's start state decodes"),
             Hash256([14; 32]),
         ),
         outcome: coordinator::api::ClaimOutcome::Wrong,

@@ -110,35 +110,70 @@ pub struct ReplayAssignments {
     pub assignments: Vec<ReplayAssignment>,
 }
 
-/// `POST /v1/cycles/{cycle}/claims`: "replaying `miner`'s `interval` ends in `leaf`", signed.
-/// The signature is the verifier's liability: a claim the coordinator's replay shows false
-/// forfeits its bond.
+/// What a claim is about: one assignment's inputs exactly as the verifier replayed them. The
+/// claim signs them, so a coordinator that served a verifier other inputs than the miner's
+/// opening (another start state, end step or task) cannot pass the resulting leaf off as a
+/// false claim about the real ones: the audit compares them with the published evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimSubject {
+    pub cycle: u64,
+    pub miner: PublicKey,
+    pub interval: u64,
+    /// `ReplayTask::hash` of the task replayed.
+    pub task_hash: Hash256,
+    /// The leaf (`TrainState::hash`) of the start state replayed from.
+    pub start_leaf: Hash256,
+    /// The step the replay ran to.
+    pub to_step: u64,
+}
+
+impl ReplayAssignment {
+    /// The subject of a claim on this assignment, replayed under the task hashing to
+    /// `task_hash`: its start state must decode.
+    pub fn subject(&self, task_hash: Hash256) -> Result<ClaimSubject, String> {
+        let bytes = hex::decode(&self.start_state).map_err(|e| e.to_string())?;
+        let start = learning::TrainState::decode(&bytes).map_err(|e| e.to_string())?;
+        Ok(ClaimSubject {
+            cycle: self.cycle,
+            miner: self.miner,
+            interval: self.interval,
+            task_hash,
+            start_leaf: Hash256(start.hash()),
+            to_step: self.to_step,
+        })
+    }
+}
+
+/// `POST /v1/cycles/{cycle}/claims`: "replaying `miner`'s `interval` (task `task_hash`, from
+/// the state with leaf `start_leaf` to step `to_step`) ends in `leaf`", signed. The signature
+/// is the verifier's liability: a claim the coordinator's replay shows false forfeits its bond.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
     pub cycle: u64,
     pub verifier: PublicKey,
     pub miner: PublicKey,
     pub interval: u64,
+    pub task_hash: Hash256,
+    pub start_leaf: Hash256,
+    pub to_step: u64,
     pub leaf: Hash256,
     pub signature: CompactSignature,
 }
 
 impl Claim {
-    /// `H_verifier-claim(cycle u64 LE || verifier 33 || miner 33 || interval u64 LE || leaf 32)`.
-    pub fn signing_hash(
-        cycle: u64,
-        verifier: &PublicKey,
-        miner: &PublicKey,
-        interval: u64,
-        leaf: &Hash256,
-    ) -> Hash256 {
+    /// `H_verifier-claim(cycle u64 LE || verifier 33 || miner 33 || interval u64 LE ||
+    /// task_hash 32 || start_leaf 32 || to_step u64 LE || leaf 32)`.
+    pub fn signing_hash(verifier: &PublicKey, subject: &ClaimSubject, leaf: &Hash256) -> Hash256 {
         tagged_hash(
             VERIFIER_CLAIM_TAG,
             &[
-                &cycle.to_le_bytes(),
+                &subject.cycle.to_le_bytes(),
                 &verifier.serialize(),
-                &miner.serialize(),
-                &interval.to_le_bytes(),
+                &subject.miner.serialize(),
+                &subject.interval.to_le_bytes(),
+                &subject.task_hash.0,
+                &subject.start_leaf.0,
+                &subject.to_step.to_le_bytes(),
                 &leaf.0,
             ],
         )
@@ -147,31 +182,38 @@ impl Claim {
     pub fn new_signed<C: Signing>(
         secp: &Secp256k1<C>,
         key: &SecretKey,
-        cycle: u64,
-        miner: PublicKey,
-        interval: u64,
+        subject: &ClaimSubject,
         leaf: Hash256,
     ) -> Self {
         let verifier = key.public_key(secp);
-        let digest = Self::signing_hash(cycle, &verifier, &miner, interval, &leaf);
+        let digest = Self::signing_hash(&verifier, subject, &leaf);
         Claim {
-            cycle,
+            cycle: subject.cycle,
             verifier,
-            miner,
-            interval,
+            miner: subject.miner,
+            interval: subject.interval,
+            task_hash: subject.task_hash,
+            start_leaf: subject.start_leaf,
+            to_step: subject.to_step,
             leaf,
             signature: CompactSignature::sign(secp, key, &digest),
         }
     }
 
+    /// What the claim is about.
+    pub fn subject(&self) -> ClaimSubject {
+        ClaimSubject {
+            cycle: self.cycle,
+            miner: self.miner,
+            interval: self.interval,
+            task_hash: self.task_hash,
+            start_leaf: self.start_leaf,
+            to_step: self.to_step,
+        }
+    }
+
     pub fn verify<C: Verification>(&self, secp: &Secp256k1<C>) -> bool {
-        let digest = Self::signing_hash(
-            self.cycle,
-            &self.verifier,
-            &self.miner,
-            self.interval,
-            &self.leaf,
-        );
+        let digest = Self::signing_hash(&self.verifier, &self.subject(), &self.leaf);
         self.signature.verify(secp, &self.verifier, &digest)
     }
 }

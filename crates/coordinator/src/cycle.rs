@@ -470,6 +470,8 @@ pub enum Refusal {
     NotAssigned,
     #[error("this assignment already has a claim")]
     AlreadyClaimed,
+    #[error("the claim is about other inputs than its assignment: its {what} differs")]
+    ClaimMismatch { what: &'static str },
 }
 
 /// What the caller must do (or answer) after a call.

@@ -120,6 +120,7 @@ impl ServiceError {
                 Refusal::NotEnrolled => "not_enrolled",
                 Refusal::NotAssigned => "not_assigned",
                 Refusal::AlreadyClaimed => "already_claimed",
+                Refusal::ClaimMismatch { .. } => "claim_mismatch",
             },
             ServiceError::BadUpdate(u) => match u {
                 UpdateError::Oversize { .. } => "update_oversize",

@@ -348,14 +348,14 @@ impl Coordinator {
 
 /// Steps of the challenged `intervals` of a run of `steps` steps: what replaying them all costs.
 fn challenged_steps(task: &ReplayTask, steps: u64, intervals: &[u64]) -> u64 {
-    let checkpoints = proof::checkpoint_steps(steps, task.checkpoint_interval);
+    let k = task.checkpoint_interval;
     intervals
         .iter()
         .filter_map(|&i| {
-            let from = *checkpoints.get(i as usize)?;
-            Some(checkpoints.get(i as usize + 1)?.saturating_sub(from))
+            let from = proof::checkpoint_step(steps, k, i)?;
+            Some(proof::checkpoint_step(steps, k, i.checked_add(1)?)?.saturating_sub(from))
         })
-        .sum()
+        .fold(0u64, u64::saturating_add)
 }
 
 /// The miner's signature over its commitment, as it arrived with the submission.

@@ -63,8 +63,7 @@ pub(crate) fn judge_claims(
     let Some(response) = response else {
         return out;
     };
-    let checkpoints =
-        proof::transcript::checkpoint_steps(commitment.steps, task.checkpoint_interval);
+    let step = |i: u64| proof::checkpoint_step(commitment.steps, task.checkpoint_interval, i);
     let claims = state.verification.claims_by_miner();
     let Some(claims) = claims.get(miner) else {
         return out;
@@ -73,7 +72,8 @@ pub(crate) fn judge_claims(
         let Some(opening) = response.openings.iter().find(|o| o.interval == interval) else {
             continue;
         };
-        let Some(&to) = checkpoints.get(interval as usize + 1) else {
+        let (Some(from), Some(to)) = (step(interval), interval.checked_add(1).and_then(step))
+        else {
             continue;
         };
         let committed = opening.end_leaf;
@@ -84,7 +84,6 @@ pub(crate) fn judge_claims(
         } else {
             match opened.replay(task, commitment, global, shard, threads) {
                 Ok(replayed) => {
-                    let from = checkpoints[interval as usize];
                     out.replayed_steps += to - from;
                     if replayed == committed {
                         out.trusted.insert(interval);
@@ -163,6 +162,9 @@ impl Coordinator {
     /// Refuses a verifier (by key or bond) that held assignments in the previous cycle and
     /// claimed none: enrolling costs nothing, so an unanswered slot would otherwise be free to
     /// hold, keeping honest verifiers out and every cycle waiting to the verification deadline.
+    /// Only assignments on submissions whose check passed count: a miner whose opening cannot
+    /// be replayed must not get the verifier that could not replay it excluded. Reads the
+    /// store, so it runs after the rate limit and the signature.
     fn no_show_check(&self, request: &EnrolRequest) -> Result<(), ServiceError> {
         let Some(previous) = request.cycle.checked_sub(1) else {
             return Ok(());
@@ -177,8 +179,17 @@ impl Coordinator {
             .filter(|e| e.verifier == request.verifier || e.bond == request.bond)
             .map(|e| e.verifier)
             .collect();
+        let passed = |miner: &PublicKey| {
+            state.lottery.as_ref().is_some_and(|l| {
+                l.scored
+                    .iter()
+                    .any(|s| &s.miner == miner && s.verification.passed())
+            })
+        };
         let no_show = keys.iter().any(|key| {
-            v.assignments.iter().any(|x| &x.verifier == key)
+            v.assignments
+                .iter()
+                .any(|x| &x.verifier == key && passed(&x.miner))
                 && !v.claims.iter().any(|c| &c.verifier == key)
         });
         if no_show {
@@ -226,8 +237,7 @@ impl Coordinator {
             }
             .into());
         }
-        drop(guard);
-        self.no_show_check(request)
+        Ok(())
     }
 
     /// Enrols a verifier for the live cycle, with what the node showed at its bond.
@@ -335,10 +345,16 @@ impl Coordinator {
             let Some(opening) = response.openings.iter().find(|o| o.interval == x.interval) else {
                 continue;
             };
-            let steps = proof::transcript::checkpoint_steps(
-                submission.commitment.steps,
-                self.env.proof.checkpoint_interval,
-            );
+            let step = |i: u64| {
+                proof::checkpoint_step(
+                    submission.commitment.steps,
+                    self.env.proof.checkpoint_interval,
+                    i,
+                )
+            };
+            let (Some(from_step), Some(to_step)) = (step(x.interval), step(x.interval + 1)) else {
+                continue;
+            };
             let shown_leaf = if x.flagged {
                 flag_leaf(&secret, &x.miner, x.interval)
             } else {
@@ -349,8 +365,8 @@ impl Coordinator {
                 verifier: *verifier,
                 miner: x.miner,
                 interval: x.interval,
-                from_step: steps[x.interval as usize],
-                to_step: steps[x.interval as usize + 1],
+                from_step,
+                to_step,
                 start_state: hex::encode(opening.start.encode()),
                 shown_leaf,
             });
@@ -374,8 +390,58 @@ impl Coordinator {
             .ok_or(ServiceError::NoEvidence)
     }
 
+    /// Refuses a claim whose subject (task, start state, end step) is not its assignment's:
+    /// a claim is judged as a statement about the miner's opening, so it must be about exactly
+    /// that. Claims on no assignment pass here and are refused by the machine.
+    fn check_claim_subject(&self, claim: &Claim) -> Result<(), ServiceError> {
+        let Ok(state) = self.cycle_state(claim.cycle) else {
+            return Ok(());
+        };
+        let Some(submission) = state.submissions.get(&claim.miner) else {
+            return Ok(());
+        };
+        let Some(bytes) = self.store.answer(claim.cycle, &claim.miner)? else {
+            return Ok(());
+        };
+        let openings = self.env.proof.challenges as usize + 1;
+        let Ok(response) = ChallengeResponse::decode(&bytes, usize::MAX, openings) else {
+            return Ok(());
+        };
+        let Some(opening) = response
+            .openings
+            .iter()
+            .find(|o| o.interval == claim.interval)
+        else {
+            return Ok(());
+        };
+        let to_step = claim.interval.checked_add(1).and_then(|i| {
+            proof::checkpoint_step(
+                submission.commitment.steps,
+                self.env.proof.checkpoint_interval,
+                i,
+            )
+        });
+        let what = if self.replay_task(&state, &claim.miner)?.hash() != claim.task_hash {
+            Some("task")
+        } else if Hash256(opening.start.hash()) != claim.start_leaf {
+            Some("start state")
+        } else if to_step != Some(claim.to_step) {
+            Some("end step")
+        } else {
+            None
+        };
+        match what {
+            Some(what) => Err(Refusal::ClaimMismatch { what }.into()),
+            None => Ok(()),
+        }
+    }
+
     /// Takes a verifier's signed claim.
     pub fn claim(&self, now_ms: u64, entropy: [u8; 32], claim: Claim) -> Result<(), ServiceError> {
+        if let Err(e) = self.check_claim_subject(&claim) {
+            warn!(verifier = %claim.verifier, miner = %claim.miner, interval = claim.interval, error = %e, "claim refused");
+            return Err(e);
+        }
         let (verifier, miner, interval) = (claim.verifier, claim.miner, claim.interval);
         self.apply(now_ms, entropy, Event::Claim(claim), "claim")?;
         info!(%verifier, %miner, interval, "verifier claim taken");

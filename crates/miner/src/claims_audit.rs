@@ -38,7 +38,25 @@ pub async fn audit_claims(
             });
         }
         let keys: Vec<PublicKey> = v.verifiers.iter().map(|e| e.verifier).collect();
+        // The draw indexes the keys in ascending order: a reordered list would steer it.
+        if keys.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(AuditError::VerificationDraw {
+                cycle,
+                why: "the enrolled verifiers are not listed in ascending key order, once each"
+                    .into(),
+            });
+        }
+        let mut seen = std::collections::BTreeSet::new();
         for x in &v.assignments {
+            if !seen.insert((x.miner, x.interval)) {
+                return Err(AuditError::VerificationDraw {
+                    cycle,
+                    why: format!(
+                        "miner {}'s interval {} is assigned twice",
+                        x.miner, x.interval
+                    ),
+                });
+            }
             let (pick, flag) =
                 coordinator::verifiers::redraw(&secret, &x.miner, x.interval, keys.len());
             if keys.get(pick) != Some(&x.verifier) || (x.flagged && !flag) {
@@ -56,6 +74,26 @@ pub async fn audit_claims(
             cycle,
             why: "assignments without the secret that drew them".into(),
         });
+    }
+    // One claim and one verdict per assignment at most: bounds the replays below by the
+    // assignments, however large a published record is.
+    let mut claimed = std::collections::BTreeSet::new();
+    let mut judged = std::collections::BTreeSet::new();
+    for (miner, interval) in v.claims.iter().map(|c| (c.miner, c.interval)) {
+        if !claimed.insert((miner, interval)) {
+            return Err(AuditError::VerificationDraw {
+                cycle,
+                why: format!("two claims on miner {miner}'s interval {interval}"),
+            });
+        }
+    }
+    for (miner, interval) in v.verdicts.iter().map(|x| (x.miner, x.interval)) {
+        if !judged.insert((miner, interval)) {
+            return Err(AuditError::VerificationDraw {
+                cycle,
+                why: format!("two verdicts on miner {miner}'s interval {interval}"),
+            });
+        }
     }
     let secp = Secp256k1::verification_only();
     for claim in &v.claims {
@@ -91,11 +129,15 @@ pub async fn audit_claims(
             ));
         }
     }
-    let weights = if judged_claims(record).next().is_some() {
-        Some(source.weights(cycle).await?)
+    let (weights, spec) = if judged_claims(record).next().is_some() {
+        (
+            source.weights(cycle).await?,
+            Some(source.model_card().await?.spec),
+        )
     } else {
-        None
+        (Vec::new(), None)
     };
+    let mut shards: std::collections::BTreeMap<PublicKey, Vec<u8>> = Default::default();
     let mut replayed = 0;
     for verdict in judged_claims(record) {
         let (verifier, miner, interval) = (verdict.verifier, verdict.miner, verdict.interval);
@@ -118,9 +160,12 @@ pub async fn audit_claims(
                 "the evidence is not about this claim, commitment or model".into(),
             ));
         }
-        let shard = source.evidence_shard(cycle, &miner).await?;
-        let weights = weights.clone().unwrap_or_default();
-        let spec = source.model_card().await?.spec;
+        if let std::collections::btree_map::Entry::Vacant(slot) = shards.entry(miner) {
+            slot.insert(source.evidence_shard(cycle, &miner).await?);
+        }
+        let shard = shards[&miner].clone();
+        let weights = weights.clone();
+        let spec = spec.clone().expect("read with the weights");
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         let opening = evidence.opening.clone();
         let (task, commitment) = (evidence.task.clone(), evidence.commitment);
@@ -136,6 +181,25 @@ pub async fn audit_claims(
         .map_err(fail)?;
         replayed += 1;
         let claim = &evidence.claim;
+        // The claim must be about exactly the opening it is judged on: the task, the start
+        // state and the end step it signed. (A coordinator serving a verifier other inputs
+        // makes it sign other ones, and this is where that shows.)
+        let start_leaf = hex::decode(&evidence.opening.start_state)
+            .ok()
+            .and_then(|b| learning::TrainState::decode(&b).ok())
+            .map(|s| primitives::Hash256(s.hash()));
+        let to_step = interval.checked_add(1).and_then(|i| {
+            proof::checkpoint_step(commitment.steps, evidence.task.checkpoint_interval, i)
+        });
+        if claim.task_hash != evidence.task.hash()
+            || Some(claim.start_leaf) != start_leaf
+            || Some(claim.to_step) != to_step
+        {
+            return Err(fail(
+                "the claim signs other inputs (task, start state or end step) than the evidence"
+                    .into(),
+            ));
+        }
         let holds = match verdict.outcome {
             ClaimOutcome::Wrong => claim.leaf != truth,
             ClaimOutcome::CaughtCheat => {
@@ -170,14 +234,25 @@ pub async fn audit_claims(
                     _ => Some("a verifier slashed without a wrong claim of that bond".to_owned()),
                 }
             }
-            SlashRole::Miner => slash.finder.as_ref().and_then(|f| {
-                let enrolled = v
-                    .verifiers
-                    .iter()
-                    .any(|e| e.verifier == f.verifier && e.payout_address == f.payout_address);
-                (!enrolled || !earned(&f.verifier, &slash.miner, ClaimOutcome::CaughtCheat))
-                    .then(|| "a finder share no claim earned".to_owned())
-            }),
+            SlashRole::Miner => {
+                // A miner is slashed only over a failed check of its own submission.
+                let failed = record.submissions.iter().any(|s| {
+                    s.miner == slash.miner
+                        && matches!(s.verification, proof::Verdict::Failed { .. })
+                });
+                let is_verifier = v.verifiers.iter().any(|e| e.verifier == slash.miner);
+                if !failed || is_verifier {
+                    Some("a miner slashed without a failed check of its submission".to_owned())
+                } else {
+                    slash.finder.as_ref().and_then(|f| {
+                        let enrolled = v.verifiers.iter().any(|e| {
+                            e.verifier == f.verifier && e.payout_address == f.payout_address
+                        });
+                        (!enrolled || !earned(&f.verifier, &slash.miner, ClaimOutcome::CaughtCheat))
+                            .then(|| "a finder share no claim earned".to_owned())
+                    })
+                }
+            }
         };
         if let Some(why) = why {
             let verifier = slash.finder.as_ref().map_or(slash.miner, |f| f.verifier);

@@ -28,7 +28,9 @@ pub use opened::OpenedInterval;
 pub use prove::{run_task, Run};
 pub use response::{ChallengeResponse, Opening, ResponseDecodeError, RunRecord};
 pub use task::{batch_seed, Commitment, ReplayTask, CHECKPOINT_INTERVAL_DEFAULT};
-pub use transcript::{checkpoint_steps, leaf_count, verify_path, Transcript, LEAVES_MAX};
+pub use transcript::{
+    checkpoint_step, checkpoint_steps, leaf_count, verify_path, Transcript, LEAVES_MAX,
+};
 pub use verify::{
     check, check_claims, check_trusting, check_with_replays, replay_leaf, CheckInputs, Failure,
     Verdict,

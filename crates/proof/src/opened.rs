@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::evidence::{train_part, EvidenceError};
 use crate::response::Opening;
 use crate::task::{Commitment, ReplayTask};
-use crate::transcript::{checkpoint_steps, leaf_count, verify_path};
+use crate::transcript::{checkpoint_step, leaf_count, verify_path};
 use crate::verify::replay_leaf;
 
 /// An interval of the run `commitment` commits to, opened with its Merkle paths.
@@ -75,7 +75,7 @@ impl OpenedInterval {
             return Err(malformed("task", "interval or steps out of range".into()));
         }
         let leaves = leaf_count(commitment.steps, k);
-        if leaves > crate::transcript::LEAVES_MAX || self.interval + 1 >= leaves {
+        if leaves > crate::transcript::LEAVES_MAX || self.interval >= leaves.saturating_sub(1) {
             return Err(malformed(
                 "interval",
                 format!("{} of a {leaves}-leaf transcript", self.interval),
@@ -85,11 +85,8 @@ impl OpenedInterval {
             hex::decode(&self.start_state).map_err(|e| malformed("start_state", e.to_string()))?;
         let start =
             TrainState::decode(&bytes).map_err(|e| malformed("start_state", e.to_string()))?;
-        let steps = checkpoint_steps(commitment.steps, k);
-        let (from, to) = (
-            steps[self.interval as usize],
-            steps[self.interval as usize + 1],
-        );
+        let step = |i| checkpoint_step(commitment.steps, k, i).expect("within the leaf count");
+        let (from, to) = (step(self.interval), step(self.interval + 1));
         if start.step != from {
             return Err(malformed(
                 "start_state",

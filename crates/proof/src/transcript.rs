@@ -30,10 +30,21 @@ pub fn checkpoint_steps(last_step: u64, interval: u64) -> Vec<u64> {
     steps
 }
 
-/// Number of leaves of a transcript of a run of `last_step` steps with `interval`.
+/// Number of leaves of a transcript of a run of `last_step` steps with `interval` (saturating:
+/// a claimed step count comes from outside, and anything near `u64::MAX` is over every bound).
 pub fn leaf_count(last_step: u64, interval: u64) -> u64 {
     let interval = interval.max(1);
-    last_step / interval + 1 + u64::from(!last_step.is_multiple_of(interval))
+    (last_step / interval)
+        .saturating_add(1)
+        .saturating_add(u64::from(!last_step.is_multiple_of(interval)))
+}
+
+/// The step of leaf `index` of [`checkpoint_steps`]`(last_step, interval)` without building
+/// the list (a claimed step count may be huge): `min(index · interval, last_step)`, `None` past
+/// the last leaf.
+pub fn checkpoint_step(last_step: u64, interval: u64, index: u64) -> Option<u64> {
+    let interval = interval.max(1);
+    (index < leaf_count(last_step, interval)).then(|| index.saturating_mul(interval).min(last_step))
 }
 
 fn node(left: &Hash256, right: &Hash256) -> Hash256 {

@@ -290,6 +290,7 @@ fn the_dashboard_in_chromium_shows_the_chain_and_the_cycles() {
         "registration",
         "training",
         "challenge",
+        "verification",
         "evaluation",
         "block_window",
         "closed",

@@ -11,6 +11,12 @@ pub enum ReplayError {
     WrongTask { task: String, assignment: String },
     #[error("the cycle's weights do not decode: {0}")]
     Weights(String),
+    #[error("the {what} served is not the task's (hash {found}, the task names {expected})")]
+    NotTheTasks {
+        what: &'static str,
+        expected: Hash256,
+        found: Hash256,
+    },
     #[error("the miner's shard does not decode: {0}")]
     Shard(String),
     #[error("the start state does not decode: {0}")]
@@ -39,6 +45,24 @@ pub fn replay_assignment(
     }
     let model = model_from_safetensors(task.model.clone(), weights)
         .map_err(|e| ReplayError::Weights(e.to_string()))?;
+    // The claim signs the task's hash: replay only on the inputs that task names, so a claim
+    // is never about weights or data other than the miner's.
+    let found = Hash256(learning::model_hash(&model));
+    if found != task.replay.model_hash {
+        return Err(ReplayError::NotTheTasks {
+            what: "model",
+            expected: task.replay.model_hash,
+            found,
+        });
+    }
+    let found = primitives::sha256(shard);
+    if found != task.replay.shard_hash {
+        return Err(ReplayError::NotTheTasks {
+            what: "shard",
+            expected: task.replay.shard_hash,
+            found,
+        });
+    }
     let shard = Samples::from_safetensors(shard, task.feature_count, task.class_count)
         .map_err(|e| ReplayError::Shard(e.to_string()))?;
     let train = proof::evidence::train_part(&shard, task.replay.train_samples)

@@ -3,7 +3,9 @@
 
 use crate::replay::replay_assignment;
 use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
-use coordinator_api::api::{BondOutpoint, Claim, EnrolRequest, PhaseName, ReplayAssignments};
+use coordinator_api::api::{
+    BondOutpoint, Claim, ClaimSubject, EnrolRequest, PhaseName, ReplayAssignments,
+};
 use coordinator_api::client::ClientError;
 use coordinator_api::CoordinatorClient;
 use serde::{Deserialize, Serialize};
@@ -177,41 +179,33 @@ impl Verifier {
         let mut weights: Option<Vec<u8>> = None;
         let mut inputs = BTreeMap::new();
         for assignment in &assignments.assignments {
-            let leaf = if self.config.lazy {
-                assignment.shown_leaf
-            } else {
-                let started = Instant::now();
-                let replayed = self.replay(assignment, &mut weights, &mut inputs).await;
-                report.replay_secs += started.elapsed().as_secs_f64();
-                match replayed {
-                    Ok(leaf) => {
-                        report.replayed_steps += assignment.to_step - assignment.from_step;
-                        leaf
-                    }
-                    Err(why) => {
-                        // No claim: an unreplayable interval is the coordinator's to judge,
-                        // and a guess would put the bond at stake.
-                        warn!(cycle, miner = %assignment.miner, interval = assignment.interval, %why, "cannot replay the assignment; no claim");
-                        continue;
-                    }
+            let (miner, interval) = (assignment.miner, assignment.interval);
+            let started = Instant::now();
+            let replayed = self
+                .replay(assignment, &mut weights, &mut inputs, self.config.lazy)
+                .await;
+            report.replay_secs += started.elapsed().as_secs_f64();
+            let (subject, leaf) = match replayed {
+                Ok((subject, Some(leaf))) => {
+                    report.replayed_steps += assignment.to_step - assignment.from_step;
+                    (subject, leaf)
+                }
+                // Lazy: the shown leaf, unreplayed.
+                Ok((subject, None)) => (subject, assignment.shown_leaf),
+                Err(why) => {
+                    // No claim: an unreplayable interval is the coordinator's to judge, and a
+                    // guess would put the bond at stake.
+                    warn!(cycle, %miner, interval, %why, "cannot replay the assignment; no claim");
+                    continue;
                 }
             };
             if leaf != assignment.shown_leaf {
                 report.disputed += 1;
             }
-            let claim = Claim::new_signed(
-                &self.secp,
-                &self.config.key,
-                cycle,
-                assignment.miner,
-                assignment.interval,
-                leaf,
-            );
+            let claim = Claim::new_signed(&self.secp, &self.config.key, &subject, leaf);
             match self.client.claim(&claim).await {
                 Ok(()) => report.claims_sent += 1,
-                Err(e) => {
-                    warn!(cycle, miner = %assignment.miner, interval = assignment.interval, error = %e, "claim refused")
-                }
+                Err(e) => warn!(cycle, %miner, interval, error = %e, "claim refused"),
             }
         }
         report
@@ -233,15 +227,38 @@ impl Verifier {
         }
     }
 
-    /// Replays one assignment, downloading the cycle's weights once and each miner's task
-    /// and shard once.
+    /// The subject of a claim on `assignment` and, unless `lazy`, the leaf its replay ends in.
+    /// Downloads the cycle's weights once and each miner's task and shard once; the replay
+    /// checks them against the task, and the claim signs the task's hash and the start state.
     async fn replay(
         &self,
         assignment: &coordinator_api::api::ReplayAssignment,
         weights: &mut Option<Vec<u8>>,
         inputs: &mut BTreeMap<PublicKey, (coordinator_api::api::TaskInfo, Vec<u8>)>,
-    ) -> Result<primitives::Hash256, String> {
+        lazy: bool,
+    ) -> Result<(ClaimSubject, Option<primitives::Hash256>), String> {
         let cycle = assignment.cycle;
+        if let std::collections::btree_map::Entry::Vacant(slot) = inputs.entry(assignment.miner) {
+            let task = self
+                .client
+                .task(cycle, &assignment.miner)
+                .await
+                .map_err(|e| e.to_string())?;
+            let shard = if lazy {
+                Vec::new()
+            } else {
+                self.client
+                    .shard(cycle, &assignment.miner)
+                    .await
+                    .map_err(|e| e.to_string())?
+            };
+            slot.insert((task, shard));
+        }
+        let (task, shard) = &inputs[&assignment.miner];
+        let subject = assignment.subject(task.replay.hash())?;
+        if lazy {
+            return Ok((subject, None));
+        }
         if weights.is_none() {
             *weights = Some(
                 self.client
@@ -250,35 +267,21 @@ impl Verifier {
                     .map_err(|e| e.to_string())?,
             );
         }
-        if let std::collections::btree_map::Entry::Vacant(slot) = inputs.entry(assignment.miner) {
-            let task = self
-                .client
-                .task(cycle, &assignment.miner)
-                .await
-                .map_err(|e| e.to_string())?;
-            let shard = self
-                .client
-                .shard(cycle, &assignment.miner)
-                .await
-                .map_err(|e| e.to_string())?;
-            slot.insert((task, shard));
-        }
-        let (task, shard) = &inputs[&assignment.miner];
-        let weights = weights.as_deref().unwrap_or_default();
         let threads = self.config.threads;
         let (assignment, task, weights, shard) = (
             assignment.clone(),
             task.clone(),
-            weights.to_vec(),
+            weights.clone().unwrap_or_default(),
             shard.clone(),
         );
         // Training is CPU-bound: off the async runtime.
-        tokio::task::spawn_blocking(move || {
+        let leaf = tokio::task::spawn_blocking(move || {
             replay_assignment(&assignment, &task, &weights, &shard, threads)
         })
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        Ok((subject, Some(leaf)))
     }
 }
 

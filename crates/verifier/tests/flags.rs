@@ -343,7 +343,13 @@ fn verify(
                 verifier::replay_assignment(a, &task, &weights, &shard, 1).unwrap()
             }
         };
-        let claim = Claim::new_signed(&secp(), key, cycle, a.miner, a.interval, leaf);
+        let task_hash = net
+            .c()
+            .task(net.now, cycle, &a.miner)
+            .unwrap()
+            .replay
+            .hash();
+        let claim = Claim::new_signed(&secp(), key, &a.subject(task_hash).unwrap(), leaf);
         net.c().claim(net.now, [6; 32], claim).unwrap();
     }
     assignments.assignments.len()
@@ -678,9 +684,7 @@ fn enrolment_and_claims_are_refused_with_their_reasons() {
     let early = Claim::new_signed(
         &secp(),
         &verifier,
-        net.cycle(),
-        miner_key,
-        0,
+        &subject_of(&net, &miner_key, 0),
         primitives::Hash256([0; 32]),
     );
     assert_eq!(
@@ -701,26 +705,20 @@ fn enrolment_and_claims_are_refused_with_their_reasons() {
     let stray = Claim::new_signed(
         &secp(),
         &verifier,
-        net.cycle(),
-        miner_key,
-        unassigned,
+        &subject_of(&net, &miner_key, unassigned),
         first.shown_leaf,
     );
     assert_eq!(code(net.c().claim(net.now, [0; 32], stray)), "not_assigned");
     let mut forged = Claim::new_signed(
         &secp(),
         &verifier,
-        net.cycle(),
-        miner_key,
-        first.interval,
+        &subject_of(&net, &miner_key, first.interval),
         first.shown_leaf,
     );
     forged.signature = Claim::new_signed(
         &secp(),
         &stranger,
-        net.cycle(),
-        miner_key,
-        first.interval,
+        &subject_of(&net, &miner_key, first.interval),
         first.shown_leaf,
     )
     .signature;
@@ -731,9 +729,7 @@ fn enrolment_and_claims_are_refused_with_their_reasons() {
     let outsider = Claim::new_signed(
         &secp(),
         &stranger,
-        net.cycle(),
-        miner_key,
-        first.interval,
+        &subject_of(&net, &miner_key, first.interval),
         first.shown_leaf,
     );
     assert_eq!(
@@ -752,12 +748,19 @@ fn enrolment_and_claims_are_refused_with_their_reasons() {
         assigned.assignments.len() > 1,
         "two random intervals per miner"
     );
+    // A claim about other inputs than the assignment's (here another start state) is refused:
+    // it would be judged as a statement about the miner's opening.
+    let mut other_start = subject_of(&net, &miner_key, first.interval);
+    other_start.start_leaf = primitives::Hash256([5; 32]);
+    let mismatched = Claim::new_signed(&secp(), &verifier, &other_start, first.shown_leaf);
+    assert_eq!(
+        code(net.c().claim(net.now, [0; 32], mismatched)),
+        "claim_mismatch"
+    );
     let claim = Claim::new_signed(
         &secp(),
         &verifier,
-        net.cycle(),
-        miner_key,
-        first.interval,
+        &subject_of(&net, &miner_key, first.interval),
         first.shown_leaf,
     );
     net.c().claim(net.now, [0; 32], claim.clone()).unwrap();
@@ -992,6 +995,52 @@ async fn the_audit_replays_judged_claims_and_catches_a_coordinator_that_misrepor
         "{e}"
     );
 
+    // A coordinator that served the honest finder another start state got a claim about that
+    // state; publishing the real opening as its evidence shows the claim signs other inputs.
+    let mut served_other = record.clone();
+    let x = served_other.verification.verdicts[caught].clone();
+    let mut evidence = net
+        .c()
+        .claim_evidence(net.cycle(), &x.miner, x.interval)
+        .unwrap();
+    let mut subject = evidence.claim.subject();
+    subject.start_leaf = primitives::Hash256([3; 32]);
+    let other_claim = Claim::new_signed(&secp(), &finder, &subject, primitives::Hash256([4; 32]));
+    evidence.claim = other_claim.clone();
+    evidence.outcome = ClaimOutcome::Wrong;
+    served_other.verification.verdicts[caught].outcome = ClaimOutcome::Wrong;
+    for c in served_other.verification.claims.iter_mut() {
+        if c.miner == x.miner && c.interval == x.interval {
+            *c = other_claim.clone();
+        }
+    }
+    let forging = Published {
+        c: net.c(),
+        forged: Some(evidence),
+    };
+    let e = audit_claims(&forging, &served_other).await.unwrap_err();
+    assert!(e.to_string().contains("signs other inputs"), "{e}");
+
+    // The verifiers listed out of key order (which would steer the draw).
+    let mut reordered = record.clone();
+    reordered.verification.verifiers.reverse();
+    let e = audit_claims(&source, &reordered).await.unwrap_err();
+    assert!(
+        matches!(e, miner::audit::AuditError::VerificationDraw { .. }),
+        "{e}"
+    );
+
+    // The honest finder's bond slashed under the miner role, as if it had failed a check.
+    let mut as_miner = record.clone();
+    as_miner.slashes.push(coordinator::api::SlashRecord {
+        miner: finder.public_key(&secp()),
+        bond: net.found(&finder).0,
+        txid: bitcoin::Txid::all_zeros(),
+        role: SlashRole::Miner,
+        finder: None,
+    });
+    code(audit_claims(&source, &as_miner).await.unwrap_err());
+
     // A slash of the honest finder's bond that no wrong claim backs.
     let mut slashed = record.clone();
     slashed.slashes.push(coordinator::api::SlashRecord {
@@ -1118,4 +1167,40 @@ async fn a_restart_during_verification_keeps_the_secret_assignments_and_claims()
         .iter()
         .all(|x| matches!(x.outcome, ClaimOutcome::Trusted | ClaimOutcome::Confirmed)));
     assert!(record.submissions.iter().all(|s| s.verification.passed()));
+}
+
+/// The subject of a claim on `miner`'s `interval` of the live cycle as its assignment would
+/// give it: the miner's task, its opened start state and the interval's end step (zeros where
+/// the interval is not opened, for claims that must be refused anyway).
+fn subject_of(net: &Net, miner: &PublicKey, interval: u64) -> coordinator::api::ClaimSubject {
+    let cycle = net.cycle();
+    let task = net.c().task(net.now, cycle, miner).unwrap();
+    let assignment = net
+        .c()
+        .state()
+        .unwrap()
+        .verification
+        .assignments
+        .iter()
+        .find(|x| &x.miner == miner && x.interval == interval)
+        .map(|x| x.verifier);
+    let served = assignment.and_then(|verifier| {
+        net.c()
+            .assignments(net.now, [0; 32], cycle, &verifier)
+            .ok()?
+            .assignments
+            .into_iter()
+            .find(|a| &a.miner == miner && a.interval == interval)
+    });
+    match served {
+        Some(a) => a.subject(task.replay.hash()).unwrap(),
+        None => coordinator::api::ClaimSubject {
+            cycle,
+            miner: *miner,
+            interval,
+            task_hash: task.replay.hash(),
+            start_leaf: primitives::Hash256([0; 32]),
+            to_step: 0,
+        },
+    }
 }
