@@ -699,6 +699,27 @@ fn enrolment_and_claims_are_refused_with_their_reasons() {
         .assignments(net.now, [0; 32], net.cycle(), &verifier.public_key(&secp()))
         .unwrap();
     let first = assigned.assignments.first().expect("an assignment").clone();
+    // The verifier replays only on the inputs its task names: another shard, or other weights,
+    // are refused before any replay (its claim signs the task, so it must not mix inputs).
+    let task = net.c().task(net.now, net.cycle(), &miner_key).unwrap();
+    let weights = net.c().weights(net.cycle()).unwrap();
+    let shard = net.c().shard(net.now, net.cycle(), &miner_key).unwrap();
+    assert!(verifier::replay_assignment(&first, &task, &weights, &shard, 1).is_ok());
+    let mut other_shard = shard.to_vec();
+    let last = other_shard.len() - 1;
+    other_shard[last] ^= 1;
+    let e = verifier::replay_assignment(&first, &task, &weights, &other_shard, 1).unwrap_err();
+    assert!(
+        e.to_string().contains("shard served is not the task's"),
+        "{e}"
+    );
+    let mut other_task = task.clone();
+    other_task.replay.model_hash = primitives::Hash256([1; 32]);
+    let e = verifier::replay_assignment(&first, &other_task, &weights, &shard, 1).unwrap_err();
+    assert!(
+        e.to_string().contains("model served is not the task's"),
+        "{e}"
+    );
     let unassigned = (0..STEPS / 16)
         .find(|i| assigned.assignments.iter().all(|x| x.interval != *i))
         .unwrap();
