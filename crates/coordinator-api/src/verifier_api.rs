@@ -303,6 +303,13 @@ pub struct VerificationRecord {
     /// replays with no verifier.
     #[serde(default)]
     pub challenged_steps: u64,
+    /// The cycle's challenge count q and checkpoint interval k: with them and the record's
+    /// secret and commitments anyone recomputes every challenge, and so which assignments could
+    /// be flags and which had to be audited.
+    #[serde(default)]
+    pub challenges: u32,
+    #[serde(default)]
+    pub checkpoint_interval: u64,
     /// Steps the coordinator replayed itself (checks, audits and disputes).
     #[serde(default)]
     pub coordinator_replayed_steps: u64,

@@ -44,6 +44,11 @@ pub struct VerificationState {
     pub verdicts: Vec<ClaimVerdict>,
     #[serde(default)]
     pub challenged_steps: u64,
+    /// q and k, recorded when the assignments are drawn (see `VerificationRecord`).
+    #[serde(default)]
+    pub challenges: u32,
+    #[serde(default)]
+    pub checkpoint_interval: u64,
     #[serde(default)]
     pub coordinator_replayed_steps: u64,
 }
@@ -67,6 +72,8 @@ impl VerificationState {
     pub(crate) fn start(state: &mut CycleState, env: &CycleEnv, fallback: Hash256) {
         let secret = *state.verification.secret.get_or_insert(fallback);
         state.verification.assignments = assign(state, env, &secret);
+        state.verification.challenges = env.proof.challenges;
+        state.verification.checkpoint_interval = env.proof.checkpoint_interval;
     }
 
     /// What the cycle record shows: the enrolled verifiers, and once `revealed` (from the
@@ -86,6 +93,8 @@ impl VerificationState {
             claims: self.claims.clone(),
             verdicts: self.verdicts.clone(),
             challenged_steps: self.challenged_steps,
+            challenges: self.challenges,
+            checkpoint_interval: self.checkpoint_interval,
             coordinator_replayed_steps: self.coordinator_replayed_steps,
         }
     }

@@ -37,6 +37,20 @@ pub async fn audit_claims(
                 why: "the verification secret does not hash to the cycle's revealed secret".into(),
             });
         }
+        // q and k come from the record: bounded before anything is drawn or allocated by them.
+        let k = v.checkpoint_interval;
+        if v.challenges > proof::CHALLENGES_MAX
+            || k == 0
+            || k > proof::task::CHECKPOINT_INTERVAL_MAX
+        {
+            return Err(AuditError::VerificationDraw {
+                cycle,
+                why: format!(
+                    "challenge count {} or checkpoint interval {k} out of range",
+                    v.challenges
+                ),
+            });
+        }
         let keys: Vec<PublicKey> = v.verifiers.iter().map(|e| e.verifier).collect();
         // The draw indexes the keys in ascending order: a reordered list would steer it.
         if keys.windows(2).any(|w| w[0] >= w[1]) {
@@ -48,6 +62,51 @@ pub async fn audit_claims(
         }
         let mut seen = std::collections::BTreeSet::new();
         for x in &v.assignments {
+            // The miner's challenge, recomputed from the record: an assignment must be one of
+            // its challenged intervals but the last; it can be a flag only if the next interval
+            // is not challenged, and then it must be one exactly when the draw says so;
+            // otherwise it must be audited.
+            let challenge = record
+                .submissions
+                .iter()
+                .find(|s| s.miner == x.miner)
+                .zip(record.revealed_secret.zip(record.commitments_digest))
+                .filter(|(s, _)| proof::leaf_count(s.commitment.steps, k) <= proof::LEAVES_MAX)
+                .map(|(s, (revealed, digest))| {
+                    let seed = proof::challenge_seed(&revealed, &digest, &x.miner);
+                    let intervals = proof::leaf_count(s.commitment.steps, k).saturating_sub(1);
+                    (
+                        intervals,
+                        proof::challenged_intervals(&seed, intervals, v.challenges),
+                    )
+                });
+            let Some((intervals, challenged)) = challenge else {
+                return Err(AuditError::VerificationDraw {
+                    cycle,
+                    why: format!(
+                        "an assignment on miner {}, who has no (boundable) challenge",
+                        x.miner
+                    ),
+                });
+            };
+            let (_, flag) = coordinator::draw::redraw(&secret, &x.miner, x.interval, keys.len());
+            let flaggable = !challenged.contains(&x.interval.saturating_add(1));
+            let why =
+                if !challenged.contains(&x.interval) || x.interval.saturating_add(1) >= intervals {
+                    Some("is not a challenged interval before the run's last")
+                } else if x.flagged != (flaggable && flag) {
+                    Some("is flagged otherwise than the secret draws it")
+                } else if !flaggable && !x.audited {
+                    Some("cannot be a flag, so must be audited, and is not")
+                } else {
+                    None
+                };
+            if let Some(why) = why {
+                return Err(AuditError::VerificationDraw {
+                    cycle,
+                    why: format!("miner {}'s interval {} {why}", x.miner, x.interval),
+                });
+            }
             if !seen.insert((x.miner, x.interval)) {
                 return Err(AuditError::VerificationDraw {
                     cycle,

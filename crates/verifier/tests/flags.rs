@@ -1042,6 +1042,15 @@ async fn the_audit_replays_judged_claims_and_catches_a_coordinator_that_misrepor
     let e = audit_claims(&forging, &served_other).await.unwrap_err();
     assert!(e.to_string().contains("signs other inputs"), "{e}");
 
+    // A flag dropped (or made up): the record's secret and challenges say otherwise.
+    let mut reflagged = record.clone();
+    reflagged.verification.assignments[0].flagged ^= true;
+    let e = audit_claims(&source, &reflagged).await.unwrap_err();
+    assert!(
+        matches!(e, miner::audit::AuditError::VerificationDraw { .. }),
+        "{e}"
+    );
+
     // The verifiers listed out of key order (which would steer the draw).
     let mut reordered = record.clone();
     reordered.verification.verifiers.reverse();
