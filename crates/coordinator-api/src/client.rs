@@ -148,16 +148,24 @@ impl CoordinatorClient {
         )
     }
 
-    /// `verifier`'s replay assignments in `cycle`, once the challenge window closed.
-    pub async fn assignments(
+    /// The replay assignments in `cycle` of the verifier with `key`, once the challenge window
+    /// closed (the poll is signed: only the verifier reads what it is served).
+    pub async fn assignments<C: Signing>(
         &self,
+        secp: &Secp256k1<C>,
+        key: &SecretKey,
         cycle: u64,
-        verifier: &PublicKey,
     ) -> Result<crate::api::ReplayAssignments, ClientError> {
-        self.get_json(&format!(
-            "/v1/cycles/{cycle}/verifiers/{verifier}/assignments"
-        ))
-        .await
+        let verifier = key.public_key(secp);
+        let signature =
+            CompactSignature::sign(secp, key, &crate::api::poll_signing_hash(cycle, &verifier));
+        let request = self
+            .http
+            .get(self.url(&format!(
+                "/v1/cycles/{cycle}/verifiers/{verifier}/assignments"
+            )))
+            .header(SIGNATURE_HEADER, signature.to_string());
+        decode(&self.send(request).await?)
     }
 
     /// What a judged claim on `miner`'s `interval` was judged on (claims judged `wrong` or

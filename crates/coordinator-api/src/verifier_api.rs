@@ -11,6 +11,18 @@ use serde::{Deserialize, Serialize};
 pub const VERIFIER_ENROL_TAG: &str = "trainchain/coordinator/verifier-enrol";
 /// Tag of a verifier's claim signature.
 pub const VERIFIER_CLAIM_TAG: &str = "trainchain/coordinator/verifier-claim";
+/// Tag of a verifier's signature on its assignments poll.
+pub const VERIFIER_POLL_TAG: &str = "trainchain/coordinator/verifier-poll";
+
+/// `H_verifier-poll(cycle u64 LE || verifier 33)`: what a verifier signs (header
+/// `x-trainchain-signature`) to fetch its assignments, so only it reads the start states it
+/// is served.
+pub fn poll_signing_hash(cycle: u64, verifier: &PublicKey) -> Hash256 {
+    tagged_hash(
+        VERIFIER_POLL_TAG,
+        &[&cycle.to_le_bytes(), &verifier.serialize()],
+    )
+}
 
 /// `POST /v1/verifiers/enrol`: a bonded verifier asks for replay assignments in `cycle`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -428,8 +428,16 @@ async fn enrol_verifier(
 async fn verifier_assignments(
     State(api): State<Shared>,
     Path((cycle, verifier)): Path<(u64, String)>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     let verifier = parse_miner(&verifier)?;
+    // Only the verifier reads the start states it is served (one signature check, before any
+    // state is read).
+    let signature = signature_header(&headers)?;
+    let digest = crate::api::poll_signing_hash(cycle, &verifier);
+    if !signature.verify(&api.coordinator.env().secp, &verifier, &digest) {
+        return Err(ServiceError::Refused(crate::cycle::Refusal::BadSignature));
+    }
     let c = api.coordinator.clone();
     let assignments =
         blocking(move || c.assignments(now_ms(), entropy(), cycle, &verifier)).await?;

@@ -215,7 +215,11 @@ impl Verifier {
     async fn wait_assignments(&self, cycle: u64) -> Result<ReplayAssignments, ClientError> {
         let started = Instant::now();
         loop {
-            match self.client.assignments(cycle, &self.public_key).await {
+            match self
+                .client
+                .assignments(&self.secp, &self.config.key, cycle)
+                .await
+            {
                 Ok(a) => return Ok(a),
                 Err(e)
                     if e.code() == Some("verification_not_open")

@@ -164,6 +164,29 @@ async fn a_verifier_enrols_replays_and_claims_over_http() {
     };
     assert_eq!(refusal.code(), Some("bond_in_use"), "{refusal}");
 
+    // Assignments are served only to a signed poll of their verifier: unsigned, or signed by
+    // another key, the route refuses before reading any state.
+    let route = format!(
+        "{url}/v1/cycles/{cycle}/verifiers/{}/assignments",
+        verifier_key.public_key(&secp)
+    );
+    let http = reqwest::Client::new();
+    let unsigned = http.get(&route).send().await.unwrap();
+    assert_eq!(unsigned.status(), 400);
+    let forged = coordinator_api::api::CompactSignature::sign(
+        &secp,
+        &other,
+        &coordinator_api::api::poll_signing_hash(cycle, &verifier_key.public_key(&secp)),
+    );
+    let refused = http
+        .get(&route)
+        .header(coordinator_api::api::SIGNATURE_HEADER, forged.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains("bad_signature"));
+
     wait_phase(&client, PhaseName::Challenge).await;
     let challenge = client.challenge(cycle, &me).await.unwrap();
     client
