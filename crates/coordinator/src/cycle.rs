@@ -882,16 +882,7 @@ fn register(
     if !request.verify(&env.secp) {
         return Err(Refusal::BadSignature);
     }
-    let address_ok = Address::from_str(&request.payout_address)
-        .ok()
-        .and_then(|a| a.require_network(env.network).ok())
-        .is_some();
-    if !address_ok {
-        return Err(Refusal::BadPayoutAddress {
-            address: request.payout_address,
-            network: env.network,
-        });
-    }
+    check_payout_address(&request.payout_address, env.network)?;
     let hw = request.hardware;
     if hw.threads == 0 || hw.threads > HARDWARE_THREADS_MAX || hw.memory_bytes == 0 {
         return Err(Refusal::BadHardware);
@@ -938,6 +929,23 @@ fn register(
         },
     );
     Ok(response)
+}
+
+/// A payout address must be an address of the chain's network (a registration's or a
+/// verifier's enrolment's).
+pub(crate) fn check_payout_address(address: &str, network: Network) -> Result<(), Refusal> {
+    let ok = Address::from_str(address)
+        .ok()
+        .and_then(|a| a.require_network(network).ok())
+        .is_some();
+    if ok {
+        Ok(())
+    } else {
+        Err(Refusal::BadPayoutAddress {
+            address: address.to_owned(),
+            network,
+        })
+    }
 }
 
 /// With bonds required, a cycle holds up to this many registrations per slot until the

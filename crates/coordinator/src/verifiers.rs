@@ -19,13 +19,11 @@ use crate::verifier_api::{
     VerificationRecord,
 };
 use bitcoin::secp256k1::PublicKey;
-use bitcoin::Address;
 pub use coordinator_api::draw::{cycle_secret, flag_leaf, redraw, FLAG_PERCENT};
 use coordinator_api::draw::{draw, DrawKind};
 use primitives::{tagged_hash, Hash256};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::str::FromStr;
 
 /// The verifier side of a cycle's state (persisted with it).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,16 +208,7 @@ pub fn enrol(
     if state.registrations.contains_key(&request.verifier) {
         return Err(Refusal::VerifierIsMiner);
     }
-    let address_ok = Address::from_str(&request.payout_address)
-        .ok()
-        .and_then(|a| a.require_network(env.network).ok())
-        .is_some();
-    if !address_ok {
-        return Err(Refusal::BadPayoutAddress {
-            address: request.payout_address,
-            network: env.network,
-        });
-    }
+    crate::cycle::check_payout_address(&request.payout_address, env.network)?;
     let outpoint = request.bond;
     if state.bonds.contains_key(&outpoint) {
         return Err(Refusal::BondInUse { outpoint });
