@@ -187,7 +187,8 @@ impl Verifier {
             report.replay_secs += started.elapsed().as_secs_f64();
             let (subject, leaf) = match replayed {
                 Ok((subject, Some(leaf))) => {
-                    report.replayed_steps += assignment.to_step - assignment.from_step;
+                    report.replayed_steps +=
+                        assignment.to_step.saturating_sub(assignment.from_step);
                     (subject, leaf)
                 }
                 // Lazy: the shown leaf, unreplayed.
