@@ -326,3 +326,13 @@ pub struct VerificationRecord {
     #[serde(default)]
     pub coordinator_replayed_steps: u64,
 }
+
+impl VerificationRecord {
+    /// How many claims were judged `outcome`.
+    pub fn verdicts_with(&self, outcome: ClaimOutcome) -> usize {
+        self.verdicts
+            .iter()
+            .filter(|x| x.outcome == outcome)
+            .count()
+    }
+}

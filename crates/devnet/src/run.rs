@@ -620,9 +620,7 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
         }
         let v = &record.verification;
         if !v.verifiers.is_empty() {
-            let count = |o: coordinator::api::ClaimOutcome| {
-                v.verdicts.iter().filter(|x| x.outcome == o).count()
-            };
+            let count = |o| v.verdicts_with(o);
             println!(
                 "  verifiers: {} enrolled, {} assignments ({} flags, {} audits), claims {} trusted / {} confirmed / {} caught a cheat / {} wrong; coordinator replayed {} of {} challenged steps",
                 v.verifiers.len(),

@@ -475,11 +475,7 @@ async fn a_lazy_verifier_is_caught_by_a_flag_and_an_honest_one_never_slashed() {
         assert!(record.submissions.iter().all(|s| s.verification.passed()));
         // The coordinator replays every challenged interval but the trusted ones (16 steps
         // each, honest miners only here).
-        let trusted = v
-            .verdicts
-            .iter()
-            .filter(|x| x.outcome == ClaimOutcome::Trusted)
-            .count() as u64;
+        let trusted = v.verdicts_with(ClaimOutcome::Trusted) as u64;
         assert_eq!(
             v.coordinator_replayed_steps + 16 * trusted,
             v.challenged_steps
@@ -1233,4 +1229,131 @@ fn subject_of(net: &Net, miner: &PublicKey, interval: u64) -> coordinator::api::
             to_step: 0,
         },
     }
+}
+
+/// A miner that commits to an absurd step count (here `u64::MAX`) and answers its challenge
+/// with openings at those far intervals gets them assigned like any other; serving them,
+/// judging the claims and measuring the replay work must not build a list of every checkpoint
+/// step (about 10^18 entries), and the miner simply fails its check.
+#[tokio::test]
+async fn a_huge_claimed_step_count_is_judged_without_allocating_its_checkpoints() {
+    let miner = testkit::key(680);
+    let verifier = testkit::key(681);
+    let mut net = Net::new(&[&miner], &[&verifier]);
+    net.register(&miner);
+    let a = net.c().state().unwrap().announcement().clone();
+    net.step_to(a.registration_deadline_ms + 1, 1);
+    net.enrol(&verifier).unwrap();
+    let honest = train_and_submit_commitment(&net, &miner, u64::MAX);
+    net.step_to(a.submission_deadline_ms + 1, 2);
+    let miner_key = miner.public_key(&secp());
+    let challenge = net.c().challenge(net.now, net.cycle(), &miner_key).unwrap();
+    // Openings at the far intervals asked for, each with a real (if misplaced) state.
+    let start = honest.states()[0].clone();
+    let response = proof::ChallengeResponse {
+        first_path: Vec::new(),
+        openings: challenge
+            .intervals
+            .iter()
+            .map(|&interval| proof::Opening {
+                interval,
+                start: start.clone(),
+                start_path: Vec::new(),
+                end_leaf: primitives::Hash256([9; 32]),
+                end_path: Vec::new(),
+            })
+            .collect(),
+    };
+    let bytes = response.encode();
+    let sig = CompactSignature::sign(
+        &secp(),
+        &miner,
+        &coordinator::api::answer_signing_hash(
+            net.cycle(),
+            &miner_key,
+            &primitives::sha256(&bytes),
+        ),
+    );
+    net.c()
+        .answer(net.now, [1; 32], net.cycle(), miner_key, sig, &bytes)
+        .unwrap();
+    net.step_to(net.now + 1, 3);
+    let served = net
+        .c()
+        .assignments(net.now, [0; 32], net.cycle(), &verifier.public_key(&secp()))
+        .unwrap();
+    assert!(
+        !served.assignments.is_empty(),
+        "the far intervals are assigned"
+    );
+    for x in &served.assignments {
+        let task_hash = net
+            .c()
+            .task(net.now, net.cycle(), &miner_key)
+            .unwrap()
+            .replay
+            .hash();
+        let claim = Claim::new_signed(
+            &secp(),
+            &verifier,
+            &x.subject(task_hash).unwrap(),
+            x.shown_leaf,
+        );
+        net.c().claim(net.now, [6; 32], claim).unwrap();
+    }
+    net.step_to(net.now + 1, 4);
+    let record = net.c().record(net.cycle()).unwrap();
+    assert!(
+        matches!(
+            record.submissions[0].verification,
+            proof::Verdict::Failed {
+                failure: proof::Failure::StepsOverBudget { .. }
+            }
+        ),
+        "{:?}",
+        record.submissions[0].verification
+    );
+    // Judged without replaying: the opening does not hold for the task.
+    assert!(record
+        .verification
+        .verdicts
+        .iter()
+        .all(|x| matches!(x.outcome, ClaimOutcome::Void | ClaimOutcome::Trusted)));
+}
+
+/// Trains `key`'s task honestly for [`STEPS`] but submits a commitment claiming `steps`.
+fn train_and_submit_commitment(net: &Net, key: &SecretKey, steps: u64) -> proof::RunRecord {
+    let secp = secp();
+    let miner = key.public_key(&secp);
+    let cycle = net.cycle();
+    let task = net.c().task(net.now, cycle, &miner).unwrap();
+    let weights = net.c().weights(cycle).unwrap();
+    let shard = net.c().shard(net.now, cycle, &miner).unwrap();
+    let model = model_from_safetensors(task.model.clone(), &weights).unwrap();
+    let shard = Samples::from_safetensors(&shard, task.feature_count, task.class_count).unwrap();
+    let train = proof::evidence::train_part(&shard, task.replay.train_samples).unwrap();
+    let run = proof::run_task(
+        &task.replay,
+        &model,
+        &train,
+        1,
+        |s| s.step < STEPS,
+        |s| s.len() - 1,
+    )
+    .unwrap();
+    let update = run.update.to_safetensors().unwrap();
+    let commitment = proof::Commitment {
+        steps,
+        ..run.commitment(&task.replay, primitives::sha256(&update))
+    };
+    let sig = CompactSignature::sign(&secp, key, &commitment.signing_hash(cycle, &miner));
+    let claim = coordinator::SubmissionClaim {
+        task_hash: commitment.task_hash,
+        transcript_root: commitment.transcript_root,
+        steps: commitment.steps,
+    };
+    net.c()
+        .submit(net.now + 100, [1; 32], cycle, miner, sig, claim, &update)
+        .unwrap();
+    run.record
 }

@@ -234,11 +234,7 @@ async fn a_verifier_enrols_replays_and_claims_over_http() {
     assert!(record.submissions[0].verification.passed());
     // The coordinator replayed every challenged interval but the trusted ones (16 steps
     // each): what the verifier saved it.
-    let trusted = v
-        .verdicts
-        .iter()
-        .filter(|x| x.outcome == ClaimOutcome::Trusted)
-        .count() as u64;
+    let trusted = v.verdicts_with(ClaimOutcome::Trusted) as u64;
     assert_eq!(
         v.coordinator_replayed_steps + 16 * trusted,
         v.challenged_steps
