@@ -534,6 +534,9 @@ pub struct ScoredSubmission {
     pub score: u64,
     /// The replay check of the miner's challenged intervals.
     pub verification: proof::Verdict,
+    /// The checkpoint interval `k` of the miner's task ([`crate::pace`]): its budget was
+    /// `pace::TRANSCRIPT_INTERVALS * k` steps, and its challenge was drawn over its intervals.
+    pub checkpoint_interval: u64,
 }
 
 impl ScoredSubmission {

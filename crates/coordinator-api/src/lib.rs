@@ -7,6 +7,7 @@
 pub mod api;
 pub mod client;
 pub mod draw;
+pub mod pace;
 pub mod verifier_api;
 
 pub use client::CoordinatorClient;

@@ -315,9 +315,10 @@ pub struct VerificationRecord {
     /// replays with no verifier.
     #[serde(default)]
     pub challenged_steps: u64,
-    /// The cycle's challenge count q and checkpoint interval k: with them and the record's
-    /// secret and commitments anyone recomputes every challenge, and so which assignments could
-    /// be flags and which had to be audited.
+    /// The cycle's challenge count q and configured checkpoint interval k (every new miner's,
+    /// and the floor of each paced one, [`crate::pace`]): with q, each submission's own k and
+    /// the record's secret and commitments anyone recomputes every challenge, and so which
+    /// assignments could be flags and which had to be audited.
     #[serde(default)]
     pub challenges: u32,
     #[serde(default)]

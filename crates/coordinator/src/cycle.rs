@@ -31,6 +31,7 @@ use crate::api::{
     Receipt, RegisterRequest, RegisterResponse, ScoredSubmission, SignedAnnouncement,
 };
 use crate::chain::UnspentOutput;
+use crate::pace::PaceSample;
 use crate::verifier_api::{Claim, ClaimVerdict, EnrolRequest, EnrolResponse};
 use crate::verifiers::{self, VerificationState};
 use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
@@ -207,6 +208,10 @@ pub struct Assignment {
     pub segment: String,
     pub shard_index: u32,
     pub shard_count: u32,
+    /// The task's checkpoint interval `k`, paced to the miner's measured speed
+    /// ([`crate::pace::checkpoint_interval`]); its step budget is
+    /// `pace::TRANSCRIPT_INTERVALS * k`.
+    pub checkpoint_interval: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -347,6 +352,10 @@ pub struct CycleState {
     /// Enrolled verifiers, their assignments and claims.
     #[serde(default)]
     pub verification: VerificationState,
+    /// Each miner's last verified run (from the previous cycle's record), which sizes its
+    /// step budget when registration closes ([`crate::pace`]).
+    #[serde(default)]
+    pub pace_samples: BTreeMap<PublicKey, PaceSample>,
 }
 
 /// Inputs of the machine besides time.
@@ -552,6 +561,7 @@ impl CycleState {
             contribution_certificates: BTreeMap::new(),
             block_certificates: Vec::new(),
             verification: VerificationState::with_secret(verification_secret),
+            pace_samples: BTreeMap::new(),
         }
     }
 
@@ -612,7 +622,10 @@ impl CycleState {
         let submission = self.submissions.get(miner)?;
         let digest = self.commitments_digest();
         let seed = proof::challenge_seed(&secret, &digest, miner);
-        let leaves = proof::leaf_count(submission.commitment.steps, env.proof.checkpoint_interval);
+        let leaves = proof::leaf_count(
+            submission.commitment.steps,
+            self.checkpoint_interval(env, miner),
+        );
         Some(ChallengeInfo {
             cycle: self.cycle(),
             miner: *miner,
@@ -999,19 +1012,39 @@ fn draw_admission(state: &mut CycleState, env: &CycleEnv) {
     state.admission = Some(draw);
 }
 
-/// Segment and shard of every registered miner, in key order: miner `i` gets shard `i`, and
-/// a segment sized to its hardware (among those that fit, rotated by index and cycle so every
-/// segment gets trained).
+/// Segment, shard and step budget of every registered miner, in key order: miner `i` gets
+/// shard `i`, a segment sized to its hardware (among those that fit, rotated by index and cycle
+/// so every segment gets trained), and a checkpoint interval paced to its last verified run.
 fn assign(state: &mut CycleState, env: &CycleEnv) {
     let cycle = state.cycle();
     let count = state.registrations.len() as u32;
-    for (index, registration) in state.registrations.values_mut().enumerate() {
+    let a = &state.announcement.announcement;
+    let window_ms = a
+        .submission_deadline_ms
+        .saturating_sub(a.registration_deadline_ms);
+    for (index, (miner, registration)) in state.registrations.iter_mut().enumerate() {
         let segment = choose_segment(&env.segments, registration.hardware, index as u64, cycle);
+        let checkpoint_interval = crate::pace::checkpoint_interval(
+            state.pace_samples.get(miner).copied(),
+            window_ms,
+            env.proof.checkpoint_interval,
+        );
         registration.assignment = Some(Assignment {
             segment,
             shard_index: index as u32,
             shard_count: count,
+            checkpoint_interval,
         });
+    }
+}
+
+impl CycleState {
+    /// The checkpoint interval of `miner`'s task (the configured one before assignment).
+    pub fn checkpoint_interval(&self, env: &CycleEnv, miner: &PublicKey) -> u64 {
+        self.registrations
+            .get(miner)
+            .and_then(|r| r.assignment.as_ref())
+            .map_or(env.proof.checkpoint_interval, |a| a.checkpoint_interval)
     }
 }
 
@@ -1204,6 +1237,7 @@ fn run_lottery(
                 loss_reduction,
                 score: crate::api::verified_score(&verification, params_trained, loss_reduction),
                 verification,
+                checkpoint_interval: state.checkpoint_interval(env, miner),
             }
         })
         .collect();

@@ -9,7 +9,7 @@
 //! - [`api`] and [`client`]: wire types, signed messages and a typed client (used by miners).
 
 // The wire types and the client live in `coordinator-api`, which clients depend on alone.
-pub use coordinator_api::{api, client, draw, verifier_api};
+pub use coordinator_api::{api, client, draw, pace, verifier_api};
 pub mod chain;
 pub mod cycle;
 pub mod error;

@@ -283,7 +283,7 @@ impl Coordinator {
         // it is independent of the certificate nonces drawn from the same bytes.
         let secret = primitives::tagged_hash("trainchain/coordinator/secret", &[&entropy]).0;
         let held_out = self.work.held_out.batch(cycle)?.reveal;
-        let state = CycleState::open(
+        let mut state = CycleState::open(
             &self.env,
             cycle,
             view.tip,
@@ -294,6 +294,10 @@ impl Coordinator {
             held_out.commitment(),
             previous.map_or(Hash256::ZERO, CycleState::record_digest),
         );
+        // Budgets follow each miner's last verified run, as the previous record shows it.
+        state.pace_samples = previous
+            .map(|p| crate::pace::samples(&p.record()))
+            .unwrap_or_default();
         info!(
             cycle,
             height = state.announcement().height,

@@ -21,11 +21,7 @@ use tracing::{info, warn};
 /// never trained on: an honest miner early-stops on it.
 pub const VALIDATION_SHARE_DIVISOR: usize = 5;
 
-/// Intervals of a run that uses its whole step budget: `steps_max` is this many checkpoint
-/// intervals. With the default q = 2 the coordinator replays 3 of 128 intervals, 2.3% of the
-/// training it verifies (detection depends on the share of intervals faked, not their number),
-/// and a transcript has at most 129 leaves (a path of 8 hashes).
-pub const TRANSCRIPT_INTERVALS: u64 = 128;
+pub use crate::pace::TRANSCRIPT_INTERVALS;
 
 /// The task's learning rate shrinks by this factor each cycle, down to
 /// [`LR_FLOOR_FRACTION`] of the setup's: a replayable run has one rate, and a model that has
@@ -81,7 +77,7 @@ impl Coordinator {
         )?[assignment.shard_index as usize]
             .len();
         let hints = self.work.setup.hints;
-        let k = self.env.proof.checkpoint_interval;
+        let k = assignment.checkpoint_interval;
         Ok(ReplayTask {
             cycle: a.cycle,
             miner: *miner,

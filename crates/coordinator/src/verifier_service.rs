@@ -348,7 +348,7 @@ impl Coordinator {
             let step = |i: u64| {
                 proof::checkpoint_step(
                     submission.commitment.steps,
-                    self.env.proof.checkpoint_interval,
+                    state.checkpoint_interval(&self.env, &x.miner),
                     i,
                 )
             };
@@ -417,7 +417,7 @@ impl Coordinator {
         let to_step = claim.interval.checked_add(1).and_then(|i| {
             proof::checkpoint_step(
                 submission.commitment.steps,
-                self.env.proof.checkpoint_interval,
+                state.checkpoint_interval(&self.env, &claim.miner),
                 i,
             )
         });

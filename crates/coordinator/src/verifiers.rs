@@ -259,9 +259,11 @@ pub fn assign(state: &CycleState, env: &CycleEnv, secret: &Hash256) -> Vec<Assig
         let Some(challenge) = state.challenge(env, miner) else {
             continue;
         };
-        let intervals =
-            proof::leaf_count(submission.commitment.steps, env.proof.checkpoint_interval)
-                .saturating_sub(1);
+        let intervals = proof::leaf_count(
+            submission.commitment.steps,
+            state.checkpoint_interval(env, miner),
+        )
+        .saturating_sub(1);
         // Only intervals the answer actually opens: an assignment must be servable, or a
         // miner answering other intervals would hold the phase open to its deadline (its check
         // fails on the wrong intervals anyway).

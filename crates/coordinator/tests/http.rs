@@ -68,6 +68,8 @@ async fn miner(client: CoordinatorClient, chain: Arc<MemoryChain>, key: SecretKe
             }
         })
         .await;
+        // Paced: 16 in a miner's first cycle, then sized to its last verified run.
+        let k = task.replay.checkpoint_interval;
         let weights = client.weights(cycle).await.unwrap();
         let shard = client.shard(cycle, &me).await.unwrap();
         let work = tokio::task::spawn_blocking(move || honest_work(&task, &weights, &shard, 40))
@@ -90,7 +92,7 @@ async fn miner(client: CoordinatorClient, chain: Arc<MemoryChain>, key: SecretKe
         })
         .await;
         assert_eq!(*challenge.intervals.last().unwrap(), {
-            let leaves = proof::leaf_count(work.commitment.steps, 16);
+            let leaves = proof::leaf_count(work.commitment.steps, k);
             leaves - 2
         });
         let answer = work.record.respond(&challenge.intervals).encode();

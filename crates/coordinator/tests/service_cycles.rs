@@ -406,6 +406,35 @@ fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
         vec![record.announcement.announcement.model_hash.to_string()]
     );
     assert!(dir.path().join("model/global.safetensors").exists());
+    // The honest miner's budget in cycle 1 is paced to its verified run of cycle 0: its steps
+    // in the 100 ms to its submission, scaled to the 4 s window over 128 intervals (not the
+    // configured 16 every new miner starts at).
+    c.register(deadline + 1_010, [2; 32], registration(&secp, &honest, 1))
+        .unwrap();
+    c.register(deadline + 1_020, [2; 32], registration(&secp, &lazy, 1))
+        .unwrap();
+    c.step(deadline + 2_000, [9; 32], None).unwrap();
+    let paced = c
+        .task(deadline + 2_000, 1, &honest.public_key(&secp))
+        .unwrap();
+    let run = record
+        .submissions
+        .iter()
+        .find(|s| s.miner == honest.public_key(&secp))
+        .unwrap();
+    assert_eq!(
+        run.received_at_ms - record.announcement.announcement.registration_deadline_ms,
+        100
+    );
+    let k = (run.commitment.steps * 4_000).div_ceil(100 * 128);
+    assert!(k > 16, "{k}");
+    assert_eq!(paced.replay.checkpoint_interval, k);
+    assert_eq!(paced.replay.steps_max, 128 * k);
+    // The lazy miner's run of cycle 0 failed its check: it earned no pace.
+    let unpaced = c
+        .task(deadline + 2_000, 1, &lazy.public_key(&secp))
+        .unwrap();
+    assert_eq!(unpaced.replay.checkpoint_interval, 16);
     // Cycle 1 nobody submits: it closes without a block, and cycle 2 builds on the same tip.
     let c1 = deadline + 1_000;
     c.step(c1 + 5_000, [6; 32], None).unwrap();

@@ -160,6 +160,7 @@ fn submission(n: u32, score: u64, verification: proof::Verdict) -> ScoredSubmiss
         loss_reduction: 10_000,
         score,
         verification,
+        checkpoint_interval: 16,
     }
 }
 

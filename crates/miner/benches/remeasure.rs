@@ -122,6 +122,7 @@ fn cycle(entries: u32) -> Cycle {
             loss_reduction: m.loss_reduction,
             score: coordinator::api::verified_score(verdict, m.params_trained, m.loss_reduction),
             verification: verdict.clone(),
+            checkpoint_interval: 16,
         })
         .collect();
     let mut record = CycleRecord {

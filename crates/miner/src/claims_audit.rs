@@ -71,10 +71,16 @@ pub async fn audit_claims(
                 .iter()
                 .find(|s| s.miner == x.miner)
                 .zip(record.revealed_secret.zip(record.commitments_digest))
-                .filter(|(s, _)| proof::leaf_count(s.commitment.steps, k) <= proof::LEAVES_MAX)
+                // Each miner's own k (its paced budget), bounded before anything is drawn.
+                .filter(|(s, _)| {
+                    (1..=proof::task::CHECKPOINT_INTERVAL_MAX).contains(&s.checkpoint_interval)
+                        && proof::leaf_count(s.commitment.steps, s.checkpoint_interval)
+                            <= proof::LEAVES_MAX
+                })
                 .map(|(s, (revealed, digest))| {
                     let seed = proof::challenge_seed(&revealed, &digest, &x.miner);
-                    let intervals = proof::leaf_count(s.commitment.steps, k).saturating_sub(1);
+                    let intervals = proof::leaf_count(s.commitment.steps, s.checkpoint_interval)
+                        .saturating_sub(1);
                     (
                         intervals,
                         proof::challenged_intervals(&seed, intervals, v.challenges),

@@ -29,7 +29,9 @@ fn fail(record: &CycleRecord, why: String) -> AuditError {
     }
 }
 
-/// `next` chains to `previous`: it names `previous`'s record digest.
+/// `next` chains to `previous`: it names `previous`'s record digest, and every step budget in
+/// it follows from `previous` by the pacing rule (`coordinator::pace`), so the coordinator gave
+/// no miner more (or less) training time than its last verified run earned.
 pub fn check_record_chain(previous: &CycleRecord, next: &CycleRecord) -> Result<(), AuditError> {
     let expected = record_digest(previous);
     let found = next.announcement.announcement.prev_record_hash;
@@ -38,6 +40,36 @@ pub fn check_record_chain(previous: &CycleRecord, next: &CycleRecord) -> Result<
             next,
             format!("its announcement chains to record {found}, but the previous record's digest is {expected} (a record was rewritten)"),
         ));
+    }
+    check_paces(previous, next)
+}
+
+/// Every submission of `next` had the checkpoint interval the pacing rule gives from
+/// `previous` (the record before it) and `next`'s own window and configured interval.
+pub fn check_paces(previous: &CycleRecord, next: &CycleRecord) -> Result<(), AuditError> {
+    if next.submissions.is_empty() {
+        return Ok(());
+    }
+    let a = &next.announcement.announcement;
+    let window_ms = a
+        .submission_deadline_ms
+        .saturating_sub(a.registration_deadline_ms);
+    let samples = coordinator::pace::samples(previous);
+    for s in &next.submissions {
+        let paced = coordinator::pace::checkpoint_interval(
+            samples.get(&s.miner).copied(),
+            window_ms,
+            next.verification.checkpoint_interval,
+        );
+        if s.checkpoint_interval != paced {
+            return Err(fail(
+                next,
+                format!(
+                    "miner {}'s task has checkpoint interval {}, but its last verified run paces it at {paced} (a budget the coordinator chose)",
+                    s.miner, s.checkpoint_interval
+                ),
+            ));
+        }
     }
     Ok(())
 }

@@ -58,6 +58,7 @@ fn honest_record(chain: &TestChain, miners: u32) -> CycleRecord {
                     intervals: vec![1, 3],
                     replayed_steps: 32,
                 },
+                checkpoint_interval: 16,
             }
         })
         .collect();

@@ -99,6 +99,7 @@ fn honest_cycle() -> Honest {
             loss_reduction: m.loss_reduction,
             score: coordinator::api::verified_score(verdict, m.params_trained, m.loss_reduction),
             verification: verdict.clone(),
+            checkpoint_interval: 16,
         })
         .collect::<Vec<_>>();
     assert!(
@@ -132,7 +133,10 @@ fn honest_cycle() -> Honest {
         next_quality: None,
         slashes: Vec::new(),
         admission: None,
-        verification: Default::default(),
+        verification: coordinator::verifier_api::VerificationRecord {
+            checkpoint_interval: 16,
+            ..Default::default()
+        },
     };
     record.record_hash = Some(record_digest(&record));
     let published = PublishedCycle {
@@ -253,6 +257,59 @@ fn a_rewritten_record_is_caught_by_its_anchor_and_by_the_next_announcement() {
         .unwrap_err()
         .to_string();
     assert!(why.contains("record was rewritten"), "{why}");
+}
+
+/// The next cycle of `h`, chained to its record, with a 12 s training window and each
+/// submission's checkpoint interval as the pacing rule gives it.
+fn paced_next(h: &Honest) -> CycleRecord {
+    let mut next = h.record.clone();
+    let a = &mut next.announcement.announcement;
+    a.cycle = 1;
+    a.prev_record_hash = record_digest(&h.record);
+    a.registration_deadline_ms = 10_000;
+    a.submission_deadline_ms = 22_000;
+    let samples = coordinator::pace::samples(&h.record);
+    for s in &mut next.submissions {
+        s.checkpoint_interval =
+            coordinator::pace::checkpoint_interval(samples.get(&s.miner).copied(), 12_000, 16);
+    }
+    next
+}
+
+#[test]
+fn a_step_budget_the_coordinator_chose_is_caught() {
+    let h = honest_cycle();
+    let next = paced_next(&h);
+    // Both miners finished 40 steps at once: paced to fill the window, 16 times their k.
+    assert!(next
+        .submissions
+        .iter()
+        .all(|s| s.checkpoint_interval == 256));
+    check_record_chain(&h.record, &next).unwrap();
+    // A coordinator steering the lottery gives one miner more training than its pace.
+    let mut favoured = next.clone();
+    favoured.submissions[0].checkpoint_interval *= 2;
+    let why = check_record_chain(&h.record, &favoured)
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("a budget the coordinator chose"), "{why}");
+    // Or starves one: a miner whose last run was verified keeps the budget it earned.
+    let mut starved = next;
+    starved.submissions[1].checkpoint_interval = 16;
+    let why = check_record_chain(&h.record, &starved)
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("a budget the coordinator chose"), "{why}");
+}
+
+#[test]
+fn an_unverified_run_earns_no_pace() {
+    let h = honest_cycle();
+    let mut previous = h.record.clone();
+    previous.submissions[0].verification = proof::Verdict::Unanswered;
+    let samples = coordinator::pace::samples(&previous);
+    assert!(!samples.contains_key(&previous.submissions[0].miner));
+    assert!(samples.contains_key(&previous.submissions[1].miner));
 }
 
 #[test]

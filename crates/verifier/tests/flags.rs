@@ -237,6 +237,18 @@ enum Mode {
     Absent,
 }
 
+/// When the test miners submit: at the end of the training window, as a miner that trained
+/// through it, so the next cycle's paced checkpoint interval stays the configured 16 that the
+/// step counts here assume (`coordinator::pace`).
+fn window_end(net: &Net) -> u64 {
+    net.c()
+        .state()
+        .unwrap()
+        .announcement()
+        .submission_deadline_ms
+        - 1
+}
+
 /// Trains `key`'s task and returns its record (to answer the challenge), after submitting.
 fn train_and_submit(net: &Net, key: &SecretKey, work: Work) -> proof::RunRecord {
     let secp = secp();
@@ -291,7 +303,7 @@ fn train_and_submit(net: &Net, key: &SecretKey, work: Work) -> proof::RunRecord 
         steps: commitment.steps,
     };
     net.c()
-        .submit(net.now + 100, [1; 32], cycle, miner, sig, claim, &update)
+        .submit(window_end(net), [1; 32], cycle, miner, sig, claim, &update)
         .unwrap();
     record
 }
@@ -1353,7 +1365,7 @@ fn train_and_submit_commitment(net: &Net, key: &SecretKey, steps: u64) -> proof:
         steps: commitment.steps,
     };
     net.c()
-        .submit(net.now + 100, [1; 32], cycle, miner, sig, claim, &update)
+        .submit(window_end(net), [1; 32], cycle, miner, sig, claim, &update)
         .unwrap();
     run.record
 }

@@ -27,7 +27,7 @@ use std::time::Instant;
 
 const REPEATS: usize = 5;
 const SEEDS: u32 = 400;
-/// The coordinator's default budget (`coordinator::verification::TRANSCRIPT_INTERVALS` × k).
+/// The coordinator's default budget (`coordinator::pace::TRANSCRIPT_INTERVALS` × k).
 const STEPS: u64 = 2_048;
 const K: u64 = 16;
 
