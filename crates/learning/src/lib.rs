@@ -28,6 +28,8 @@ mod eval;
 mod export;
 mod fused_cnn;
 mod fused_mlp;
+mod fused_transformer;
+mod generate;
 pub mod kernel;
 mod model;
 mod normalisation;
@@ -44,13 +46,19 @@ pub use dataset::{
     SplitFractions, CLASSES_MAX, DATASET_FILE_BYTES_MAX,
 };
 pub use error::{LearningError, Result};
-pub use eval::{evaluate, evaluate_with_kernel, loss_with_segment, Eval, EVAL_BATCH};
+pub use eval::{
+    evaluate, evaluate_with_kernel, loss_with_segment, Eval, EVAL_BATCH, EVAL_BATCH_TRANSFORMER,
+};
 pub use export::{
     model_from_safetensors, model_hash, model_hash_hex, model_to_safetensors, write_export,
     ExportPaths, ModelCard, Preprocessing, MODEL_CARD_FORMAT,
 };
+pub use generate::{sample_text, SAMPLE_LEN_MAX, SAMPLE_TEMPERATURE};
 pub use kernel::{Kernel, Simd, SimdError, SimdLevel, SIMD_ENV};
-pub use model::{segment_of, Model, ModelSpec, NamedTensor, Segment, PARAMS_MAX};
+pub use model::{
+    segment_of, Model, ModelSpec, NamedTensor, Segment, LAYER_NORM_EPS, PARAMS_MAX,
+    TRANSFORMER_CONTEXT_MAX, TRANSFORMER_INIT_STD,
+};
 pub use normalisation::{Normalisation, STD_FLOOR};
 pub use samples::{Samples, Shard, SHARD_BYTES_MAX};
 pub use shard::{make_shards, shard_assignment};
