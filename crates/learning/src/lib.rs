@@ -5,8 +5,10 @@
 //!
 //! A cycle, from the coordinator's side:
 //! 1. [`Dataset::load`] a [`DatasetSource`], [`Dataset::split`] it with a fixed seed,
-//!    [`Normalisation::fit`] on the training split and [`Normalisation::apply`] to all
-//!    three sets;
+//!    [`Normalisation::for_dataset`] on the training split (a [`Normalisation::fit`], or the
+//!    identity for text datasets, whose features are token ids: [`Dataset::normalises`])
+//!    and [`Normalisation::apply`] to all three sets; size the model with
+//!    [`ModelChoice::spec`] (`lm:` models for `text:FILE` and `wordnet`);
 //! 2. [`make_shards`] of the training set, each sent as [`Samples::to_safetensors`];
 //! 3. miners [`train`] the [`Segment`]s they are given and upload [`encode_update`];
 //! 4. the coordinator [`decode_update`]s against the [`ExpectedSegment`], scores with
@@ -15,7 +17,8 @@
 //!
 //! Training is bitwise reproducible: same weights, shard, segments and [`TrainConfig`]
 //! (any thread count) give the same [`model_hash`]; for MLPs, training and evaluation give
-//! the same bits on any x86-64 CPU with FMA under any SIMD level ([`kernel`]).
+//! the same bits on any x86-64 CPU with FMA under any SIMD level ([`kernel`]), and so do
+//! transformers (whose softmaxes call `f32::exp`, as the MLP's loss does).
 
 mod aggregate;
 #[cfg(test)]
@@ -40,10 +43,11 @@ mod update;
 
 pub use aggregate::{aggregate, AcceptedUpdate, Aggregation};
 pub use checkpoint::{TrainState, STATE_BYTES_MAX};
-pub use choice::{ModelChoice, CNN_KERNEL_DEFAULT};
+pub use choice::{ModelChoice, CNN_KERNEL_DEFAULT, LM_DEFAULT};
 pub use dataset::{
-    parse_csv, parse_idx_images, parse_idx_labels, Dataset, DatasetSource, ImageShape, Split,
-    SplitFractions, CLASSES_MAX, DATASET_FILE_BYTES_MAX,
+    parse_csv, parse_idx_images, parse_idx_labels, text_windows, Dataset, DatasetSource,
+    ImageShape, Split, SplitFractions, CLASSES_MAX, DATASET_FILE_BYTES_MAX, TEXT_CONTEXT,
+    TEXT_VOCAB,
 };
 pub use error::{LearningError, Result};
 pub use eval::{

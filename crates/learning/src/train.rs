@@ -510,6 +510,19 @@ pub(crate) fn check_samples_fit(spec: &ModelSpec, samples: &Samples) -> Result<(
             spec.classes()
         )));
     }
+    if let ModelSpec::Transformer { vocab, .. } = spec {
+        // The features are token ids that index the embedding: anything else must not
+        // reach it.
+        if let Some(bad) = samples
+            .features()
+            .iter()
+            .find(|&&v| !(v >= 0.0 && v < *vocab as f32 && v.fract() == 0.0))
+        {
+            return Err(LearningError::SamplesDoNotFitModel(format!(
+                "feature {bad} is not a token id in 0..{vocab}"
+            )));
+        }
+    }
     Ok(())
 }
 
