@@ -782,6 +782,54 @@ mod tests {
     }
 
     #[test]
+    fn transformer_has_one_segment_per_block_and_gpt2_like_init() {
+        let spec = ModelSpec::Transformer {
+            context: 64,
+            vocab: 256,
+            dim: 64,
+            heads: 4,
+            layers: 2,
+        };
+        let model = Model::new(spec.clone(), 1).unwrap();
+        let segments = model.segments();
+        let names: Vec<&str> = segments.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["embed", "block0", "block1", "head"]);
+        assert_eq!(segments[1].param_names.len(), 12);
+        assert_eq!(segments[1].param_count, 12 * 64 * 64 + 13 * 64);
+        assert_eq!(segments[0].param_count, (256 + 64) * 64);
+        assert_eq!(segments[3].param_count, 2 * 64 + 256 * 64 + 256);
+        assert_eq!(
+            model.param("block1.attn.qkv.weight").unwrap().shape,
+            [192, 64]
+        );
+        assert_eq!(
+            model.param("block0.mlp.proj.weight").unwrap().shape,
+            [64, 256]
+        );
+        assert!(model
+            .param("block0.ln2.weight")
+            .unwrap()
+            .values
+            .iter()
+            .all(|&v| v == 1.0));
+        assert!(model
+            .param("head.out.bias")
+            .unwrap()
+            .values
+            .iter()
+            .all(|&v| v == 0.0));
+        let std = |name: &str| {
+            let v = &model.param(name).unwrap().values;
+            (v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+        };
+        assert!((std("embed.tok.weight") - 0.02).abs() < 0.001);
+        assert!((std("block0.attn.proj.weight") - 0.01).abs() < 0.001);
+        assert_eq!(spec.input_features(), 65);
+        assert_eq!(spec.classes(), 256);
+        assert_eq!(model, Model::new(spec, 1).unwrap());
+    }
+
+    #[test]
     fn spec_serialises_and_invalid_specs_are_refused() {
         let spec = ModelSpec::Mlp {
             input: 4,
