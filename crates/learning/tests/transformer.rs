@@ -246,3 +246,29 @@ fn sampled_text_is_deterministic_for_a_seed() {
     .unwrap();
     assert!(sample_text(&mlp, b"x", 3, 1).is_err());
 }
+
+/// The coordinator's path for one miner's block: train it alone, encode, decode against the
+/// expected segment, score with the held-out loss of the substituted model.
+#[test]
+fn a_trained_block_travels_as_an_update_and_is_scored() {
+    let shard = text_windows(&GLOSSES[..16 * 300], 16, "glosses").unwrap();
+    let held_out = text_windows(&GLOSSES[200_000..200_000 + 16 * 50], 16, "glosses").unwrap();
+    let global = Model::new(tiny(16), 6).unwrap();
+    let mut trained = global.clone();
+    let config = TrainConfig {
+        lr: 0.3,
+        momentum: 0.9,
+        batch: 16,
+        budget: Budget::Steps(40),
+        seed: 4,
+        threads: 2,
+    };
+    train(&mut trained, &["block1"], &shard, &config).unwrap();
+    let bytes = learning::encode_update(&trained, "block1").unwrap();
+    let expected = learning::ExpectedSegment::of(&global, "block1").unwrap();
+    let update = learning::decode_update(&bytes, &expected).unwrap();
+    assert_eq!(update.tensors.len(), 12);
+    let scored = learning::loss_with_segment(&global, &update, &held_out).unwrap();
+    assert_eq!(scored, evaluate(&trained, &held_out).unwrap());
+    assert!(scored.loss < evaluate(&global, &held_out).unwrap().loss);
+}
