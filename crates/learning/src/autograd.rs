@@ -53,15 +53,22 @@ impl Stepper for AutogradStepper<'_> {
         self.features.clear();
         self.labels.clear();
         for &index in batch {
-            self.features.extend_from_slice(self.shard.row(index));
-            self.labels.push(self.shard.labels()[index]);
+            let row = self.shard.row(index);
+            self.features.extend_from_slice(row);
+            if let ModelSpec::Transformer { .. } = self.spec {
+                // A language model predicts every next token: the targets are the
+                // sample's tokens after the first.
+                self.labels.extend(row[1..].iter().map(|&v| v as u32));
+            } else {
+                self.labels.push(self.shard.labels()[index]);
+            }
         }
         let inputs = Tensor::from_slice(
             &self.features,
             (batch.len(), self.shard.feature_count()),
             &Device::Cpu,
         )?;
-        let targets = Tensor::from_slice(&self.labels, batch.len(), &Device::Cpu)?;
+        let targets = Tensor::from_slice(&self.labels, self.labels.len(), &Device::Cpu)?;
         let logits = forward(&self.spec, &self.params, &inputs)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
         let grads = loss.backward()?;

@@ -1,6 +1,7 @@
-//! Datasets: the shipped UCI digits, MNIST-format IDX directories and numeric CSV files,
-//! parsed from a `--dataset` string, plus the fixed seeded split into training, held-out
-//! and test sets.
+//! Datasets: the shipped UCI digits, MNIST-format IDX directories, numeric CSV files, and
+//! text (any file, or the shipped WordNet glosses) cut into byte windows for a language
+//! model, parsed from a `--dataset` string, plus the fixed seeded split into training,
+//! held-out and test sets.
 
 use std::fmt;
 use std::io::Read;
@@ -18,6 +19,20 @@ use crate::samples::Samples;
 /// The UCI digits, gzip CSV as shipped in scikit-learn: 1,797 rows of 64 pixel counts
 /// (0..=16) followed by the digit.
 const DIGITS_CSV_GZ: &[u8] = include_bytes!("../data/digits.csv.gz");
+
+/// WordNet 3.0 glosses (definitions and examples), one per line, about 1 MiB: the text
+/// corpus shipped with the crate (see `data/make-wordnet-glosses.sh` and
+/// `data/WORDNET-LICENSE`).
+const WORDNET_GLOSSES: &[u8] = include_bytes!("../data/wordnet-glosses.txt");
+
+/// Bytes a language model reads per text sample. A sample is a window of
+/// `TEXT_CONTEXT + 1` bytes: the model reads the first `TEXT_CONTEXT` and predicts the last
+/// `TEXT_CONTEXT`. 64 bytes is about a short sentence: enough context for a small model to
+/// learn words and phrases, while attention (quadratic in it) stays a small part of a step.
+pub const TEXT_CONTEXT: usize = 64;
+
+/// Token ids of text datasets: bytes.
+pub const TEXT_VOCAB: usize = 256;
 
 /// Largest number of classes a dataset may declare. Labels index the output layer, so a
 /// stray large label in a CSV would otherwise create a huge model; 10,000 covers every
@@ -39,6 +54,11 @@ pub enum DatasetSource {
     /// A CSV file of numeric features whose last column is an integer label; a first
     /// line that does not parse as numbers is taken as a header.
     Csv(PathBuf),
+    /// Any file read as bytes (UTF-8 text or not), cut into [`text_windows`] of
+    /// [`TEXT_CONTEXT`] for a language model.
+    Text(PathBuf),
+    /// The WordNet 3.0 glosses shipped inside the crate, cut into [`text_windows`].
+    Wordnet,
 }
 
 impl FromStr for DatasetSource {
@@ -47,6 +67,8 @@ impl FromStr for DatasetSource {
     fn from_str(text: &str) -> Result<Self> {
         match text.split_once(':') {
             None if text == "digits" => Ok(Self::Digits),
+            None if text == "wordnet" => Ok(Self::Wordnet),
+            Some(("text", file)) if !file.is_empty() => Ok(Self::Text(file.into())),
             Some(("mnist", dir)) if !dir.is_empty() => Ok(Self::Mnist(dir.into())),
             Some(("csv", file)) if !file.is_empty() => Ok(Self::Csv(file.into())),
             _ => Err(LearningError::UnknownDataset(text.to_owned())),
@@ -60,6 +82,8 @@ impl fmt::Display for DatasetSource {
             Self::Digits => write!(f, "digits"),
             Self::Mnist(dir) => write!(f, "mnist:{}", dir.display()),
             Self::Csv(file) => write!(f, "csv:{}", file.display()),
+            Self::Text(file) => write!(f, "text:{}", file.display()),
+            Self::Wordnet => write!(f, "wordnet"),
         }
     }
 }
@@ -73,7 +97,8 @@ pub struct ImageShape {
     pub width: usize,
 }
 
-/// A loaded dataset, raw (not yet normalised).
+/// A loaded dataset, raw (not yet normalised; text datasets are never normalised, see
+/// [`Dataset::normalises`]).
 #[derive(Debug, Clone)]
 pub struct Dataset {
     /// Where it came from.
@@ -106,7 +131,30 @@ impl Dataset {
                     image: None,
                 })
             }
+            DatasetSource::Text(file) => Self::text(
+                source.clone(),
+                &read_bytes(file)?,
+                &file.display().to_string(),
+            ),
+            DatasetSource::Wordnet => Self::text(source.clone(), WORDNET_GLOSSES, "wordnet"),
         }
+    }
+
+    /// Whether the features are to be standardised ([`crate::Normalisation::for_dataset`]).
+    /// Not for text: a text sample's features are token ids, which index the embedding and
+    /// must reach the model unchanged.
+    pub fn normalises(&self) -> bool {
+        !matches!(self.source, DatasetSource::Text(_) | DatasetSource::Wordnet)
+    }
+
+    fn text(source: DatasetSource, bytes: &[u8], name: &str) -> Result<Self> {
+        Ok(Self {
+            source,
+            samples: text_windows(bytes, TEXT_CONTEXT, name)?,
+            given_test: None,
+            class_count: TEXT_VOCAB,
+            image: None,
+        })
     }
 
     /// The shipped UCI digits: 1,797 samples of 8x8 pixels, 10 classes.
@@ -246,6 +294,38 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>> {
 fn read_text(path: &Path) -> Result<String> {
     String::from_utf8(read_bytes(path)?)
         .map_err(|_| malformed(&path.display().to_string(), "not UTF-8 text"))
+}
+
+/// Language-model samples of `bytes`: windows of `context + 1` consecutive bytes at stride
+/// `context` (so every byte after the first is a target exactly once; a tail shorter than a
+/// window is dropped), each stored as `context + 1` features (the byte values, 0..=255) with
+/// the last byte as its label.
+pub fn text_windows(bytes: &[u8], context: usize, source_name: &str) -> Result<Samples> {
+    if context == 0 {
+        return Err(malformed(
+            source_name,
+            "a text window needs a context of at least one byte",
+        ));
+    }
+    let count = bytes.len().saturating_sub(1) / context;
+    if count == 0 {
+        return Err(malformed(
+            source_name,
+            format!(
+                "{} bytes is shorter than one window of {} bytes",
+                bytes.len(),
+                context + 1
+            ),
+        ));
+    }
+    let mut features = Vec::with_capacity(count * (context + 1));
+    let mut labels = Vec::with_capacity(count);
+    for i in 0..count {
+        let window = &bytes[i * context..=(i + 1) * context];
+        features.extend(window.iter().map(|&b| f32::from(b)));
+        labels.push(u32::from(window[context]));
+    }
+    Samples::new(features, labels, context + 1)
 }
 
 /// Parses numeric CSV whose last column is the label. Returns the samples and the class
@@ -459,15 +539,65 @@ mod tests {
 
     #[test]
     fn dataset_strings_parse_and_print_back() {
-        for text in ["digits", "mnist:/data/mnist", "csv:iris.csv"] {
+        for text in [
+            "digits",
+            "mnist:/data/mnist",
+            "csv:iris.csv",
+            "text:corpus.txt",
+            "wordnet",
+        ] {
             assert_eq!(text.parse::<DatasetSource>().unwrap().to_string(), text);
         }
-        for bad in ["", "mnist:", "imagenet", "csv"] {
+        for bad in [
+            "",
+            "mnist:",
+            "imagenet",
+            "csv",
+            "text:",
+            "text",
+            "wordnet:x",
+        ] {
             assert!(matches!(
                 bad.parse::<DatasetSource>(),
                 Err(LearningError::UnknownDataset(_))
             ));
         }
+    }
+
+    #[test]
+    fn text_is_cut_into_overlapping_windows_and_not_normalised() {
+        let samples = text_windows(b"abcdefghij", 4, "t").unwrap();
+        // "abcde", "efghi"; the tail "ij" is shorter than a window.
+        assert_eq!(samples.len(), 2);
+        assert_eq!(samples.feature_count(), 5);
+        let row: Vec<u8> = samples.row(1).iter().map(|&v| v as u8).collect();
+        assert_eq!(row, b"efghi");
+        assert_eq!(samples.labels(), &[u32::from(b'e'), u32::from(b'i')]);
+        assert!(text_windows(b"abcd", 4, "t").is_err());
+        assert!(text_windows(b"abcde", 0, "t").is_err());
+
+        let wordnet = Dataset::load(&DatasetSource::Wordnet).unwrap();
+        assert!(!wordnet.normalises());
+        assert!(Dataset::digits().unwrap().normalises());
+        assert_eq!(wordnet.class_count, 256);
+        assert_eq!(wordnet.samples.feature_count(), TEXT_CONTEXT + 1);
+        assert_eq!(
+            wordnet.samples.len(),
+            (WORDNET_GLOSSES.len() - 1) / TEXT_CONTEXT
+        );
+        assert!(WORDNET_GLOSSES.starts_with(b"that which is perceived"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.txt");
+        // Any bytes, UTF-8 or not: 200 bytes give three windows of 65.
+        let bytes: Vec<u8> = (0..200u32).map(|i| (i * 7 % 256) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let text = Dataset::load(&DatasetSource::Text(path.clone())).unwrap();
+        assert!(!text.normalises());
+        assert_eq!(text.samples.len(), 3);
+        assert_eq!(text.samples.row(2)[64], f32::from(bytes[192]));
+        std::fs::write(&path, b"too short").unwrap();
+        assert!(Dataset::load(&DatasetSource::Text(path)).is_err());
     }
 
     #[test]

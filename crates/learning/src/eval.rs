@@ -3,13 +3,18 @@
 //!
 //! Logits come from the same kernel and passes as training ([`crate::fused_mlp::mlp_logits`],
 //! [`crate::fused_cnn::CnnForward`]), so a loss recomputed on another machine has the same
-//! bits, for the MLP and the CNN; the loss itself is sequential f64 code in sample order.
+//! bits, for the MLP, the CNN and the transformer ([`crate::fused_transformer`]); the loss
+//! itself is sequential f64 code in sample order.
+//!
+//! A transformer sample is `context` next-token predictions: its loss is their mean, and the
+//! accuracy counts every position (next-byte accuracy).
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::fused_cnn::CnnForward;
 use crate::fused_mlp::{mlp_logits, ForwardBuffers};
+use crate::fused_transformer::TransformerForward;
 use crate::kernel::{Kernel, Simd};
 use crate::model::{Model, ModelSpec};
 use crate::samples::Samples;
@@ -21,12 +26,18 @@ use crate::update::SegmentUpdate;
 /// 512 take about 60 MB.
 pub const EVAL_BATCH: usize = 512;
 
+/// Transformer samples per forward pass during evaluation: each is `context` positions, so
+/// a batch of 64 windows of 64 bytes is 4,096 rows, as many as the activations need to fill
+/// the matrix products, with logits of 4 MB.
+pub const EVAL_BATCH_TRANSFORMER: usize = 64;
+
 /// Quality of a model on a set.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Eval {
     /// Mean softmax cross-entropy (natural log).
     pub loss: f32,
-    /// Fraction of samples whose largest logit is the label (first on ties).
+    /// Fraction of samples whose largest logit is the label (first on ties); for a
+    /// transformer, the fraction of positions whose next token is predicted so.
     pub accuracy: f32,
 }
 
@@ -65,6 +76,29 @@ pub fn evaluate_with_kernel(model: &Model, samples: &Samples, kernel: Kernel) ->
                 let logits = cnn.logits(kernel, features, labels.len());
                 totals.add(logits, classes, labels);
             }
+        }
+        ModelSpec::Transformer { context, .. } => {
+            let mut lm = TransformerForward::new(model);
+            let mut targets = Vec::new();
+            let mut positions = 0usize;
+            for features in samples.features().chunks(EVAL_BATCH_TRANSFORMER * d) {
+                let rows = features.len() / d;
+                let logits = lm.logits(kernel, features, rows, &mut targets);
+                for (logits, targets) in logits
+                    .chunks_exact(context * classes)
+                    .zip(targets.chunks_exact(*context))
+                {
+                    let mut sample = Totals::default();
+                    sample.add(logits, classes, targets);
+                    totals.loss_sum += sample.loss_sum / *context as f64;
+                    totals.correct += sample.correct;
+                }
+                positions += rows * context;
+            }
+            return Ok(Eval {
+                loss: (totals.loss_sum / samples.len() as f64) as f32,
+                accuracy: (totals.correct as f64 / positions as f64) as f32,
+            });
         }
     }
     let n = samples.len() as f64;

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::dataset::DatasetSource;
 use crate::error::{LearningError, Result};
-use crate::model::{Model, ModelSpec, NamedTensor};
+use crate::model::{Model, ModelSpec, NamedTensor, LAYER_NORM_EPS};
 use crate::normalisation::Normalisation;
 use crate::samples::{f32_from_le_bytes, f32_to_le_bytes};
 
@@ -162,6 +162,31 @@ impl ModelCard {
                 ),
                 "the image row-major, height x width, one channel".to_owned(),
             ),
+            ModelSpec::Transformer {
+                context, heads, ..
+            } => (
+                format!(
+                    "byte-level causal transformer (see the learning crate's README for PyTorch): \
+                     tokens x [n, T] (T <= {context}); h = embed.tok.weight[x] + embed.pos.weight[:T]; \
+                     for each block i: h = h + attn(ln1(h)), h = h + mlp(ln2(h)) where \
+                     LayerNorm(eps {LAYER_NORM_EPS:e}, block{{i}}.ln1/ln2 weight and bias), \
+                     attn: qkv = a @ block{{i}}.attn.qkv.weight.T + bias, split into q, k, v \
+                     [n, T, dim] each and into {heads} heads of dim/{heads} \
+                     (view(n, T, heads, head_dim).transpose(1, 2)), causal softmax(q k^T / \
+                     sqrt(head_dim)) v, heads merged back, @ block{{i}}.attn.proj.weight.T + bias; \
+                     mlp: relu(m @ block{{i}}.mlp.fc.weight.T + bias) @ block{{i}}.mlp.proj.weight.T \
+                     + bias; then head.norm LayerNorm and logits = h @ head.out.weight.T + \
+                     head.out.bias [n, T, vocab], position t predicting token t + 1"
+                ),
+                "context + 1 consecutive bytes as values 0..=255; the model reads the \
+                 first context"
+                    .to_owned(),
+            ),
+        };
+        let formula = if let ModelSpec::Transformer { .. } = model.spec() {
+            "none: inputs are the raw byte values (the normalisation is the identity)"
+        } else {
+            "x' = (x - mean) / std, per feature"
         };
         Self {
             format: MODEL_CARD_FORMAT.to_owned(),
@@ -170,7 +195,7 @@ impl ModelCard {
             dataset: dataset.to_string(),
             classes: model.spec().classes(),
             preprocessing: Preprocessing {
-                formula: "x' = (x - mean) / std, per feature".to_owned(),
+                formula: formula.to_owned(),
                 input_layout,
                 normalisation: normalisation.clone(),
             },

@@ -5,8 +5,10 @@
 //!
 //! A cycle, from the coordinator's side:
 //! 1. [`Dataset::load`] a [`DatasetSource`], [`Dataset::split`] it with a fixed seed,
-//!    [`Normalisation::fit`] on the training split and [`Normalisation::apply`] to all
-//!    three sets;
+//!    [`Normalisation::for_dataset`] on the training split (a [`Normalisation::fit`], or the
+//!    identity for text datasets, whose features are token ids: [`Dataset::normalises`])
+//!    and [`Normalisation::apply`] to all three sets; size the model with
+//!    [`ModelChoice::spec`] (`lm:` models for `text:FILE` and `wordnet`);
 //! 2. [`make_shards`] of the training set, each sent as [`Samples::to_safetensors`];
 //! 3. miners [`train`] the [`Segment`]s they are given and upload [`encode_update`];
 //! 4. the coordinator [`decode_update`]s against the [`ExpectedSegment`], scores with
@@ -15,7 +17,8 @@
 //!
 //! Training is bitwise reproducible: same weights, shard, segments and [`TrainConfig`]
 //! (any thread count) give the same [`model_hash`]; for MLPs, training and evaluation give
-//! the same bits on any x86-64 CPU with FMA under any SIMD level ([`kernel`]).
+//! the same bits on any x86-64 CPU with FMA under any SIMD level ([`kernel`]), and so do
+//! transformers (whose softmaxes call `f32::exp`, as the MLP's loss does).
 
 mod aggregate;
 #[cfg(test)]
@@ -28,6 +31,8 @@ mod eval;
 mod export;
 mod fused_cnn;
 mod fused_mlp;
+mod fused_transformer;
+mod generate;
 pub mod kernel;
 mod model;
 mod normalisation;
@@ -38,19 +43,26 @@ mod update;
 
 pub use aggregate::{aggregate, AcceptedUpdate, Aggregation};
 pub use checkpoint::{TrainState, STATE_BYTES_MAX};
-pub use choice::{ModelChoice, CNN_KERNEL_DEFAULT};
+pub use choice::{ModelChoice, CNN_KERNEL_DEFAULT, LM_DEFAULT};
 pub use dataset::{
-    parse_csv, parse_idx_images, parse_idx_labels, Dataset, DatasetSource, ImageShape, Split,
-    SplitFractions, CLASSES_MAX, DATASET_FILE_BYTES_MAX,
+    parse_csv, parse_idx_images, parse_idx_labels, text_windows, Dataset, DatasetSource,
+    ImageShape, Split, SplitFractions, CLASSES_MAX, DATASET_FILE_BYTES_MAX, TEXT_CONTEXT,
+    TEXT_VOCAB,
 };
 pub use error::{LearningError, Result};
-pub use eval::{evaluate, evaluate_with_kernel, loss_with_segment, Eval, EVAL_BATCH};
+pub use eval::{
+    evaluate, evaluate_with_kernel, loss_with_segment, Eval, EVAL_BATCH, EVAL_BATCH_TRANSFORMER,
+};
 pub use export::{
     model_from_safetensors, model_hash, model_hash_hex, model_to_safetensors, write_export,
     ExportPaths, ModelCard, Preprocessing, MODEL_CARD_FORMAT,
 };
+pub use generate::{sample_text, SAMPLE_LEN_MAX, SAMPLE_TEMPERATURE};
 pub use kernel::{Kernel, Simd, SimdError, SimdLevel, SIMD_ENV};
-pub use model::{segment_of, Model, ModelSpec, NamedTensor, Segment, PARAMS_MAX};
+pub use model::{
+    segment_of, Model, ModelSpec, NamedTensor, Segment, LAYER_NORM_EPS, PARAMS_MAX,
+    TRANSFORMER_CONTEXT_MAX, TRANSFORMER_INIT_STD,
+};
 pub use normalisation::{Normalisation, STD_FLOOR};
 pub use samples::{Samples, Shard, SHARD_BYTES_MAX};
 pub use shard::{make_shards, shard_assignment};

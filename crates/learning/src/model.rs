@@ -4,6 +4,9 @@
 //! Layouts follow PyTorch so an exported model loads there unchanged: a linear layer's
 //! weight is `[out, in]` and computes `y = x W^T + b`; a convolution weight is
 //! `[out_channels, in_channels, k, k]` on NCHW inputs.
+//!
+//! The transformer's candle forward pass here is the reference (and the autograd step of
+//! the tests); training, evaluation and sampling run [`crate::fused_transformer`].
 
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -16,6 +19,17 @@ use crate::error::{LearningError, Result};
 /// beyond the small models a training cycle moves around, and it bounds the allocation a
 /// spec received from outside can trigger.
 pub const PARAMS_MAX: usize = 1 << 28;
+
+/// Longest context a transformer spec may ask for. Attention keeps `heads x context^2`
+/// probabilities per sample, so the context, unlike the weights, is not bounded by
+/// [`PARAMS_MAX`]; 1,024 bytes is far beyond the small byte-level models trained here.
+pub const TRANSFORMER_CONTEXT_MAX: usize = 1024;
+
+/// Epsilon of every LayerNorm of the transformer (PyTorch's default).
+pub const LAYER_NORM_EPS: f32 = 1e-5;
+
+/// Standard deviation of the transformer's initial weights (GPT-2's).
+pub const TRANSFORMER_INIT_STD: f32 = 0.02;
 
 /// A serialisable description of a model; [`Model::new`] builds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +60,25 @@ pub enum ModelSpec {
         kernel: usize,
         /// Output classes.
         classes: usize,
+    },
+    /// A decoder-only (causal) transformer language model over tokens `0..vocab` (bytes:
+    /// 256). A sample is `context + 1` token ids stored as f32 features: the model reads the
+    /// first `context` and predicts the next token at every position (the last feature is
+    /// also the label). Pre-LayerNorm blocks `h += attn(ln1(h)); h += mlp(ln2(h))`, with a
+    /// ReLU MLP of width `4 * dim`, learned position embeddings, a final LayerNorm and an
+    /// untied output layer. Segments: `embed`, `block0`, ..., `head` (see
+    /// [`ModelSpec::param_shapes`] for the names).
+    Transformer {
+        /// Tokens the model reads per sample.
+        context: usize,
+        /// Token ids, and output classes.
+        vocab: usize,
+        /// Width of the residual stream (divisible by `heads`).
+        dim: usize,
+        /// Attention heads per block.
+        heads: usize,
+        /// Transformer blocks.
+        layers: usize,
     },
 }
 
@@ -132,6 +165,71 @@ impl ModelSpec {
                     ("linear.bias".into(), vec![*classes]),
                 ]
             }
+            Self::Transformer {
+                context,
+                vocab,
+                dim,
+                heads,
+                layers,
+            } => {
+                if [*context, *vocab, *dim, *heads, *layers].contains(&0) {
+                    return invalid(format!(
+                        "transformer context {context}, vocab {vocab}, dim {dim}, heads {heads} \
+                         and layers {layers} must all be non-zero"
+                    ));
+                }
+                if dim % heads != 0 {
+                    return invalid(format!(
+                        "transformer dim {dim} is not divisible by its {heads} heads"
+                    ));
+                }
+                if *context > TRANSFORMER_CONTEXT_MAX {
+                    return invalid(format!(
+                        "transformer context {context} is above TRANSFORMER_CONTEXT_MAX \
+                         ({TRANSFORMER_CONTEXT_MAX})"
+                    ));
+                }
+                // Checked before the names are built, so a huge layer count allocates nothing.
+                let block = dim
+                    .checked_mul(*dim)
+                    .and_then(|d2| d2.checked_mul(12))
+                    .and_then(|n| n.checked_add(13 * dim));
+                if block
+                    .and_then(|b| b.checked_mul(*layers))
+                    .is_none_or(|n| n > PARAMS_MAX)
+                {
+                    return invalid(format!("more than PARAMS_MAX ({PARAMS_MAX}) parameters"));
+                }
+                let (d, v) = (*dim, *vocab);
+                let mut shapes = vec![
+                    ("embed.tok.weight".to_owned(), vec![v, d]),
+                    ("embed.pos.weight".to_owned(), vec![*context, d]),
+                ];
+                for i in 0..*layers {
+                    let b = format!("block{i}");
+                    shapes.extend([
+                        (format!("{b}.ln1.weight"), vec![d]),
+                        (format!("{b}.ln1.bias"), vec![d]),
+                        (format!("{b}.attn.qkv.weight"), vec![3 * d, d]),
+                        (format!("{b}.attn.qkv.bias"), vec![3 * d]),
+                        (format!("{b}.attn.proj.weight"), vec![d, d]),
+                        (format!("{b}.attn.proj.bias"), vec![d]),
+                        (format!("{b}.ln2.weight"), vec![d]),
+                        (format!("{b}.ln2.bias"), vec![d]),
+                        (format!("{b}.mlp.fc.weight"), vec![4 * d, d]),
+                        (format!("{b}.mlp.fc.bias"), vec![4 * d]),
+                        (format!("{b}.mlp.proj.weight"), vec![d, 4 * d]),
+                        (format!("{b}.mlp.proj.bias"), vec![d]),
+                    ]);
+                }
+                shapes.extend([
+                    ("head.norm.weight".to_owned(), vec![d]),
+                    ("head.norm.bias".to_owned(), vec![d]),
+                    ("head.out.weight".to_owned(), vec![v, d]),
+                    ("head.out.bias".to_owned(), vec![v]),
+                ]);
+                shapes
+            }
         };
         let total = shapes
             .iter()
@@ -152,6 +250,7 @@ impl ModelSpec {
         match self {
             Self::Mlp { input, .. } => *input,
             Self::Cnn { height, width, .. } => height * width,
+            Self::Transformer { context, .. } => context + 1,
         }
     }
 
@@ -159,6 +258,7 @@ impl ModelSpec {
     pub fn classes(&self) -> usize {
         match self {
             Self::Mlp { classes, .. } | Self::Cnn { classes, .. } => *classes,
+            Self::Transformer { vocab, .. } => *vocab,
         }
     }
 
@@ -208,6 +308,24 @@ impl ModelSpec {
                 let linear = (channels[1] * (height / 4) * (width / 4) * classes) as u64;
                 vec![2 * conv0, 2 * conv1, 2 * linear]
             }
+            Self::Transformer {
+                context,
+                vocab,
+                dim,
+                layers,
+                ..
+            } => {
+                // The embedding is a lookup; per block the four products (qkv, proj, fc,
+                // mlp proj: 12 dim^2 per token) and causal attention (scores and the
+                // weighted sum, t + 1 keys at position t); then the output layer.
+                let (t, d) = (*context as u64, *dim as u64);
+                let attention = 2 * 2 * d * t * (t + 1) / 2;
+                let block = 2 * t * 12 * d * d + attention;
+                std::iter::once(0)
+                    .chain(std::iter::repeat_n(block, *layers))
+                    .chain(std::iter::once(2 * t * d * *vocab as u64))
+                    .collect()
+            }
         }
     }
 }
@@ -223,9 +341,43 @@ impl Model {
     /// Builds the model with PyTorch's default initialisation (weights and biases uniform
     /// in `±1/sqrt(fan_in)`), drawn from a ChaCha8 stream seeded with `seed` in parameter
     /// order, so the same spec and seed give the same weights on every machine.
+    ///
+    /// A transformer is initialised GPT-2 style instead: weights and embeddings with
+    /// standard deviation [`TRANSFORMER_INIT_STD`] (the two projections into the residual
+    /// stream scaled down by `sqrt(2 * layers)`), biases zero, LayerNorm gains one. The
+    /// weights are drawn uniform (`±std·sqrt(3)`), not normal, so that no transcendental
+    /// function (whose last bit may differ between libms) is involved.
     pub fn new(spec: ModelSpec, seed: u64) -> Result<Self> {
         let shapes = spec.param_shapes()?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        if let ModelSpec::Transformer { layers, .. } = spec {
+            let residual_scale = 1.0 / ((2 * layers) as f32).sqrt();
+            let params = shapes
+                .into_iter()
+                .map(|(name, shape)| {
+                    let count: usize = shape.iter().product();
+                    let values = if name.ends_with(".bias") {
+                        vec![0.0; count]
+                    } else if name.contains(".ln") || name.starts_with("head.norm") {
+                        vec![1.0; count]
+                    } else {
+                        let scale = if name.ends_with("proj.weight") {
+                            residual_scale
+                        } else {
+                            1.0
+                        };
+                        let bound = TRANSFORMER_INIT_STD * 3f32.sqrt() * scale;
+                        (0..count).map(|_| rng.gen_range(-bound..bound)).collect()
+                    };
+                    NamedTensor {
+                        name,
+                        shape,
+                        values,
+                    }
+                })
+                .collect();
+            return Ok(Self { spec, params });
+        }
         let mut params = Vec::with_capacity(shapes.len());
         let mut fan_in = 1;
         for (name, shape) in shapes {
@@ -358,7 +510,9 @@ impl Model {
             .collect()
     }
 
-    /// Logits `[n, classes]` for `inputs` `[n, input_features]`, computed with candle.
+    /// Logits `[n, classes]` for `inputs` `[n, input_features]`, computed with candle. For a
+    /// transformer, `[n * context, vocab]`: the next-token logits at every position of every
+    /// sample, sample-major.
     pub fn logits(&self, inputs: &Tensor) -> Result<Tensor> {
         let params = self.tensors(inputs.device())?;
         forward(&self.spec, &params, inputs)
@@ -416,7 +570,85 @@ pub(crate) fn forward(spec: &ModelSpec, params: &[Tensor], inputs: &Tensor) -> R
             let x = x.permute((0, 3, 1, 2))?.flatten_from(1)?;
             Ok(x.matmul(&params[4].t()?)?.broadcast_add(&params[5])?)
         }
+        ModelSpec::Transformer {
+            context,
+            dim,
+            heads,
+            layers,
+            ..
+        } => transformer_forward(&inputs, params, *context, *dim, *heads, *layers),
     }
+}
+
+/// The transformer in candle ops, as PyTorch would write it (see the crate README):
+/// logits `[n * context, vocab]`.
+fn transformer_forward(
+    inputs: &Tensor,
+    params: &[Tensor],
+    context: usize,
+    dim: usize,
+    heads: usize,
+    layers: usize,
+) -> Result<Tensor> {
+    let n = inputs.dim(0)?;
+    let (t, d, hd) = (context, dim, dim / heads);
+    let rows = n * t;
+    let tokens = inputs
+        .narrow(1, 0, t)?
+        .to_dtype(DType::U32)?
+        .flatten_all()?;
+    let linear = |x: &Tensor, w: &Tensor, b: &Tensor| -> candle_core::Result<Tensor> {
+        x.matmul(&w.t()?)?.broadcast_add(b)
+    };
+    let layer_norm = |x: &Tensor, w: &Tensor, b: &Tensor| -> candle_core::Result<Tensor> {
+        let centred = x.broadcast_sub(&x.mean_keepdim(1)?)?;
+        let var = centred.sqr()?.mean_keepdim(1)?;
+        let xhat = centred.broadcast_div(&(var + f64::from(LAYER_NORM_EPS))?.sqrt()?)?;
+        xhat.broadcast_mul(w)?.broadcast_add(b)
+    };
+    let pos = params[1]
+        .unsqueeze(0)?
+        .broadcast_as((n, t, d))?
+        .reshape((rows, d))?;
+    let mut x = (params[0].index_select(&tokens, 0)? + pos)?;
+    // 0 on and below the diagonal, -inf above: position i attends to positions 0..=i.
+    let mask: Vec<f32> = (0..t * t)
+        .map(|i| {
+            if i % t > i / t {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::from_slice(&mask, (t, t), inputs.device())?;
+    let split_heads = |m: Tensor| -> candle_core::Result<Tensor> {
+        m.reshape((n, t, heads, hd))?.transpose(1, 2)?.contiguous()
+    };
+    for block in params[2..2 + 12 * layers].chunks_exact(12) {
+        let a = layer_norm(&x, &block[0], &block[1])?;
+        let qkv = linear(&a, &block[2], &block[3])?;
+        let q = split_heads(qkv.narrow(1, 0, d)?)?;
+        let k = split_heads(qkv.narrow(1, d, d)?)?;
+        let v = split_heads(qkv.narrow(1, 2 * d, d)?)?;
+        let scores =
+            (q.matmul(&k.t()?.contiguous()?)? / (hd as f64).sqrt())?.broadcast_add(&mask)?;
+        let max = scores.max_keepdim(3)?.detach();
+        let e = scores.broadcast_sub(&max)?.exp()?;
+        let p = e.broadcast_div(&e.sum_keepdim(3)?)?;
+        let o = p
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((rows, d))?;
+        x = (x + linear(&o, &block[4], &block[5])?)?;
+        let m = layer_norm(&x, &block[6], &block[7])?;
+        let f = linear(&m, &block[8], &block[9])?.relu()?;
+        x = (x + linear(&f, &block[10], &block[11])?)?;
+    }
+    let head = &params[2 + 12 * layers..];
+    let x = layer_norm(&x, &head[0], &head[1])?;
+    Ok(linear(&x, &head[2], &head[3])?)
 }
 
 /// `maxpool2(relu(conv(x, weight) + bias))` on channels-last `x` `[n, h, w, c_in]` with
@@ -547,6 +779,54 @@ mod tests {
         for (a, b) in ours.iter().zip(&reference) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
+    }
+
+    #[test]
+    fn transformer_has_one_segment_per_block_and_gpt2_like_init() {
+        let spec = ModelSpec::Transformer {
+            context: 64,
+            vocab: 256,
+            dim: 64,
+            heads: 4,
+            layers: 2,
+        };
+        let model = Model::new(spec.clone(), 1).unwrap();
+        let segments = model.segments();
+        let names: Vec<&str> = segments.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["embed", "block0", "block1", "head"]);
+        assert_eq!(segments[1].param_names.len(), 12);
+        assert_eq!(segments[1].param_count, 12 * 64 * 64 + 13 * 64);
+        assert_eq!(segments[0].param_count, (256 + 64) * 64);
+        assert_eq!(segments[3].param_count, 2 * 64 + 256 * 64 + 256);
+        assert_eq!(
+            model.param("block1.attn.qkv.weight").unwrap().shape,
+            [192, 64]
+        );
+        assert_eq!(
+            model.param("block0.mlp.proj.weight").unwrap().shape,
+            [64, 256]
+        );
+        assert!(model
+            .param("block0.ln2.weight")
+            .unwrap()
+            .values
+            .iter()
+            .all(|&v| v == 1.0));
+        assert!(model
+            .param("head.out.bias")
+            .unwrap()
+            .values
+            .iter()
+            .all(|&v| v == 0.0));
+        let std = |name: &str| {
+            let v = &model.param(name).unwrap().values;
+            (v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+        };
+        assert!((std("embed.tok.weight") - 0.02).abs() < 0.001);
+        assert!((std("block0.attn.proj.weight") - 0.01).abs() < 0.001);
+        assert_eq!(spec.input_features(), 65);
+        assert_eq!(spec.classes(), 256);
+        assert_eq!(model, Model::new(spec, 1).unwrap());
     }
 
     #[test]

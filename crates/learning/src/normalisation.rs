@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dataset::Dataset;
 use crate::error::{LearningError, Result};
 use crate::samples::Samples;
 
@@ -22,6 +23,27 @@ pub struct Normalisation {
 }
 
 impl Normalisation {
+    /// What the coordinator fits for `dataset`: [`Normalisation::fit`] on `train` when the
+    /// dataset [`normalises`](Dataset::normalises), otherwise the identity (text: the
+    /// features are token ids), so every dataset takes the same path and the model card
+    /// always states what was applied.
+    pub fn for_dataset(dataset: &Dataset, train: &Samples) -> Result<Self> {
+        if dataset.normalises() {
+            Self::fit(train)
+        } else {
+            Ok(Self::identity(train.feature_count()))
+        }
+    }
+
+    /// Mean 0 and std 1 for each of `features` features: [`Normalisation::apply`] leaves
+    /// every value's bits unchanged (`(x - 0) / 1 == x`).
+    pub fn identity(features: usize) -> Self {
+        Self {
+            mean: vec![0.0; features],
+            std: vec![1.0; features],
+        }
+    }
+
     /// Statistics of `train`, accumulated in f64 in sample order (deterministic).
     pub fn fit(train: &Samples) -> Result<Self> {
         if train.is_empty() {
@@ -89,5 +111,21 @@ mod tests {
         let mut other = Samples::new(vec![4.0, 7.0], vec![0], 2).unwrap();
         norm.apply(&mut other).unwrap();
         assert_eq!(other.features(), &[2.0, 2.0]);
+    }
+
+    #[test]
+    fn text_datasets_get_the_identity_which_changes_no_bit() {
+        let wordnet = Dataset::load(&crate::DatasetSource::Wordnet).unwrap();
+        let norm = Normalisation::for_dataset(&wordnet, &wordnet.samples).unwrap();
+        assert_eq!(
+            norm,
+            Normalisation::identity(wordnet.samples.feature_count())
+        );
+        let mut samples = wordnet.samples.clone();
+        norm.apply(&mut samples).unwrap();
+        assert_eq!(samples, wordnet.samples);
+        let digits = Dataset::digits().unwrap();
+        let fitted = Normalisation::for_dataset(&digits, &digits.samples).unwrap();
+        assert_eq!(fitted, Normalisation::fit(&digits.samples).unwrap());
     }
 }

@@ -1,6 +1,7 @@
 //! SGD training of chosen segments on a shard, for a step or wall-clock budget.
 //!
-//! MLPs train through [`crate::fused_mlp`], CNNs through [`crate::fused_cnn`]: hand-fused
+//! MLPs train through [`crate::fused_mlp`], CNNs through [`crate::fused_cnn`], transformers
+//! through [`crate::fused_transformer`]: hand-fused
 //! steps on reused buffers, checked in tests against candle's autograd ([`crate::autograd`]).
 //! Both draw batches from the same seeded [`BatchOrder`] and touch only the parameters of the
 //! segments they are given. Their matrix products run on [`crate::kernel`] at the process's
@@ -315,6 +316,11 @@ impl<'a> Trainer<'a> {
             (ModelSpec::Cnn { .. }, Engine::Fastest) => Box::new(
                 crate::fused_cnn::CnnStepper::new(&start, &trainable, shard, config, kernel)?,
             ),
+            (ModelSpec::Transformer { .. }, Engine::Fastest) => {
+                Box::new(crate::fused_transformer::TransformerStepper::new(
+                    &start, &trainable, shard, config, kernel,
+                )?)
+            }
             #[cfg(test)]
             (_, Engine::Autograd) => Box::new(crate::autograd::AutogradStepper::new(
                 &start, &trainable, shard, config,
@@ -503,6 +509,19 @@ pub(crate) fn check_samples_fit(spec: &ModelSpec, samples: &Samples) -> Result<(
             "label {label} but the model has {} classes",
             spec.classes()
         )));
+    }
+    if let ModelSpec::Transformer { vocab, .. } = spec {
+        // The features are token ids that index the embedding: anything else must not
+        // reach it.
+        if let Some(bad) = samples
+            .features()
+            .iter()
+            .find(|&&v| !(v >= 0.0 && v < *vocab as f32 && v.fract() == 0.0))
+        {
+            return Err(LearningError::SamplesDoNotFitModel(format!(
+                "feature {bad} is not a token id in 0..{vocab}"
+            )));
+        }
     }
     Ok(())
 }
