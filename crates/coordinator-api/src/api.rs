@@ -465,6 +465,25 @@ pub struct TrainHints {
     pub batch: usize,
 }
 
+impl TrainHints {
+    /// The rate, momentum and batch a model trains well with under plain SGD: 0.05 for the
+    /// MLP and CNN; 0.3 for the transformer, whose small init and layer norms need a larger
+    /// step (0.6 diverged within 30 steps on the WordNet corpus, 0.3 with momentum 0.9 is
+    /// stable; `cargo run --release -p learning --bin lm-bench`). The coordinator anneals the
+    /// rate across cycles from here.
+    pub fn for_model(model: &learning::ModelSpec) -> Self {
+        let lr = match model {
+            learning::ModelSpec::Transformer { .. } => 0.3,
+            _ => 0.05,
+        };
+        TrainHints {
+            lr,
+            momentum: 0.9,
+            batch: 32,
+        }
+    }
+}
+
 /// `GET /v1/cycles/{cycle}/task/{miner}`: a registered miner's work for the cycle. The
 /// weights and the shard are separate binary downloads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -23,7 +23,8 @@ pub const TRANSCRIPT_INTERVALS: u64 = 128;
 /// The most a miner's `k` may grow from one cycle to the next. One verified run that looks
 /// fast (a lucky cheat whose faked intervals were not drawn) cannot make the next cycle's
 /// replays more than this many times dearer; an honest miner still reaches its speed from the
-/// default `k` of 16 in two cycles on the fastest models (16 → 256 → 4,096).
+/// default `k` of 16 in two cycles on the fastest models (16 → 256 → 4,096), and a slow one
+/// that sped up regrows from `k` = 1 in three.
 pub const PACE_GROWTH_MAX: u64 = 16;
 
 /// What a miner's next budget is sized from: its last verified run, as the record shows it.
@@ -55,13 +56,16 @@ impl PaceSample {
 }
 
 /// The checkpoint interval of a miner's next task: enough steps at its measured speed to fill
-/// a training window of `window_ms`, in [`TRANSCRIPT_INTERVALS`] intervals, rounded up. Never
-/// below `floor` (the chain's configured `k`, also every new miner's), never above
-/// [`PACE_GROWTH_MAX`] times the last run's `k` or the protocol's largest interval.
-pub fn checkpoint_interval(sample: Option<PaceSample>, window_ms: u64, floor: u64) -> u64 {
-    let floor = floor.clamp(1, proof::task::CHECKPOINT_INTERVAL_MAX);
+/// a training window of `window_ms`, in [`TRANSCRIPT_INTERVALS`] intervals, rounded up; at
+/// least 1, at most [`PACE_GROWTH_MAX`] times the last run's `k` and the protocol's largest
+/// interval. A miner with no verified run gets `initial` (the chain's configured `k`).
+///
+/// A slow miner gets a short interval (down to one step): its run still has up to 128
+/// intervals, so a replay of q + 1 of them stays a small share of its work, and its verifiers
+/// can replay an assignment within their window.
+pub fn checkpoint_interval(sample: Option<PaceSample>, window_ms: u64, initial: u64) -> u64 {
     let Some(s) = sample else {
-        return floor;
+        return initial.clamp(1, proof::task::CHECKPOINT_INTERVAL_MAX);
     };
     // steps / trained_ms is the speed; times the window, over the intervals. In u128: the
     // product of two u64 cannot overflow it.
@@ -73,10 +77,7 @@ pub fn checkpoint_interval(sample: Option<PaceSample>, window_ms: u64, floor: u6
         .max(1)
         .saturating_mul(PACE_GROWTH_MAX)
         .min(proof::task::CHECKPOINT_INTERVAL_MAX);
-    u64::try_from(paced)
-        .unwrap_or(u64::MAX)
-        .min(ceiling)
-        .max(floor)
+    u64::try_from(paced).unwrap_or(u64::MAX).clamp(1, ceiling)
 }
 
 /// Every miner's pace sample from a cycle's record: what the next cycle's budgets follow.
@@ -104,7 +105,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_miner_gets_the_floor() {
+    fn a_new_miner_gets_the_configured_interval() {
         assert_eq!(checkpoint_interval(None, WINDOW, 16), 16);
     }
 
@@ -127,8 +128,13 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_miner_falls_back_to_the_floor_not_below() {
-        assert_eq!(checkpoint_interval(sample(40, 16, WINDOW), WINDOW, 16), 16);
+    fn a_slow_miner_gets_a_short_interval() {
+        // 40 steps in the whole window (a model whose steps are slow): one step per interval.
+        assert_eq!(checkpoint_interval(sample(40, 16, WINDOW), WINDOW, 16), 1);
+        // 300 steps: ceil(300 / 128) = 3.
+        assert_eq!(checkpoint_interval(sample(300, 1, WINDOW), WINDOW, 16), 3);
+        // A run that did nothing still gets a valid interval.
+        assert_eq!(checkpoint_interval(sample(0, 16, WINDOW), WINDOW, 16), 1);
     }
 
     #[test]

@@ -315,8 +315,8 @@ pub struct VerificationRecord {
     /// replays with no verifier.
     #[serde(default)]
     pub challenged_steps: u64,
-    /// The cycle's challenge count q and configured checkpoint interval k (every new miner's,
-    /// and the floor of each paced one, [`crate::pace`]): with q, each submission's own k and
+    /// The cycle's challenge count q and configured checkpoint interval k (every new miner's;
+    /// the others are paced, [`crate::pace`]): with q, each submission's own k and
     /// the record's secret and commitments anyone recomputes every challenge, and so which
     /// assignments could be flags and which had to be audited.
     #[serde(default)]

@@ -1018,6 +1018,10 @@ fn draw_admission(state: &mut CycleState, env: &CycleEnv) {
 fn assign(state: &mut CycleState, env: &CycleEnv) {
     let cycle = state.cycle();
     let count = state.registrations.len() as u32;
+    // Fixed now, with the budgets: a restart before the challenge (with a fresh calibration)
+    // cannot make the record say another interval than new miners got.
+    state.verification.checkpoint_interval = env.proof.checkpoint_interval;
+    let initial = state.verification.checkpoint_interval;
     let a = &state.announcement.announcement;
     let window_ms = a
         .submission_deadline_ms
@@ -1027,7 +1031,7 @@ fn assign(state: &mut CycleState, env: &CycleEnv) {
         let checkpoint_interval = crate::pace::checkpoint_interval(
             state.pace_samples.get(miner).copied(),
             window_ms,
-            env.proof.checkpoint_interval,
+            initial,
         );
         registration.assignment = Some(Assignment {
             segment,

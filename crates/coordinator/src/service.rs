@@ -130,6 +130,17 @@ impl Coordinator {
             };
             store.put_model(0, &model_to_safetensors(&initial)?, &info)?;
         }
+        // New miners' first budgets follow the model's step cost.
+        let configured = ProofParams::default();
+        let proof = ProofParams {
+            checkpoint_interval: crate::work::initial_checkpoint_interval(
+                &work.setup.model,
+                work.setup.hints.batch,
+                timing.training_ms,
+                configured.checkpoint_interval,
+            ),
+            ..configured
+        };
         let secp = Secp256k1::new();
         let env = CycleEnv {
             block_reward_sats: params.subsidy.initial_sats,
@@ -138,7 +149,7 @@ impl Coordinator {
             timing,
             registrations_max: work.registrations_max(),
             segments: Workload::segments(&initial),
-            proof: ProofParams::default(),
+            proof,
             bonds: BondPolicy::new(
                 consensus::bond::BondTerms::from_params(params),
                 params.bonds_required,

@@ -71,7 +71,10 @@ impl VerificationState {
         let secret = *state.verification.secret.get_or_insert(fallback);
         state.verification.assignments = assign(state, env, &secret);
         state.verification.challenges = env.proof.challenges;
-        state.verification.checkpoint_interval = env.proof.checkpoint_interval;
+        if state.verification.checkpoint_interval == 0 {
+            // A state persisted before assignments recorded it.
+            state.verification.checkpoint_interval = env.proof.checkpoint_interval;
+        }
     }
 
     /// What the cycle record shows: the enrolled verifiers, and once `revealed` (from the

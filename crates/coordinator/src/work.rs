@@ -26,6 +26,53 @@ pub const REGISTRATIONS_PER_CYCLE_MAX: usize = 1_000;
 /// meaningful work, so the registration cap shrinks for small datasets.
 pub const SHARD_SAMPLES_MIN: usize = 16;
 
+/// The training speed new miners' first budgets assume, in multiply-adds per second of the
+/// forward pass (a step is about three times its forward pass). One core of the 2-core
+/// development machine does about 5e9 on the language model's step; assuming less only makes
+/// a slow model's first intervals shorter than needed (safe: more leaves, cheaper replays),
+/// and pacing takes over from each miner's first verified run. A constant, not a timing, so
+/// every new miner gets the same interval on any machine and the record shows it.
+pub const ASSUMED_FORWARD_MACS_PER_SEC: f64 = 1e9;
+
+/// Multiply-adds of one sample's forward pass, roughly: the parameters, times the positions
+/// they are applied at (a transformer's tokens, a convolution's pixels).
+fn forward_macs_per_sample(model: &ModelSpec) -> f64 {
+    let params = model.param_shapes().map_or(0, |shapes| {
+        shapes
+            .iter()
+            .map(|(_, shape)| shape.iter().product::<usize>())
+            .sum::<usize>()
+    }) as f64;
+    match model {
+        ModelSpec::Mlp { .. } => params,
+        ModelSpec::Cnn { height, width, .. } => params * (height * width) as f64 / 4.0,
+        ModelSpec::Transformer { context, .. } => params * *context as f64,
+    }
+}
+
+/// The checkpoint interval of a miner's first task: what fills a training window of
+/// `window_ms` in [`crate::pace::TRANSCRIPT_INTERVALS`] intervals at
+/// [`ASSUMED_FORWARD_MACS_PER_SEC`], never more than `configured`. For a small model it is the
+/// configured one; a slow model's (the language model's steps take a tenth of a second) is
+/// smaller, so that its first run's intervals replay within the verifiers' window and its
+/// deadline check comes often. Each cycle record publishes it; pacing takes over from the
+/// first verified run.
+pub fn initial_checkpoint_interval(
+    model: &ModelSpec,
+    batch: usize,
+    window_ms: u64,
+    configured: u64,
+) -> u64 {
+    let step_macs = 3.0 * forward_macs_per_sample(model) * batch.max(1) as f64;
+    let steps = ASSUMED_FORWARD_MACS_PER_SEC / step_macs.max(1.0) * window_ms as f64 / 1000.0;
+    let paced = (steps / crate::pace::TRANSCRIPT_INTERVALS as f64).ceil();
+    if paced.is_finite() && paced >= 1.0 {
+        (paced as u64).min(configured.max(1))
+    } else {
+        1
+    }
+}
+
 /// What the coordinator trains: fixed at first start and checked on every restart. The split
 /// seed is not here: it comes from the coordinator's secret (`held_out`), never published.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,21 +90,29 @@ pub struct WorkSetup {
 }
 
 impl WorkSetup {
-    /// A small MLP on the shipped digits: the default for devnets and tests.
+    /// A small MLP on the shipped digits: the fast setup for tests.
     pub fn digits_mlp(hidden: Vec<usize>) -> Self {
+        let model = ModelSpec::Mlp {
+            input: 64,
+            hidden,
+            classes: 10,
+        };
         WorkSetup {
             dataset: DatasetSource::Digits,
-            model: ModelSpec::Mlp {
-                input: 64,
-                hidden,
-                classes: 10,
-            },
+            hints: TrainHints::for_model(&model),
+            model,
             model_seed: 1,
-            hints: TrainHints {
-                lr: 0.05,
-                momentum: 0.9,
-                batch: 32,
-            },
+            held_out: None,
+        }
+    }
+
+    /// `model` on `dataset`, with the training hints that suit the model.
+    pub fn new(dataset: DatasetSource, model: ModelSpec) -> Self {
+        WorkSetup {
+            dataset,
+            hints: TrainHints::for_model(&model),
+            model,
+            model_seed: 1,
             held_out: None,
         }
     }
@@ -114,7 +169,8 @@ impl Workload {
     pub fn load(setup: WorkSetup, secret: HeldOutSecret) -> Result<Self, LearningError> {
         let dataset = Dataset::load(&setup.dataset)?;
         let mut split = dataset.split(SplitFractions::default(), secret.split_seed())?;
-        let normalisation = Normalisation::fit(&split.train)?;
+        // Standardised features for images and tables; byte tokens are left as they are.
+        let normalisation = Normalisation::for_dataset(&dataset, &split.train)?;
         normalisation.apply(&mut split.train)?;
         normalisation.apply(&mut split.held_out)?;
         normalisation.apply(&mut split.test)?;
@@ -356,6 +412,25 @@ pub struct Measured {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_slow_models_first_interval_is_short_and_a_fast_ones_is_the_configured_one() {
+        use super::initial_checkpoint_interval as k;
+        let window = 12_000;
+        // The digits MLP: a step is a few hundred thousand multiply-adds, thousands of steps
+        // per window: the configured 16.
+        let mlp = super::WorkSetup::digits_mlp(vec![32]).model;
+        assert_eq!(k(&mlp, 32, window, 16), 16);
+        // The default language model: a step is about 3 * 137,216 * 64 * 32 multiply-adds,
+        // about one step per second assumed: k = 1.
+        let lm = learning::LM_DEFAULT
+            .spec(learning::TEXT_CONTEXT + 1, learning::TEXT_VOCAB)
+            .unwrap();
+        assert_eq!(k(&lm, 32, window, 16), 1);
+        // Never above the configured interval, never below 1.
+        assert_eq!(k(&mlp, 1, u64::MAX, 16), 16);
+        assert_eq!(k(&lm, usize::MAX, 0, 16), 1);
+    }
+
     use super::*;
 
     /// `samples` as a CSV file (features, then the label), the format `csv:FILE` reads.

@@ -125,10 +125,8 @@ fn unix_secs() -> u64 {
 pub fn work_setup(dataset: &str, model: &ModelArg) -> Result<WorkSetup, DevnetError> {
     let source: DatasetSource = dataset.parse()?;
     let loaded = learning::Dataset::load(&source)?;
-    let mut setup = WorkSetup::digits_mlp(vec![32]);
-    setup.model = model.spec(loaded.samples.feature_count(), loaded.class_count)?;
-    setup.dataset = source;
-    Ok(setup)
+    let spec = model.spec(loaded.samples.feature_count(), loaded.class_count)?;
+    Ok(WorkSetup::new(source, spec))
 }
 
 async fn start_node(
@@ -544,6 +542,7 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
         100.0 * initial_accuracy
     );
     let mut initial = (f32::NAN, initial_accuracy);
+    let sample_before = language_sample(&initial_model);
 
     let mut cycles = Vec::new();
     let mut records = Vec::new();
@@ -689,6 +688,8 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
         path: weights_path.display().to_string(),
         test_accuracy: card.test_accuracy,
         parameters: exported.param_count(),
+        sample_before,
+        sample_after: language_sample(&exported),
     };
 
     // The audit works from an archive of what the coordinator published, with the coordinator
@@ -721,12 +722,15 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
             .filter(|r| r.cycle < config.cycles)
             .collect();
         let mut account = miner::cpu::CpuAccount::default();
-        let (mut trained_secs, mut window_secs) = (0.0, 0.0);
+        let (mut trained_secs, mut window_secs, mut trained_samples) = (0.0, 0.0, 0u64);
         for r in &reports {
             account.add(&r.cpu);
             trained_secs += r.training_wall_secs;
             window_secs += r.training_window_secs;
+            trained_samples =
+                trained_samples.saturating_add(r.steps.saturating_mul(setup.hints.batch as u64));
         }
+        let samples_per_sec = ratio(trained_samples as f64, trained_secs);
         if m.role.behaviour == Behaviour::Honest && !m.role.sybil {
             honest_trained_secs += trained_secs;
             honest_window_secs += window_secs;
@@ -767,6 +771,8 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
             blocks: won,
             useful_work_fraction: account.useful_work_fraction(),
             window_utilisation: ratio(trained_secs, window_secs),
+            samples_per_sec,
+            tokens_per_sec: tokens_per_sample(&setup.model).map(|t| samples_per_sec * t as f64),
             verified,
             failed,
             unanswered,
@@ -1010,6 +1016,33 @@ fn ratio(part: f64, whole: f64) -> f64 {
     }
 }
 
+/// The prompt, length and seed of the text a language model writes before and after the run:
+/// the same for both, so the difference is the training.
+const SAMPLE_PROMPT: &[u8] = b"a ";
+const SAMPLE_BYTES: usize = 80;
+const SAMPLE_SEED: u64 = 7;
+
+/// What a byte-level language model writes from [`SAMPLE_PROMPT`]; `None` for other models.
+fn language_sample(model: &Model) -> Option<String> {
+    let bytes = learning::sample_text(model, SAMPLE_PROMPT, SAMPLE_BYTES, SAMPLE_SEED).ok()?;
+    let mut text = String::from_utf8_lossy(SAMPLE_PROMPT).into_owned();
+    text.push_str(&String::from_utf8_lossy(&bytes));
+    Some(text)
+}
+
+/// Tokens each training sample holds: a language model's context; `None` for other models.
+fn tokens_per_sample(model: &learning::ModelSpec) -> Option<usize> {
+    match model {
+        learning::ModelSpec::Transformer { context, .. } => Some(*context),
+        _ => None,
+    }
+}
+
+/// A held-out loss in nats per byte as bits per byte.
+fn bits(nats: f32) -> f64 {
+    f64::from(nats) / std::f64::consts::LN_2
+}
+
 /// The end-of-run text.
 pub fn render(outcome: &Outcome) -> String {
     let s = &outcome.summary;
@@ -1038,6 +1071,17 @@ pub fn render(outcome: &Outcome) -> String {
                 (false, false) => "LOST (slashed)",
             }
         ));
+        match m.tokens_per_sec {
+            Some(tokens) => out.push_str(&format!(
+                "    training speed: {tokens:.0} tokens/s ({:.0} samples/s)\n",
+                m.samples_per_sec
+            )),
+            None if m.samples_per_sec > 0.0 => out.push_str(&format!(
+                "    training speed: {:.0} samples/s\n",
+                m.samples_per_sec
+            )),
+            None => {}
+        }
         if m.cycles_without_work > 0 {
             out.push_str(&format!(
                 "    {} cycle(s) with no receipted work{}\n",
@@ -1059,6 +1103,15 @@ pub fn render(outcome: &Outcome) -> String {
         100.0 * outcome.initial.1,
         100.0 * last.map_or(outcome.initial.1, |c| c.test_accuracy)
     ));
+    if let (Some(before), Some(after)) = (&s.model.sample_before, &s.model.sample_after) {
+        out.push_str(&format!(
+            "  language model: {:.2} -> {:.2} bits per byte on the held-out batches (test accuracy is next-byte)\n",
+            bits(outcome.initial.0),
+            bits(last.map_or(outcome.initial.0, |c| c.held_out_loss)),
+        ));
+        out.push_str(&format!("    text before training: {before:?}\n"));
+        out.push_str(&format!("    text after training:  {after:?}\n"));
+    }
     out.push_str(&format!(
         "  exported: {} ({} parameters, test accuracy {:.1}%) with its card global.json\n",
         s.model.path,

@@ -6,12 +6,15 @@
 //!  "blocks": [{"height", "hash", "cycle", "attempt", "winner"}],
 //!  "cycles": [{"cycle", "entries", "winner", "seed", "held_out_loss", "test_accuracy",
 //!              "verified", "failed", "unanswered"}],
-//!  "miners": [{"name", "behaviour", "blocks", "useful_work_fraction", "verified", "failed",
-//!              "unanswered", "failures"}],
+//!  "miners": [{"name", "behaviour", "blocks", "useful_work_fraction", "window_utilisation",
+//!              "samples_per_sec", "tokens_per_sec" (language models), "verified", "failed",
+//!              "unanswered", "failures", "bond", "bond_kept", "sybil", "cycles_without_work",
+//!              "missed_reason"}],
 //!  "verifiers": [{"name", "lazy", "public_key", "bond", "bond_kept", "cycles_enrolled",
 //!                 "assignments", "trusted", "confirmed", "caught_cheats", "wrong",
 //!                 "finder_sats"}],
-//!  "model": {"path", "test_accuracy", "parameters"},
+//!  "model": {"path", "test_accuracy", "parameters", "sample_before", "sample_after"
+//!            (language models: generated text before and after training)},
 //!  "useful_work_fraction", "window_utilisation", "replayed_steps", "challenged_steps",
 //!  "nodes_agree"}
 //! ```
@@ -66,6 +69,12 @@ pub struct MinerLine {
     /// in): how much of the time it was given its compute spent training.
     #[serde(default)]
     pub window_utilisation: f64,
+    /// Training samples per second of training wall time (steps × batch / seconds), and for a
+    /// language model the same in tokens (samples × context).
+    #[serde(default)]
+    pub samples_per_sec: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_sec: Option<f64>,
     /// Its replay checks: passed, failed, unanswered.
     pub verified: usize,
     pub failed: usize,
@@ -118,6 +127,12 @@ pub struct ModelLine {
     pub path: String,
     pub test_accuracy: f32,
     pub parameters: usize,
+    /// A language model's text from the same prompt and seed before and after training
+    /// (`learning::sample_text`, UTF-8 with invalid bytes replaced); absent for other models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_after: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

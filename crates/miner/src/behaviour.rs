@@ -10,10 +10,21 @@ use serde::{Deserialize, Serialize};
 use std::str::FromStr;
 use std::time::Instant;
 
-/// Early stopping: after this many checkpoints in a row that do not lower the loss on the
+/// Early stopping: after this many validations in a row that do not lower the loss on the
 /// miner's validation part of the shard, the miner stops for the cycle. The coordinator pays
 /// only for a lower held-out loss, and a small shard overfits within a few epochs.
-pub const PATIENCE_CHECKPOINTS: u32 = 6;
+pub const PATIENCE_VALIDATIONS: u32 = 6;
+
+/// Validations of a run besides its probes (steps 1, 2, 4, … up to the checkpoint interval,
+/// where a small shard's overfitting shows first) and its deadline-cut end: one every
+/// `steps_max / VALIDATIONS_PER_RUN` steps. A paced budget fills the window, and a slow
+/// model's interval can be a single step: validating at every checkpoint would then spend
+/// as long evaluating as training.
+pub const VALIDATIONS_PER_RUN: u64 = 16;
+
+/// A budget of more than this many epochs of the shard's training part early-stops; a smaller
+/// one trains to its end and is validated there only (against the start).
+pub const EARLY_STOPPING_EPOCHS: u64 = 2;
 
 /// Largest magnitude of a noise weight: large enough to wreck the layer's output, finite.
 pub const NOISE_MAGNITUDE: f32 = 1.0;
@@ -156,12 +167,20 @@ pub fn produce(
     }
 }
 
-/// The task's training part and the miner's validation part of its shard.
+/// Most validation samples an honest miner evaluates at each recorded state. Early stopping
+/// needs a trend, not the whole part: on a text shard the part is thousands of 64-token
+/// windows, and evaluating all of them at each of a run's ~140 states would take a fifth of
+/// the window from training. 256 windows are 16k tokens (a digits shard's part is smaller).
+pub const VALIDATION_SAMPLES_MAX: usize = 256;
+
+/// The task's training part and the miner's validation part of its shard (its first
+/// [`VALIDATION_SAMPLES_MAX`] samples after the training part).
 fn split(shard: &Samples, train_samples: u64) -> learning::Result<(Samples, Samples)> {
     let n = (train_samples as usize).min(shard.len());
     let train = shard.select(&(0..n).collect::<Vec<_>>());
     let validation = if n < shard.len() {
-        shard.select(&(n..shard.len()).collect::<Vec<_>>())
+        let end = shard.len().min(n + VALIDATION_SAMPLES_MAX);
+        shard.select(&(n..end).collect::<Vec<_>>())
     } else {
         train.clone()
     };
@@ -195,11 +214,12 @@ fn validation_loss(
     Ok(evaluate(&trial, validation)?.loss)
 }
 
-/// The task's run until the deadline, the step budget or [`PATIENCE_CHECKPOINTS`]
-/// checkpoints without a better validation loss; it ends at the checkpoint with the lowest
-/// validation loss. If none beats the start, it ends at the first checkpoint: the smallest
-/// real step, which the coordinator's held-out measurement may still find useful (an
-/// unchanged segment is sure to score zero).
+/// The task's run until the deadline, the step budget or (when the budget is more than
+/// [`EARLY_STOPPING_EPOCHS`] epochs of the shard) [`PATIENCE_VALIDATIONS`] validations without
+/// a better validation loss; it ends at the validated state with the
+/// lowest validation loss. If none beats the start, it ends at the first recorded state after
+/// it: the smallest real step, which the coordinator's held-out measurement may still find
+/// useful (an unchanged segment is sure to score zero).
 fn honest(
     model: &Model,
     train: &Samples,
@@ -207,30 +227,66 @@ fn honest(
     work: &Work,
 ) -> learning::Result<Produced> {
     let task = &work.task;
+    // Within a couple of epochs a run cannot overfit its shard much (a language model's shard
+    // is far larger than a window's steps): it trains to its deadline or budget, validated
+    // only at its end. Beyond that it early-stops.
+    let early_stopping = task.steps_max.saturating_mul(u64::from(task.batch))
+        > (train.len() as u64).saturating_mul(EARLY_STOPPING_EPOCHS);
     let start = evaluate(model, validation)?.loss;
-    let mut checkpoints = 0usize;
-    // (loss, index among the recorded states); read again when the run picks its end.
+    let spacing = (task.steps_max / VALIDATIONS_PER_RUN).max(1);
+    let mut next_validation = spacing;
+    // Index of the state `go_on` sees among the recorded ones (the start is 0).
+    let mut recorded = 0usize;
+    // (loss, index among the recorded states) of the best validated state, and the index of
+    // the last state validated; read again when the run picks its end.
     let best = std::cell::Cell::new((start, 0usize));
+    let validated = std::cell::Cell::new(0usize);
     let mut failures = 0;
-    let run = proof::run_task(
+    let better = |loss: f32, index: usize| {
+        validated.set(index);
+        if loss < best.get().0 {
+            best.set((loss, index));
+            true
+        } else {
+            false
+        }
+    };
+    let run = proof::run_task_until(
         task,
         model,
         train,
         work.threads,
+        Some(work.deadline),
         |state| {
+            recorded += 1;
+            let probe = state.step.is_power_of_two() && state.step <= task.checkpoint_interval;
+            if !(early_stopping && (probe || state.step >= next_validation)) {
+                return true;
+            }
+            while next_validation <= state.step {
+                next_validation = next_validation.saturating_add(spacing);
+            }
             let loss = validation_loss(model, &task.segment, state, validation).unwrap_or(f32::MAX);
-            checkpoints += 1;
-            if loss < best.get().0 {
-                best.set((loss, checkpoints));
+            if better(loss, recorded) {
                 failures = 0;
             } else {
                 failures += 1;
             }
-            failures < PATIENCE_CHECKPOINTS && Instant::now() < work.deadline
+            failures < PATIENCE_VALIDATIONS
         },
-        |states| match best.get().1 {
-            0 => 1.min(states.len() - 1),
-            index => index,
+        |states| {
+            // The run's end (its deadline or budget) is always a candidate: validate it if
+            // no validation fell on it, so no training is dropped unweighed.
+            let last = states.len() - 1;
+            if validated.get() < last {
+                let loss = validation_loss(model, &task.segment, &states[last], validation)
+                    .unwrap_or(f32::MAX);
+                better(loss, last);
+            }
+            match best.get().1 {
+                0 => 1.min(last),
+                index => index,
+            }
         },
     )?;
     Ok(Produced {
@@ -252,7 +308,15 @@ fn cheat_run(
     let run_with = |task: &ReplayTask, samples: &Samples, stride: u64| {
         let mut t = task.clone();
         t.steps_max = steps / stride;
-        proof::run_task(&t, model, samples, work.threads, |_| true, |s| s.len() - 1)
+        proof::run_task_until(
+            &t,
+            model,
+            samples,
+            work.threads,
+            Some(work.deadline),
+            |_| true,
+            |s| s.len() - 1,
+        )
     };
     let relabel = |record: &RunRecord, factor: u64| {
         let mut out = RunRecord::new(task.checkpoint_interval);
@@ -434,5 +498,36 @@ mod tests {
             let produced = produce(Behaviour::Cheat(cheat), &initial, &shard, &work).unwrap();
             assert!(produced.record.is_complete(), "{}", cheat.name());
         }
+    }
+
+    #[test]
+    fn a_budget_within_one_epoch_trains_to_its_end_and_a_longer_one_stops_early() {
+        let (initial, shard, mut work) = setup();
+        // 4 steps of 16 are the 64 training samples once: nothing to overfit, so no early
+        // stop: the run takes its whole budget.
+        work.task.steps_max = 4;
+        let within = produce(Behaviour::Honest, &initial, &shard, &work).unwrap();
+        assert_eq!(within.steps(), 4);
+        // 4,096 steps are 1,024 epochs of the 64 samples. With the validation part labelled
+        // against the training rule (what training on it does to unseen data when it
+        // overfits), the validation loss rises from the first steps and the run stops early.
+        work.task.steps_max = 4_096;
+        work.task.checkpoint_interval = 32;
+        let features = (0..shard.len())
+            .flat_map(|i| shard.row(i).to_vec())
+            .collect::<Vec<f32>>();
+        let labels = (0..shard.len())
+            .map(|i| {
+                let rule = u32::from(shard.row(i)[0] + shard.row(i)[1] > 0.0);
+                if i < 64 {
+                    rule
+                } else {
+                    1 - rule
+                }
+            })
+            .collect();
+        let overfitting = Samples::new(features, labels, 4).unwrap();
+        let long = produce(Behaviour::Honest, &initial, &overfitting, &work).unwrap();
+        assert!(long.steps() < 4_096, "{}", long.steps());
     }
 }

@@ -37,7 +37,7 @@ pub const STATUS_WAIT: Duration = Duration::from_secs(180);
 /// least this much...
 pub const SUBMIT_MARGIN_MIN: Duration = Duration::from_millis(300);
 /// ...or this fraction of the window, whichever is larger (a slow link or a busy machine).
-pub const SUBMIT_MARGIN_FRACTION: f64 = 0.05;
+pub const SUBMIT_MARGIN_FRACTION: f64 = 0.04;
 
 /// Memory declared when the machine's cannot be read: what a small VM has.
 const MEMORY_FALLBACK_BYTES: u64 = 1 << 30;

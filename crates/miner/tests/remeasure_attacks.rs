@@ -249,9 +249,7 @@ fn a_rewritten_record_is_caught_by_its_anchor_and_by_the_next_announcement() {
     let why = reason(&h, &republished(rewritten.clone()), &[]);
     assert!(why.contains("record was rewritten"), "{why}");
     // The next cycle's announcement chains to the digest first published.
-    let mut next = h.record.clone();
-    next.announcement.announcement.cycle = 1;
-    next.announcement.announcement.prev_record_hash = record_digest(&anchored);
+    let next = paced_next(&h);
     check_record_chain(&anchored, &next).unwrap();
     let why = check_record_chain(&rewritten, &next)
         .unwrap_err()

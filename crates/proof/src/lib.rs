@@ -25,7 +25,7 @@ pub use challenge::{
 };
 pub use evidence::{EvidenceError, FraudEvidence};
 pub use opened::OpenedInterval;
-pub use prove::{run_task, Run};
+pub use prove::{run_task, run_task_until, Run};
 pub use response::{ChallengeResponse, Opening, ResponseDecodeError, RunRecord};
 pub use task::{batch_seed, Commitment, ReplayTask, CHECKPOINT_INTERVAL_DEFAULT};
 pub use transcript::{

@@ -38,6 +38,30 @@ pub fn run_task(
     start_model: &Model,
     train_samples: &Samples,
     threads: usize,
+    go_on: impl FnMut(&TrainState) -> bool,
+    choose: impl FnOnce(&[TrainState]) -> usize,
+) -> learning::Result<Run> {
+    run_task_until(
+        task,
+        start_model,
+        train_samples,
+        threads,
+        None,
+        go_on,
+        choose,
+    )
+}
+
+/// [`run_task`] that also stops at `deadline`, checked before every step: the run then ends
+/// mid-interval, in the state after its last step (a run may end at any step, so the
+/// transcript stays valid). Without it a run could overshoot the deadline by a whole
+/// checkpoint interval, seconds on a model whose steps are slow.
+pub fn run_task_until(
+    task: &ReplayTask,
+    start_model: &Model,
+    train_samples: &Samples,
+    threads: usize,
+    deadline: Option<std::time::Instant>,
     mut go_on: impl FnMut(&TrainState) -> bool,
     choose: impl FnOnce(&[TrainState]) -> usize,
 ) -> learning::Result<Run> {
@@ -50,9 +74,19 @@ pub fn run_task(
         let next_checkpoint = (taken / task.checkpoint_interval + 1) * task.checkpoint_interval;
         let next_probe = if taken == 0 { 1 } else { taken * 2 };
         let next = next_checkpoint.min(next_probe).min(task.steps_max);
-        trainer.run(next - taken)?;
+        let on_time = match deadline {
+            Some(deadline) => trainer.run_until(deadline, next - taken)? == next - taken,
+            None => {
+                trainer.run(next - taken)?;
+                true
+            }
+        };
+        if !on_time && trainer.steps_taken() == taken {
+            // Out of time before this state's first step: the last recorded state ends it.
+            break;
+        }
         let state = trainer.state()?;
-        let more = go_on(&state);
+        let more = go_on(&state) && on_time;
         record.push(state);
         if !more {
             break;

@@ -643,3 +643,44 @@ fn known_replays_are_compared_not_replayed_again_and_never_skip_the_paths_or_the
         "{verdict:?}"
     );
 }
+
+#[test]
+fn a_run_cut_by_its_deadline_ends_mid_interval_and_verifies() {
+    let mut s = setup();
+    // A budget far beyond what a few milliseconds hold, in intervals of 1,000 steps.
+    s.task.steps_max = 1 << 40;
+    s.task.checkpoint_interval = 1_000;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(30);
+    let run = proof::run_task_until(
+        &s.task,
+        &s.model,
+        &s.shard,
+        1,
+        Some(deadline),
+        |_| true,
+        |states| states.len() - 1,
+    )
+    .unwrap();
+    // It stopped at the deadline, not at the next checkpoint a million steps away...
+    assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(2));
+    let steps = run.record.last().unwrap().step;
+    assert!(steps > 0 && steps < 1 << 40, "{steps}");
+    // ...and its transcript still proves the run: the last (partial) interval replays.
+    let claim = s.claim(run.record, run.update);
+    for seed in 0..4 {
+        let verdict = s.verdict(&claim, seed, 1);
+        assert!(verdict.passed(), "steps {steps}, seed {seed}: {verdict:?}");
+    }
+    // Out of time before the first step: the run is its start state alone.
+    let late = proof::run_task_until(
+        &s.task,
+        &s.model,
+        &s.shard,
+        1,
+        Some(std::time::Instant::now()),
+        |_| true,
+        |states| states.len() - 1,
+    )
+    .unwrap();
+    assert_eq!(late.record.last().unwrap().step, 0);
+}

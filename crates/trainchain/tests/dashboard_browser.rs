@@ -187,6 +187,10 @@ fn start_devnet(dir: &Path) -> Devnet {
             "3",
             "--miner-threads",
             "1",
+            "--dataset",
+            "digits",
+            "--model",
+            "mlp:32",
             "--linger",
         ])
         .env("RUST_LOG", "warn")

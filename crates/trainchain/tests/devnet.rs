@@ -36,6 +36,18 @@ fn run_devnet_with(dir: &Path, cycle_secs: &str, extra: &[&str]) -> (std::proces
         .arg("--json")
         .arg(&json)
         .args(["--cycle-secs", cycle_secs, "--miner-threads", "1"])
+        // Digits and the small MLP are the fast test setup; the default language model
+        // needs whole seconds per window (its own test below names it).
+        .args(if extra.contains(&"--dataset") {
+            &[][..]
+        } else {
+            &["--dataset", "digits"][..]
+        })
+        .args(if extra.contains(&"--model") {
+            &[][..]
+        } else {
+            &["--model", "mlp:32"][..]
+        })
         .args(extra)
         .output()
         .expect("running trainchain devnet");
@@ -454,6 +466,47 @@ fn devnet_trains_the_cnn_with_replayed_checks_and_a_bitwise_audit() {
         !summary["blocks"].as_array().unwrap().is_empty(),
         "{summary}"
     );
+}
+
+/// The default workload: the byte-level transformer on the shipped WordNet glosses. Every
+/// submission replays bit for bit, the audit re-measures every cycle, the model gets better,
+/// and the summary shows text before and after and the miners' token rates.
+#[test]
+fn devnet_trains_the_language_model_with_replayed_checks_and_a_bitwise_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (output, summary) = run_devnet_with(
+        dir.path(),
+        "8",
+        &[
+            "--cycles",
+            "2",
+            "--dataset",
+            "wordnet",
+            "--model",
+            "lm:32,1,2",
+            "--miners",
+            "2",
+        ],
+    );
+    assert!(output.status.success(), "{}", explain(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let cycles = summary["cycles"].as_array().unwrap();
+    assert_eq!(cycles.len(), 2);
+    for cycle in cycles {
+        assert_eq!(cycle["failed"], 0, "{summary}");
+    }
+    assert!(stdout.contains("audit: passed"), "{stdout}");
+    assert!(stdout.contains(" 2 cycles re-measured"), "{stdout}");
+    // Next-byte prediction from a random start: the held-out loss falls below ln 256.
+    let last = cycles.last().unwrap()["held_out_loss"].as_f64().unwrap();
+    assert!(last < 256f64.ln() - 0.5, "{summary}");
+    let model = &summary["model"];
+    assert!(model["sample_before"].is_string(), "{summary}");
+    assert!(model["sample_after"].is_string(), "{summary}");
+    assert!(stdout.contains("bits per byte"), "{stdout}");
+    for miner in summary["miners"].as_array().unwrap() {
+        assert!(miner["tokens_per_sec"].as_f64().unwrap() > 0.0, "{summary}");
+    }
 }
 
 /// One operator with many keys and no bonds (`--sybil-miners 3 --sybil-bonds none`): every

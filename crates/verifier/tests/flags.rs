@@ -237,16 +237,13 @@ enum Mode {
     Absent,
 }
 
-/// When the test miners submit: at the end of the training window, as a miner that trained
-/// through it, so the next cycle's paced checkpoint interval stays the configured 16 that the
-/// step counts here assume (`coordinator::pace`).
-fn window_end(net: &Net) -> u64 {
-    net.c()
-        .state()
-        .unwrap()
-        .announcement()
-        .submission_deadline_ms
-        - 1
+/// When the test miners submit: a sixteenth of the window after training starts, so that their
+/// [`STEPS`] steps pace the next cycle's checkpoint interval at ⌈128 · 16 / 128⌉ = 16, the
+/// configured interval the step counts here assume (`coordinator::pace`).
+fn paced_submission_time(net: &Net) -> u64 {
+    let a = net.c().state().unwrap().announcement().clone();
+    let window = a.submission_deadline_ms - a.registration_deadline_ms;
+    a.registration_deadline_ms + window.div_ceil(16)
 }
 
 /// Trains `key`'s task and returns its record (to answer the challenge), after submitting.
@@ -303,7 +300,15 @@ fn train_and_submit(net: &Net, key: &SecretKey, work: Work) -> proof::RunRecord 
         steps: commitment.steps,
     };
     net.c()
-        .submit(window_end(net), [1; 32], cycle, miner, sig, claim, &update)
+        .submit(
+            paced_submission_time(net),
+            [1; 32],
+            cycle,
+            miner,
+            sig,
+            claim,
+            &update,
+        )
         .unwrap();
     record
 }
@@ -1365,7 +1370,15 @@ fn train_and_submit_commitment(net: &Net, key: &SecretKey, steps: u64) -> proof:
         steps: commitment.steps,
     };
     net.c()
-        .submit(window_end(net), [1; 32], cycle, miner, sig, claim, &update)
+        .submit(
+            paced_submission_time(net),
+            [1; 32],
+            cycle,
+            miner,
+            sig,
+            claim,
+            &update,
+        )
         .unwrap();
     run.record
 }

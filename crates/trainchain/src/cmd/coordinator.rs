@@ -50,7 +50,8 @@ pub struct Args {
     /// Seconds each drawn winner has to get its block to the node (default: half a cycle).
     #[arg(long)]
     pub block_window_secs: Option<u64>,
-    /// Dataset: `digits` (shipped), `mnist:DIR` or `csv:FILE`.
+    /// Dataset: `digits` (shipped), `wordnet` (shipped English text, for `--model lm:..`),
+    /// `mnist:DIR`, `csv:FILE` or `text:FILE` (any text, cut into 65-byte windows).
     #[arg(long, default_value = "digits")]
     pub dataset: String,
     /// The task owner's held-out samples, `csv:FILE` or `mnist:DIR` in the dataset's format
@@ -59,9 +60,11 @@ pub struct Args {
     /// `<data-dir>/held-out.secret`). Fixed at first start, like the dataset.
     #[arg(long)]
     pub held_out: Option<String>,
-    /// The model: `mlp:W1,W2,...` (hidden widths) or `cnn:C1,C2[,kK]` (two convolutions'
+    /// The model: `mlp:W1,W2,...` (hidden widths), `cnn:C1,C2[,kK]` (two convolutions'
     /// channels and an odd kernel size, default 3, on square images such as the digits' 8x8
-    /// or MNIST's 28x28). Input size and classes come from the dataset.
+    /// or MNIST's 28x28) or `lm:DIM,LAYERS,HEADS` (a byte-level decoder-only transformer, on
+    /// a text dataset; `lm:64,2,4` has 137,216 parameters). Input size and classes come from
+    /// the dataset.
     #[arg(long, conflicts_with = "hidden")]
     pub model: Option<learning::ModelChoice>,
     /// Hidden layer widths of the MLP, comma-separated (the same as `--model mlp:W1,...`).
@@ -79,15 +82,14 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("loading coordinator key {}", key_path.display()))?;
     let dataset: DatasetSource = args.dataset.parse()?;
     let loaded = learning::Dataset::load(&dataset)?;
-    let mut setup = WorkSetup::digits_mlp(args.hidden.clone());
     let choice = args.model.clone().unwrap_or(learning::ModelChoice::Mlp {
         hidden: args.hidden.clone(),
     });
-    setup.model = choice
+    let model = choice
         .spec(loaded.samples.feature_count(), loaded.class_count)
         .with_context(|| format!("--model {choice} on --dataset {}", args.dataset))?;
     drop(loaded);
-    setup.dataset = dataset;
+    let mut setup = WorkSetup::new(dataset, model);
     setup.held_out = match &args.held_out {
         Some(text) => Some(
             text.parse::<DatasetSource>()

@@ -53,12 +53,15 @@ pub struct Args {
     /// Length of a cycle (registration + training), in seconds.
     #[arg(long, default_value_t = 15)]
     pub cycle_secs: u64,
-    /// Dataset: `digits` (shipped), `mnist:DIR` or `csv:FILE`.
-    #[arg(long, default_value = "digits")]
+    /// Dataset: `wordnet` (shipped English text: WordNet 3.0's glosses, 1 MiB), `digits`
+    /// (shipped 8x8 images, the fast setup), `mnist:DIR`, `csv:FILE` or `text:FILE`.
+    #[arg(long, default_value = "wordnet")]
     pub dataset: String,
-    /// Model: `mlp:W1,W2,...` (hidden layer widths) or `cnn:C1,C2[,kK]` (two convolutions'
-    /// channels, odd kernel size, default 3; square images such as the digits or MNIST).
-    #[arg(long, default_value = "mlp:32")]
+    /// Model: `lm:DIM,LAYERS,HEADS` (a byte-level transformer, for text; the default has
+    /// 137,216 parameters and needs every second of a window), `mlp:W1,W2,...` (hidden layer
+    /// widths; `mlp:32` with `--dataset digits` is the fast setup) or `cnn:C1,C2[,kK]` (two
+    /// convolutions' channels, odd kernel size, default 3; square images).
+    #[arg(long, default_value = "lm:64,2,4")]
     pub model: ModelArg,
     /// Write the summary as JSON here.
     #[arg(long)]
