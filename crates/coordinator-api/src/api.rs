@@ -555,7 +555,14 @@ pub struct ScoredSubmission {
     pub verification: proof::Verdict,
     /// The checkpoint interval `k` of the miner's task ([`crate::pace`]): its budget was
     /// `pace::TRANSCRIPT_INTERVALS * k` steps, and its challenge was drawn over its intervals.
+    /// (A record written before pacing has none: it had the default 16.)
+    #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval: u64,
+}
+
+/// The checkpoint interval of every task before budgets were paced.
+pub fn default_checkpoint_interval() -> u64 {
+    proof::CHECKPOINT_INTERVAL_DEFAULT
 }
 
 impl ScoredSubmission {
@@ -774,7 +781,9 @@ impl HeldOutReveal {
 /// `0x01 || x` when present, and `submissions_digest` = `H_submissions(count u32 LE || for each
 /// submission in key order: miner 33 || update_hash 32 || task_hash 32 || transcript_root 32 ||
 /// steps u64 LE || params_trained u64 LE || loss_reduction i64 LE || score u64 LE ||
-/// verdict u8)` with verdict 0 verified, 1 failed, 2 unanswered.
+/// verdict u8 || received_at_ms u64 LE || checkpoint_interval u64 LE; then new miners'
+/// checkpoint_interval u64 LE)` with verdict 0 verified, 1 failed, 2 unanswered: every input
+/// of the next cycle's paced budgets ([`crate::pace`]) is anchored.
 ///
 /// The draw order, block certificates and outcome are left out: they follow from these fields
 /// (the draw) or come after the certificates that carry the digest.
@@ -788,7 +797,7 @@ pub fn record_digest(record: &CycleRecord) -> Hash256 {
             }
         }
     }
-    let mut subs = Vec::with_capacity(4 + record.submissions.len() * 190);
+    let mut subs = Vec::with_capacity(12 + record.submissions.len() * 178);
     subs.extend_from_slice(
         &u32::try_from(record.submissions.len())
             .unwrap_or(u32::MAX)
@@ -808,7 +817,13 @@ pub fn record_digest(record: &CycleRecord) -> Hash256 {
             proof::Verdict::Failed { .. } => 1,
             proof::Verdict::Unanswered => 2,
         });
+        // What the next cycle's budget is paced from (`pace`): anchored, so a coordinator
+        // cannot rewrite a past run's time or interval to justify a budget it chose.
+        subs.extend_from_slice(&s.received_at_ms.to_le_bytes());
+        subs.extend_from_slice(&s.checkpoint_interval.to_le_bytes());
     }
+    // New miners' interval: the other input of the pacing rule.
+    subs.extend_from_slice(&record.verification.checkpoint_interval.to_le_bytes());
     let submissions_digest = tagged_hash(SUBMISSIONS_TAG, &[&subs]);
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(&record.announcement.announcement.signing_hash().0);

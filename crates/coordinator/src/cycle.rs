@@ -210,7 +210,8 @@ pub struct Assignment {
     pub shard_count: u32,
     /// The task's checkpoint interval `k`, paced to the miner's measured speed
     /// ([`crate::pace::checkpoint_interval`]); its step budget is
-    /// `pace::TRANSCRIPT_INTERVALS * k`.
+    /// `pace::TRANSCRIPT_INTERVALS * k`. (A state saved before pacing has none: 16.)
+    #[serde(default = "crate::api::default_checkpoint_interval")]
     pub checkpoint_interval: u64,
 }
 

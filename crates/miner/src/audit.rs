@@ -190,6 +190,12 @@ pub enum AuditError {
         miner: PublicKey,
         update_hash: Hash256,
     },
+    #[error("cycle {cycle}: the record lists miner {miner}'s update {update_hash} with another submission time, step count or transcript root than the coordinator's receipt signed (a misrecorded submission)")]
+    ReceiptMisrecorded {
+        cycle: u64,
+        miner: PublicKey,
+        update_hash: Hash256,
+    },
     #[error("the node holds {count} equivocation(s); first at height {height}, attempt {attempt}")]
     Equivocation {
         count: usize,
@@ -510,12 +516,30 @@ pub fn check_receipts(
         else {
             continue;
         };
-        if !record
+        let Some(entry) = record
             .submissions
             .iter()
-            .any(|s| s.miner == miner && s.update_hash == update_hash)
-        {
+            .find(|s| s.miner == miner && s.update_hash == update_hash)
+        else {
             return Err(AuditError::ReceiptOmitted {
+                cycle,
+                miner,
+                update_hash,
+            });
+        };
+        // The time and steps the next budget is paced from are the ones the coordinator
+        // signed when it took the update: a record that moves a submission earlier (to pace a
+        // favoured miner up) or later (to pace one down) is caught here.
+        if (
+            entry.received_at_ms,
+            entry.commitment.steps,
+            entry.commitment.transcript_root,
+        ) != (
+            receipt.received_at_ms,
+            receipt.steps,
+            receipt.transcript_root,
+        ) {
+            return Err(AuditError::ReceiptMisrecorded {
                 cycle,
                 miner,
                 update_hash,
@@ -605,6 +629,13 @@ pub async fn audit(
         check_admission_bonds(node, &records, params).await?;
     let spec = coordinator.model_card().await?.spec;
     let mut remeasured = 0;
+    if let Some(first) = records
+        .first()
+        .filter(|r| r.announcement.announcement.cycle == 0)
+    {
+        // Cycle 0 has no record before it: every miner in it is new.
+        crate::remeasure::check_paces(None, first)?;
+    }
     for pair in records.windows(2) {
         crate::remeasure::check_record_chain(&pair[0], &pair[1])?;
     }
@@ -735,9 +766,11 @@ pub async fn recheck_evidence(
         || evidence.task.cycle != cycle
         || evidence.task.miner != miner
         || evidence.task.model_hash != a.model_hash
+        || submission.map(crate::claims_audit::paced_budget)
+            != Some(crate::claims_audit::task_budget(&evidence.task))
     {
         return Err(fail(
-            "it is not about this cycle's commitment, secret or model".into(),
+            "it is not about this cycle's commitment, secret, model or step budget".into(),
         ));
     }
     if &evidence.failure != listed {

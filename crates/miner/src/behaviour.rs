@@ -232,7 +232,14 @@ fn honest(
     // only at its end. Beyond that it early-stops.
     let early_stopping = task.steps_max.saturating_mul(u64::from(task.batch))
         > (train.len() as u64).saturating_mul(EARLY_STOPPING_EPOCHS);
+    // The run's end is validated after training stops: keep that time (one validation, as
+    // the start's takes) out of the window so the submission is not late.
+    let timed = Instant::now();
     let start = evaluate(model, validation)?.loss;
+    let deadline = work
+        .deadline
+        .checked_sub(timed.elapsed())
+        .unwrap_or(work.deadline);
     let spacing = (task.steps_max / VALIDATIONS_PER_RUN).max(1);
     let mut next_validation = spacing;
     // Index of the state `go_on` sees among the recorded ones (the start is 0).
@@ -256,7 +263,7 @@ fn honest(
         model,
         train,
         work.threads,
-        Some(work.deadline),
+        Some(deadline),
         |state| {
             recorded += 1;
             let probe = state.step.is_power_of_two() && state.step <= task.checkpoint_interval;

@@ -220,9 +220,10 @@ pub async fn audit_claims(
             || evidence.task.cycle != cycle
             || evidence.task.miner != miner
             || evidence.task.model_hash != a.model_hash
+            || submission.map(paced_budget) != Some(task_budget(&evidence.task))
         {
             return Err(fail(
-                "the evidence is not about this claim, commitment or model".into(),
+                "the evidence is not about this claim, commitment, model or step budget".into(),
             ));
         }
         if let std::collections::btree_map::Entry::Vacant(slot) = shards.entry(miner) {
@@ -325,4 +326,17 @@ pub async fn audit_claims(
         }
     }
     Ok(replayed)
+}
+
+/// The checkpoint interval and step budget a record entry says the miner's task had.
+pub(crate) fn paced_budget(s: &coordinator::api::ScoredSubmission) -> (u64, u64) {
+    (
+        s.checkpoint_interval,
+        coordinator::pace::TRANSCRIPT_INTERVALS.saturating_mul(s.checkpoint_interval),
+    )
+}
+
+/// The checkpoint interval and step budget of a task as served (its hash is the commitment's).
+pub(crate) fn task_budget(task: &proof::ReplayTask) -> (u64, u64) {
+    (task.checkpoint_interval, task.steps_max)
 }

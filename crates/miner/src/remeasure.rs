@@ -41,25 +41,47 @@ pub fn check_record_chain(previous: &CycleRecord, next: &CycleRecord) -> Result<
             format!("its announcement chains to record {found}, but the previous record's digest is {expected} (a record was rewritten)"),
         ));
     }
-    check_paces(previous, next)
+    check_paces(Some(previous), next)
 }
 
 /// Every submission of `next` had the checkpoint interval the pacing rule gives from
-/// `previous` (the record before it) and `next`'s own window and configured interval.
-pub fn check_paces(previous: &CycleRecord, next: &CycleRecord) -> Result<(), AuditError> {
+/// `previous` (the record before it; `None` for cycle 0) and `next`'s own window and new
+/// miners' interval, and committed to no more steps than that budget. New miners' interval is
+/// never above the protocol's default: the coordinator sizes it down for a slow model only.
+pub fn check_paces(previous: Option<&CycleRecord>, next: &CycleRecord) -> Result<(), AuditError> {
     if next.submissions.is_empty() {
         return Ok(());
+    }
+    let initial = next.verification.checkpoint_interval;
+    if !(1..=proof::CHECKPOINT_INTERVAL_DEFAULT).contains(&initial) {
+        return Err(fail(
+            next,
+            format!(
+                "new miners' checkpoint interval {initial} is outside 1..={}",
+                proof::CHECKPOINT_INTERVAL_DEFAULT
+            ),
+        ));
     }
     let a = &next.announcement.announcement;
     let window_ms = a
         .submission_deadline_ms
         .saturating_sub(a.registration_deadline_ms);
-    let samples = coordinator::pace::samples(previous);
+    let samples = previous.map(coordinator::pace::samples).unwrap_or_default();
     for s in &next.submissions {
+        let budget = coordinator::pace::TRANSCRIPT_INTERVALS.saturating_mul(s.checkpoint_interval);
+        if s.commitment.steps > budget {
+            return Err(fail(
+                next,
+                format!(
+                    "miner {}'s commitment has {} steps, over its budget of {budget}",
+                    s.miner, s.commitment.steps
+                ),
+            ));
+        }
         let paced = coordinator::pace::checkpoint_interval(
             samples.get(&s.miner).copied(),
             window_ms,
-            next.verification.checkpoint_interval,
+            initial,
         );
         if s.checkpoint_interval != paced {
             return Err(fail(

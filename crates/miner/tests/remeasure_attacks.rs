@@ -291,6 +291,15 @@ fn a_step_budget_the_coordinator_chose_is_caught() {
         .unwrap_err()
         .to_string();
     assert!(why.contains("a budget the coordinator chose"), "{why}");
+    // Rewriting the earlier record to make the favour look earned (an earlier submission
+    // time: a faster run) breaks the anchor the next announcement carries.
+    let mut rewritten = h.record.clone();
+    rewritten.submissions[0].received_at_ms = 0;
+    rewritten.submissions[0].checkpoint_interval *= 2;
+    let why = check_record_chain(&rewritten, &favoured)
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("record was rewritten"), "{why}");
     // Or starves one: a miner whose last run was verified keeps the budget it earned.
     let mut starved = next;
     starved.submissions[1].checkpoint_interval = 16;
@@ -384,6 +393,15 @@ fn a_record_that_drops_a_receipted_submission_is_caught_by_the_receipt() {
         .to_string();
     assert!(why.contains("the record omits it"), "{why}");
     assert!(why.contains(&gone.update_hash.to_string()), "{why}");
+
+    // The coordinator moves a submission earlier in the record than it receipted it (a faster
+    // run, to pace the miner up next cycle; later would pace it down).
+    let mut moved = h.record.clone();
+    moved.submissions[1].received_at_ms = moved.submissions[1].received_at_ms.saturating_sub(1);
+    let why = check_receipts(&[republished(moved)], &receipts, &chain.params)
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("misrecorded submission"), "{why}");
 
     // A cycle not evaluated yet lists no submissions: its receipts are not due.
     let mut open = h.record.clone();

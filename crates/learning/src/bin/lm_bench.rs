@@ -3,7 +3,11 @@
 //! sampled before and after.
 //!
 //! `cargo run --release -p learning --bin lm-bench -- [--model lm:64,2,4] [--threads N]
-//! [--steps S] [--batch B] [--lr LR]`
+//! [--steps S] [--batch B] [--lr LR] [--save DIR]`
+//!
+//! `--save DIR` writes the trained model (`model.safetensors`), the held-out windows
+//! (`held_out.safetensors`, the shard format) and their loss and accuracy as evaluated here
+//! (`eval.json`), for `bench/lm_torch_rebuild.py` to rebuild the model in PyTorch and compare.
 //!
 //! A token is one predicted byte: a step of batch `B` at context `T` trains on `B * T`.
 
@@ -20,6 +24,7 @@ struct Options {
     steps: u64,
     batch: usize,
     lr: f32,
+    save: Option<std::path::PathBuf>,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -29,6 +34,7 @@ fn parse_options() -> Result<Options, String> {
         steps: 300,
         batch: 32,
         lr: 0.3,
+        save: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -40,9 +46,10 @@ fn parse_options() -> Result<Options, String> {
             "--steps" => options.steps = value.parse().map_err(|_| bad())?,
             "--batch" => options.batch = value.parse().map_err(|_| bad())?,
             "--lr" => options.lr = value.parse().map_err(|_| bad())?,
+            "--save" => options.save = Some(value.into()),
             _ => {
                 return Err(format!(
-                    "unknown flag {flag}; use --model, --threads, --steps, --batch, --lr"
+                    "unknown flag {flag}; use --model, --threads, --steps, --batch, --lr, --save"
                 ))
             }
         }
@@ -108,5 +115,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("before: {:?}", String::from_utf8_lossy(&text_before));
     println!("after:  {:?}", String::from_utf8_lossy(&text_after));
+    if let Some(dir) = &options.save {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(
+            dir.join("model.safetensors"),
+            learning::model_to_safetensors(&model)?,
+        )?;
+        std::fs::write(
+            dir.join("held_out.safetensors"),
+            split.held_out.to_safetensors()?,
+        )?;
+        let spec = serde_json::to_value(model.spec())?;
+        let eval = serde_json::json!({
+            "spec": spec,
+            "loss": after.loss,
+            "accuracy": after.accuracy,
+            "windows": split.held_out.len(),
+        });
+        std::fs::write(dir.join("eval.json"), serde_json::to_vec_pretty(&eval)?)?;
+        println!(
+            "saved the model, the held-out windows and eval.json in {}",
+            dir.display()
+        );
+    }
     Ok(())
 }
