@@ -27,6 +27,14 @@ pub const TRANSCRIPT_INTERVALS: u64 = 128;
 /// that sped up regrows from `k` = 1 in three.
 pub const PACE_GROWTH_MAX: u64 = 16;
 
+/// The budget is paced for this many windows at the measured speed. Headroom, because a
+/// miner's next segment may be cheaper per step than the one it was measured on (a block's
+/// backward pass stops where an embedding's goes through every layer), and because a budget
+/// that ends a run before its deadline wastes the rest of the window; the deadline, not the
+/// budget, should end an honest run. It leaves about 64 intervals in a run that keeps its
+/// pace: detection depends on the share of intervals faked, not their number.
+pub const PACE_HEADROOM: u64 = 2;
+
 /// What a miner's next budget is sized from: its last verified run, as the record shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaceSample {
@@ -56,7 +64,8 @@ impl PaceSample {
 }
 
 /// The checkpoint interval of a miner's next task: enough steps at its measured speed to fill
-/// a training window of `window_ms`, in [`TRANSCRIPT_INTERVALS`] intervals, rounded up; at
+/// [`PACE_HEADROOM`] training windows of `window_ms`, in [`TRANSCRIPT_INTERVALS`] intervals,
+/// rounded up; at
 /// least 1, at most [`PACE_GROWTH_MAX`] times the last run's `k` and the protocol's largest
 /// interval. A miner with no verified run gets `initial` (the chain's configured `k`).
 ///
@@ -67,9 +76,10 @@ pub fn checkpoint_interval(sample: Option<PaceSample>, window_ms: u64, initial: 
     let Some(s) = sample else {
         return initial.clamp(1, proof::task::CHECKPOINT_INTERVAL_MAX);
     };
-    // steps / trained_ms is the speed; times the window, over the intervals. In u128: the
-    // product of two u64 cannot overflow it.
-    let numerator = u128::from(s.steps) * u128::from(window_ms);
+    // steps / trained_ms is the speed; times the windows, over the intervals. In u128: the
+    // product of two u64 cannot overflow it, and the headroom's saturates.
+    let numerator =
+        (u128::from(s.steps) * u128::from(window_ms)).saturating_mul(u128::from(PACE_HEADROOM));
     let denominator = u128::from(s.trained_ms.max(1)) * u128::from(TRANSCRIPT_INTERVALS);
     let paced = numerator.div_ceil(denominator);
     let ceiling = s
@@ -111,19 +121,25 @@ mod tests {
 
     #[test]
     fn a_miner_that_finished_early_gets_a_budget_that_fills_the_window() {
-        // 2,048 steps in 1.2 s: 10x that fits the 12 s window, 20,480 steps, k = 160.
+        // 2,048 steps in 1.2 s: 10x that fits the 12 s window, 20,480 steps, twice that with
+        // the headroom, k = 320 (from a k of 32; from 16 the growth cap holds it at 256).
+        assert_eq!(
+            checkpoint_interval(sample(2_048, 32, 1_200), WINDOW, 16),
+            320
+        );
         assert_eq!(
             checkpoint_interval(sample(2_048, 16, 1_200), WINDOW, 16),
-            160
+            256
         );
     }
 
     #[test]
     fn a_miner_that_used_the_window_keeps_its_pace() {
-        // 10,000 steps in the whole window: k = ceil(10,000 / 128) = 79.
+        // 10,000 steps in the whole window: k = ceil(2 * 10,000 / 128) = 157, so a run at the
+        // same pace ends at its deadline in about 64 intervals.
         assert_eq!(
-            checkpoint_interval(sample(10_000, 80, WINDOW), WINDOW, 16),
-            79
+            checkpoint_interval(sample(10_000, 157, WINDOW), WINDOW, 16),
+            157
         );
     }
 
@@ -131,8 +147,8 @@ mod tests {
     fn a_slow_miner_gets_a_short_interval() {
         // 40 steps in the whole window (a model whose steps are slow): one step per interval.
         assert_eq!(checkpoint_interval(sample(40, 16, WINDOW), WINDOW, 16), 1);
-        // 300 steps: ceil(300 / 128) = 3.
-        assert_eq!(checkpoint_interval(sample(300, 1, WINDOW), WINDOW, 16), 3);
+        // 300 steps: ceil(2 * 300 / 128) = 5.
+        assert_eq!(checkpoint_interval(sample(300, 1, WINDOW), WINDOW, 16), 5);
         // A run that did nothing still gets a valid interval.
         assert_eq!(checkpoint_interval(sample(0, 16, WINDOW), WINDOW, 16), 1);
     }

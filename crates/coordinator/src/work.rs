@@ -27,12 +27,15 @@ pub const REGISTRATIONS_PER_CYCLE_MAX: usize = 1_000;
 pub const SHARD_SAMPLES_MIN: usize = 16;
 
 /// The training speed new miners' first budgets assume, in multiply-adds per second of the
-/// forward pass (a step is about three times its forward pass). One core of the 2-core
-/// development machine does about 5e9 on the language model's step; assuming less only makes
-/// a slow model's first intervals shorter than needed (safe: more leaves, cheaper replays),
-/// and pacing takes over from each miner's first verified run. A constant, not a timing, so
-/// every new miner gets the same interval on any machine and the record shows it.
-pub const ASSUMED_FORWARD_MACS_PER_SEC: f64 = 1e9;
+/// forward pass (a step is taken as three forward passes). A miner on the 2-core development
+/// machine, sharing it with two others, a coordinator and two nodes, trains the default
+/// language model at about 14 steps per second, which is this figure. Assuming less would make
+/// a new miner's budget end its first run before the deadline (its run stops at 128 · k
+/// steps); assuming more would make its first intervals longer than its verifiers can replay
+/// in their window. Either way pacing takes over from the first verified run. A constant, not
+/// a timing, so every new miner gets the same interval on any machine and the record shows
+/// it.
+pub const ASSUMED_FORWARD_MACS_PER_SEC: f64 = 1e10;
 
 /// Multiply-adds of one sample's forward pass, roughly: the parameters, times the positions
 /// they are applied at (a transformer's tokens, a convolution's pixels).
@@ -50,9 +53,10 @@ fn forward_macs_per_sample(model: &ModelSpec) -> f64 {
     }
 }
 
-/// The checkpoint interval of a miner's first task: what fills a training window of
-/// `window_ms` in [`crate::pace::TRANSCRIPT_INTERVALS`] intervals at
-/// [`ASSUMED_FORWARD_MACS_PER_SEC`], never more than `configured`. For a small model it is the
+/// The checkpoint interval of a miner's first task: what fills
+/// [`crate::pace::PACE_HEADROOM`] training windows of `window_ms` in
+/// [`crate::pace::TRANSCRIPT_INTERVALS`] intervals at [`ASSUMED_FORWARD_MACS_PER_SEC`] (as
+/// pacing does from a measured speed), never more than `configured`. For a small model it is the
 /// configured one; a slow model's (the language model's steps take a tenth of a second) is
 /// smaller, so that its first run's intervals replay within the verifiers' window and its
 /// deadline check comes often. Each cycle record publishes it; pacing takes over from the
@@ -65,7 +69,9 @@ pub fn initial_checkpoint_interval(
 ) -> u64 {
     let step_macs = 3.0 * forward_macs_per_sample(model) * batch.max(1) as f64;
     let steps = ASSUMED_FORWARD_MACS_PER_SEC / step_macs.max(1.0) * window_ms as f64 / 1000.0;
-    let paced = (steps / crate::pace::TRANSCRIPT_INTERVALS as f64).ceil();
+    let paced = (steps * crate::pace::PACE_HEADROOM as f64
+        / crate::pace::TRANSCRIPT_INTERVALS as f64)
+        .ceil();
     if paced.is_finite() && paced >= 1.0 {
         (paced as u64).min(configured.max(1))
     } else {
@@ -421,11 +427,13 @@ mod tests {
         let mlp = super::WorkSetup::digits_mlp(vec![32]).model;
         assert_eq!(k(&mlp, 32, window, 16), 16);
         // The default language model: a step is about 3 * 137,216 * 64 * 32 multiply-adds,
-        // about one step per second assumed: k = 1.
+        // about 12 steps per second assumed, 142 in the window, twice that with the headroom:
+        // k = 3.
         let lm = learning::LM_DEFAULT
             .spec(learning::TEXT_CONTEXT + 1, learning::TEXT_VOCAB)
             .unwrap();
-        assert_eq!(k(&lm, 32, window, 16), 1);
+        assert_eq!(k(&lm, 32, window, 16), 3);
+        assert_eq!(k(&lm, 32, window / 4, 16), 1);
         // Never above the configured interval, never below 1.
         assert_eq!(k(&mlp, 1, u64::MAX, 16), 16);
         assert_eq!(k(&lm, usize::MAX, 0, 16), 1);

@@ -407,7 +407,7 @@ fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
     );
     assert!(dir.path().join("model/global.safetensors").exists());
     // The honest miner's budget in cycle 1 is paced to its verified run of cycle 0: its steps
-    // in the 100 ms to its submission, scaled to the 4 s window over 128 intervals (not the
+    // in the 100 ms to its submission, scaled to twice the 4 s window over 128 intervals (not the
     // configured 16 every new miner starts at).
     c.register(deadline + 1_010, [2; 32], registration(&secp, &honest, 1))
         .unwrap();
@@ -426,7 +426,7 @@ fn cycles_score_measured_work_only_and_survive_a_restart_before_every_step() {
         run.received_at_ms - record.announcement.announcement.registration_deadline_ms,
         100
     );
-    let k = (run.commitment.steps * 4_000).div_ceil(100 * 128);
+    let k = (run.commitment.steps * 4_000 * coordinator::pace::PACE_HEADROOM).div_ceil(100 * 128);
     assert!(k > 16, "{k}");
     assert_eq!(paced.replay.checkpoint_interval, k);
     assert_eq!(paced.replay.steps_max, 128 * k);

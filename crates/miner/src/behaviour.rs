@@ -23,8 +23,11 @@ pub const PATIENCE_VALIDATIONS: u32 = 6;
 pub const VALIDATIONS_PER_RUN: u64 = 16;
 
 /// A budget of more than this many epochs of the shard's training part early-stops; a smaller
-/// one trains to its end and is validated there only (against the start).
-pub const EARLY_STOPPING_EPOCHS: u64 = 2;
+/// one trains to its end and submits it. A paced budget is up to twice what fits the window
+/// (`coordinator::pace::PACE_HEADROOM`), so this is about four epochs actually trained: a
+/// small shard (digits: hundreds of samples, thousands of epochs a window) still early-stops,
+/// a language model's (thousands of windows, a few epochs at most) never does.
+pub const EARLY_STOPPING_EPOCHS: u64 = 8;
 
 /// Largest magnitude of a noise weight: large enough to wreck the layer's output, finite.
 pub const NOISE_MAGNITUDE: f32 = 1.0;
@@ -214,9 +217,9 @@ fn validation_loss(
     Ok(evaluate(&trial, validation)?.loss)
 }
 
-/// The task's run until the deadline, the step budget or (when the budget is more than
-/// [`EARLY_STOPPING_EPOCHS`] epochs of the shard) [`PATIENCE_VALIDATIONS`] validations without
-/// a better validation loss; it ends at the validated state with the
+/// The task's run until the deadline or the step budget, ending in its last state; or, when
+/// the budget is more than [`EARLY_STOPPING_EPOCHS`] epochs of the shard, until
+/// [`PATIENCE_VALIDATIONS`] validations without a better validation loss; it ends at the validated state with the
 /// lowest validation loss. If none beats the start, it ends at the first recorded state after
 /// it: the smallest real step, which the coordinator's held-out measurement may still find
 /// useful (an unchanged segment is sure to score zero).
@@ -227,11 +230,29 @@ fn honest(
     work: &Work,
 ) -> learning::Result<Produced> {
     let task = &work.task;
-    // Within a couple of epochs a run cannot overfit its shard much (a language model's shard
-    // is far larger than a window's steps): it trains to its deadline or budget, validated
-    // only at its end. Beyond that it early-stops.
+    // Within a few epochs a run cannot overfit its shard much (a language model's shard
+    // is far larger than a window's steps): it trains to its deadline or budget and submits
+    // its end. Beyond that it early-stops on its validation part.
     let early_stopping = task.steps_max.saturating_mul(u64::from(task.batch))
         > (train.len() as u64).saturating_mul(EARLY_STOPPING_EPOCHS);
+    if !early_stopping {
+        // It submits where it ended, validated by the coordinator's held-out measurement
+        // alone: falling back to an earlier state would both waste the run and make its
+        // next budget, paced from the steps it commits to, too small.
+        let run = proof::run_task_until(
+            task,
+            model,
+            train,
+            work.threads,
+            Some(work.deadline),
+            |_| true,
+            |states| states.len() - 1,
+        )?;
+        return Ok(Produced {
+            update: run.update,
+            record: run.record,
+        });
+    }
     // The run's end is validated after training stops: keep that time (one validation, as
     // the start's takes) out of the window so the submission is not late.
     let timed = Instant::now();
@@ -267,7 +288,7 @@ fn honest(
         |state| {
             recorded += 1;
             let probe = state.step.is_power_of_two() && state.step <= task.checkpoint_interval;
-            if !(early_stopping && (probe || state.step >= next_validation)) {
+            if !(probe || state.step >= next_validation) {
                 return true;
             }
             while next_validation <= state.step {

@@ -237,13 +237,14 @@ enum Mode {
     Absent,
 }
 
-/// When the test miners submit: a sixteenth of the window after training starts, so that their
-/// [`STEPS`] steps pace the next cycle's checkpoint interval at ⌈128 · 16 / 128⌉ = 16, the
-/// configured interval the step counts here assume (`coordinator::pace`).
+/// When the test miners submit: an eighth of the window after training starts, so that their
+/// [`STEPS`] steps pace the next cycle's checkpoint interval at ⌈2 · 128 · 8 / 128⌉ = 16 (with
+/// the pace's headroom of 2), the configured interval the step counts here assume
+/// (`coordinator::pace`).
 fn paced_submission_time(net: &Net) -> u64 {
     let a = net.c().state().unwrap().announcement().clone();
     let window = a.submission_deadline_ms - a.registration_deadline_ms;
-    a.registration_deadline_ms + window.div_ceil(16)
+    a.registration_deadline_ms + window.div_ceil(16 / coordinator::pace::PACE_HEADROOM)
 }
 
 /// Trains `key`'s task and returns its record (to answer the challenge), after submitting.
