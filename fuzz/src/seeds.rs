@@ -322,6 +322,7 @@ pub fn generate() -> Vec<Seed> {
         held_out_commitment: Hash256([13; 32]),
         prev_record_hash: Hash256([14; 32]),
         coordinator,
+        job: Hash256([15; 32]),
     };
     let signed = SignedAnnouncement {
         signature: CompactSignature::sign(secp, coordinator_key, &announcement.signing_hash()),
@@ -424,6 +425,7 @@ pub fn generate() -> Vec<Seed> {
             miner: register.miner,
         }),
         next_model_hash: Some(Hash256([8; 32])),
+        merged_model_hash: None,
         held_out: Some(coordinator::api::HeldOutReveal {
             salt: Hash256([15; 32]),
             batch_hash: Hash256([16; 32]),

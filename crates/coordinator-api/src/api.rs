@@ -5,6 +5,7 @@
 //! over a tagged SHA-256 hash ([`primitives::tagged_hash`]) with one tag per message kind, so a
 //! signature made for one purpose can never be replayed as another.
 
+pub use crate::jobs_api::*;
 pub use crate::verifier_api::*;
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{ecdsa, Message, PublicKey, Secp256k1, SecretKey, Signing, Verification};
@@ -364,13 +365,17 @@ pub struct Announcement {
     /// hash chain, so anchoring one on chain anchors every one before it.
     pub prev_record_hash: Hash256,
     pub coordinator: PublicKey,
+    /// [`JobTerms::id`] of the job whose model the cycle trains (`GET /v1/jobs/{id}`).
+    #[serde(default)]
+    pub job: Hash256,
 }
 
 impl Announcement {
     /// `H_announcement(cycle u64 LE || chain_id u32 LE || parent 32 (internal byte order) ||
     /// height u32 LE || model_hash 32 || opened_at_ms u64 LE || registration_deadline_ms u64 LE
     /// || submission_deadline_ms u64 LE || challenge_deadline_ms u64 LE || block_window_ms u64 LE
-    /// || commitment 32 || held_out_commitment 32 || prev_record_hash 32 || coordinator 33)`.
+    /// || commitment 32 || held_out_commitment 32 || prev_record_hash 32 || coordinator 33 ||
+    /// job 32)`.
     pub fn signing_hash(&self) -> Hash256 {
         tagged_hash(
             ANNOUNCEMENT_TAG,
@@ -389,6 +394,7 @@ impl Announcement {
                 &self.held_out_commitment.0,
                 &self.prev_record_hash.0,
                 &self.coordinator.serialize(),
+                &self.job.0,
             ],
         )
     }
@@ -629,6 +635,11 @@ pub struct CycleRecord {
     /// Hash of the global model after this cycle's aggregation. The next cycle trains it if
     /// this cycle's block is the tip it opens on; otherwise the model this cycle trained.
     pub next_model_hash: Option<Hash256>,
+    /// At the last cycle of a job: the merge of this cycle (the job's model from here on),
+    /// when `next_model_hash` is the next job's model instead. `None` within a job, where the
+    /// merge is `next_model_hash` itself.
+    #[serde(default)]
+    pub merged_model_hash: Option<Hash256>,
     /// Opens `announcement.held_out_commitment`, after evaluation.
     #[serde(default)]
     pub held_out: Option<HeldOutReveal>,
@@ -859,6 +870,11 @@ pub fn record_digest(record: &CycleRecord) -> Hash256 {
     // Appended only when there was a draw, so the digests of other records are unchanged.
     if let Some(admission) = &record.admission {
         opt(&mut out, Some(&admission.digest().0));
+    }
+    // Appended only at a job's end, marked 2 so it cannot read as an admission digest (1).
+    if let Some(merged) = &record.merged_model_hash {
+        out.push(2);
+        out.extend_from_slice(&merged.0);
     }
     tagged_hash(RECORD_TAG, &[&out])
 }

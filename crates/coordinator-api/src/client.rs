@@ -7,13 +7,17 @@ use crate::api::{
 };
 use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey, Signing};
 use learning::ModelCard;
-use primitives::sha256;
+use primitives::{sha256, Hash256};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
 /// Generous per-request timeout: the largest downloads (weights, shards) are tens of MB on
 /// loopback or a LAN.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Timeout of a job post: the coordinator writes and loads the job's data (a 24 MiB corpus
+/// takes seconds) before it answers.
+pub const JOB_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Largest answer the client reads: a shard may be up to `learning::SHARD_BYTES_MAX`, and
 /// nothing else the API sends is larger. Past it the server is misbehaving, and reading on would
@@ -347,6 +351,59 @@ impl CoordinatorClient {
     /// The newest global model as safetensors.
     pub async fn model(&self) -> Result<Vec<u8>, ClientError> {
         self.get_bytes("/v1/model").await
+    }
+
+    /// Posts a job signed by its owner's `key` (over the exact body bytes sent).
+    pub async fn submit_job<C: Signing>(
+        &self,
+        secp: &Secp256k1<C>,
+        key: &SecretKey,
+        request: &crate::api::JobRequest,
+    ) -> Result<crate::api::JobStatus, ClientError> {
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let signature =
+            CompactSignature::sign(secp, key, &crate::api::job_request_signing_hash(&body));
+        let request = self
+            .http
+            .post(self.url("/v1/jobs"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(SIGNATURE_HEADER, signature.to_string())
+            // A job's data may take a while to load on the coordinator.
+            .timeout(JOB_REQUEST_TIMEOUT)
+            .body(body);
+        decode(&self.send(request).await?)
+    }
+
+    pub async fn jobs(&self) -> Result<Vec<crate::api::JobStatus>, ClientError> {
+        self.get_json("/v1/jobs").await
+    }
+
+    pub async fn job(&self, id: &Hash256) -> Result<crate::api::JobStatus, ClientError> {
+        self.get_json(&format!("/v1/jobs/{id}")).await
+    }
+
+    /// Cancels a job for its owner `key`.
+    pub async fn cancel_job<C: Signing>(
+        &self,
+        secp: &Secp256k1<C>,
+        key: &SecretKey,
+        id: &Hash256,
+    ) -> Result<crate::api::JobStatus, ClientError> {
+        let signature = CompactSignature::sign(secp, key, &crate::api::job_cancel_signing_hash(id));
+        let request = self
+            .http
+            .post(self.url(&format!("/v1/jobs/{id}/cancel")))
+            .header(SIGNATURE_HEADER, signature.to_string());
+        decode(&self.send(request).await?)
+    }
+
+    /// A job's newest merged model (safetensors).
+    pub async fn job_model(&self, id: &Hash256) -> Result<Vec<u8>, ClientError> {
+        self.get_bytes(&format!("/v1/jobs/{id}/model")).await
+    }
+
+    pub async fn job_card(&self, id: &Hash256) -> Result<ModelCard, ClientError> {
+        self.get_json(&format!("/v1/jobs/{id}/card")).await
     }
 
     pub async fn model_card(&self) -> Result<ModelCard, ClientError> {

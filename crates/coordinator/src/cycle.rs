@@ -178,7 +178,8 @@ pub struct SegmentSize {
     pub params: u64,
 }
 
-/// Everything fixed for the coordinator's life: identity, chain, timing, model layout.
+/// Everything fixed for a job's cycles: identity, chain, timing, the model's layout.
+#[derive(Clone)]
 pub struct CycleEnv {
     pub secp: Secp256k1<All>,
     pub key: SecretKey,
@@ -194,6 +195,9 @@ pub struct CycleEnv {
     /// The block reward a winner can earn (the chain's initial subsidy: an upper bound), for
     /// the audit rate of verifier claims (`verifiers::audit_ppm`).
     pub block_reward_sats: u64,
+    /// The job whose model the cycles opened under this environment train (`JobTerms::id`);
+    /// the layout fields above are that job's model's.
+    pub job: Hash256,
 }
 
 impl CycleEnv {
@@ -261,8 +265,12 @@ pub struct Measurement {
 pub struct EvaluationInput {
     pub global_loss_units: i64,
     pub measurements: Vec<Measurement>,
-    /// Hash of the aggregated model that the next cycle trains.
+    /// Hash of the model that the next cycle trains: the aggregated one, or at a job's end the
+    /// next job's.
     pub next_model_hash: Hash256,
+    /// At a job's end, the aggregated model (the job's result); `None` within a job.
+    #[serde(default)]
+    pub merged_model_hash: Option<Hash256>,
     /// Opens the announcement's held-out commitment: the batch the numbers were measured on.
     pub held_out: HeldOutReveal,
     pub next_quality: QualityReport,
@@ -289,6 +297,8 @@ pub struct LotteryRecord {
     pub seed: Hash256,
     pub draw_order: Vec<PublicKey>,
     pub next_model_hash: Hash256,
+    #[serde(default)]
+    pub merged_model_hash: Option<Hash256>,
     pub held_out: HeldOutReveal,
     pub next_quality: QualityReport,
     /// `api::record_digest` of the record at evaluation; every certificate carries it.
@@ -545,6 +555,7 @@ impl CycleState {
             held_out_commitment,
             prev_record_hash,
             coordinator: env.coordinator(),
+            job: env.job,
         };
         let signature = CompactSignature::sign(&env.secp, &env.key, &announcement.signing_hash());
         CycleState {
@@ -659,6 +670,7 @@ impl CycleState {
                 _ => None,
             },
             next_model_hash: lottery.map(|l| l.next_model_hash),
+            merged_model_hash: lottery.and_then(|l| l.merged_model_hash),
             held_out: lottery.map(|l| l.held_out),
             record_hash: lottery.map(|l| l.record_hash),
             next_quality: lottery.map(|l| l.next_quality),
@@ -1258,6 +1270,7 @@ fn run_lottery(
         seed,
         draw_order,
         next_model_hash: input.next_model_hash,
+        merged_model_hash: input.merged_model_hash,
         held_out: input.held_out,
         next_quality: input.next_quality,
         record_hash: Hash256::ZERO,
@@ -1461,6 +1474,7 @@ mod tests {
     fn env() -> CycleEnv {
         CycleEnv {
             block_reward_sats: 50 * 100_000_000,
+            job: Hash256::ZERO,
             secp: Secp256k1::new(),
             key: key(200),
             chain_id: 7,
@@ -1909,6 +1923,7 @@ mod tests {
                     measured(env, 2, 300, 90_000),
                 ],
                 next_model_hash: Hash256([6; 32]),
+                merged_model_hash: None,
                 held_out: test_reveal(),
                 next_quality: test_quality(),
             }),
@@ -2025,6 +2040,7 @@ mod tests {
                     measured(&env, 2, 2_080, -4_000_000),
                 ],
                 next_model_hash: Hash256([5; 32]),
+                merged_model_hash: None,
                 held_out: test_reveal(),
                 next_quality: test_quality(),
             }),
@@ -2055,6 +2071,7 @@ mod tests {
                 global_loss_units: 1,
                 measurements: vec![measured(env, 1, 10, 10), measured(env, 2, 10, 20)],
                 next_model_hash: Hash256([5; 32]),
+                merged_model_hash: None,
                 held_out: test_reveal(),
                 next_quality: test_quality(),
             }),
@@ -2486,6 +2503,7 @@ mod tests {
                 global_loss_units: 2_000_000,
                 measurements: vec![measured(&env, 1, 100, 10), cheat, silent],
                 next_model_hash: Hash256([6; 32]),
+                merged_model_hash: None,
                 held_out: test_reveal(),
                 next_quality: test_quality(),
             }),

@@ -6,8 +6,37 @@ use crate::store::StoreError;
 use consensus::bond::BondError;
 use learning::{LearningError, UpdateError};
 
+/// Why a job was not taken, cancelled or served.
+#[derive(Debug, thiserror::Error)]
+pub enum JobRefusal {
+    #[error("the signature is not the owner's over this request")]
+    BadSignature,
+    #[error("this coordinator takes no jobs from {0} (its operator admits job owners with --job-owner or --open-jobs)")]
+    OwnerNotAdmitted(bitcoin::secp256k1::PublicKey),
+    #[error("bad job: {0}")]
+    Invalid(String),
+    #[error("the job's data does not load or does not fit its model: {0}")]
+    BadData(String),
+    #[error("job {0} was posted already")]
+    Duplicate(primitives::Hash256),
+    #[error("{queued} jobs are waiting, at most {max}; retry when one has run")]
+    QueueFull { queued: usize, max: usize },
+    #[error("this owner has {queued} jobs waiting, at most {max}")]
+    OwnerQueueFull { queued: usize, max: usize },
+    #[error("no job {0}")]
+    Unknown(primitives::Hash256),
+    #[error("job {0} has ended: only a queued or running job can be cancelled")]
+    Ended(primitives::Hash256),
+    #[error("the coordinator's own workload has no owner and cannot be cancelled")]
+    NotCancellable,
+    #[error("job {0} has no model yet: it has not run a cycle")]
+    NoModel(primitives::Hash256),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    #[error("{0}")]
+    Job(#[from] JobRefusal),
     /// The cycle state machine refused the request.
     #[error("{0}")]
     Refused(#[from] Refusal),
@@ -122,6 +151,19 @@ impl ServiceError {
                 Refusal::AlreadyClaimed => "already_claimed",
                 Refusal::ClaimMismatch { .. } => "claim_mismatch",
             },
+            ServiceError::Job(j) => match j {
+                JobRefusal::BadSignature => "job_bad_signature",
+                JobRefusal::OwnerNotAdmitted(_) => "job_owner_not_admitted",
+                JobRefusal::Invalid(_) => "job_invalid",
+                JobRefusal::BadData(_) => "job_bad_data",
+                JobRefusal::Duplicate(_) => "job_duplicate",
+                JobRefusal::QueueFull { .. } => "jobs_full",
+                JobRefusal::OwnerQueueFull { .. } => "owner_jobs_full",
+                JobRefusal::Unknown(_) => "unknown_job",
+                JobRefusal::Ended(_) => "job_ended",
+                JobRefusal::NotCancellable => "job_not_cancellable",
+                JobRefusal::NoModel(_) => "job_no_model",
+            },
             ServiceError::BadUpdate(u) => match u {
                 UpdateError::Oversize { .. } => "update_oversize",
                 UpdateError::Malformed(_) => "update_malformed",
@@ -178,6 +220,16 @@ impl ServiceError {
                 // Wrong cycle, closed, late, duplicate, not started: the request conflicts
                 // with the cycle's current state.
                 _ => 409,
+            },
+            ServiceError::Job(j) => match j {
+                JobRefusal::BadSignature
+                | JobRefusal::NotCancellable
+                | JobRefusal::OwnerNotAdmitted(_) => 403,
+                JobRefusal::Invalid(_) => 400,
+                JobRefusal::BadData(_) => 422,
+                JobRefusal::Duplicate(_) | JobRefusal::Ended(_) => 409,
+                JobRefusal::QueueFull { .. } | JobRefusal::OwnerQueueFull { .. } => 429,
+                JobRefusal::Unknown(_) | JobRefusal::NoModel(_) => 404,
             },
             ServiceError::BadUpdate(UpdateError::Oversize { .. }) => 413,
             ServiceError::BadUpdate(_) => 422,

@@ -37,6 +37,7 @@ pub const HELD_OUT_BATCHES_PER_PASS_MIN: usize = 5;
 const SPLIT_SEED_TAG: &str = "trainchain/coordinator/held-out/split-seed";
 const ORDER_TAG: &str = "trainchain/coordinator/held-out/order";
 const SALT_TAG: &str = "trainchain/coordinator/held-out/salt";
+const JOB_SECRET_TAG: &str = "trainchain/coordinator/held-out/job";
 
 /// 32 random bytes that seed the dataset split, the batch order and the batch salts.
 #[derive(Clone)]
@@ -75,6 +76,13 @@ impl HeldOutSecret {
     /// coordinator's secret comes from [`HeldOutSecret::load_or_create`].
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         HeldOutSecret(bytes)
+    }
+
+    /// The secret of a posted job: its own split, batch order and salts, derived from this
+    /// one and the job's id, so one secret file serves every job and no two jobs share a pool
+    /// order.
+    pub fn for_job(&self, job: &Hash256) -> Self {
+        HeldOutSecret(tagged_hash(JOB_SECRET_TAG, &[&self.0, &job.0]).0)
     }
 
     /// Seed of the dataset split (which samples are training, held-out pool, test).

@@ -1,8 +1,8 @@
 //! The HTTP API (axum) and the driver loop that moves cycles forward against a chain source.
 
 use crate::api::{
-    ApiError, CompactSignature, CycleRange, MINER_HEADER, SIGNATURE_HEADER, STEPS_HEADER,
-    TASK_HASH_HEADER, TRANSCRIPT_ROOT_HEADER,
+    ApiError, CompactSignature, CycleRange, JOB_BODY_BYTES_MAX, MINER_HEADER, SIGNATURE_HEADER,
+    STEPS_HEADER, TASK_HASH_HEADER, TRANSCRIPT_ROOT_HEADER,
 };
 use crate::chain::{ChainError, ChainSource, UnspentOutput};
 use crate::error::ServiceError;
@@ -105,6 +105,9 @@ pub struct Api {
     /// Where bonds are read; without one a registration naming a bond is refused
     /// `bond_not_found`.
     coins: Option<CoinReader>,
+    /// One job post is read and checked at a time: each may be tens of megabytes to parse,
+    /// write and load, so a flood of posts waits on one slot instead of filling memory.
+    job_posts: tokio::sync::Semaphore,
 }
 
 type Shared = Arc<Api>;
@@ -130,6 +133,7 @@ impl Api {
             uploads: UploadGate::new(&limits),
             registrations: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
             coins,
+            job_posts: tokio::sync::Semaphore::new(1),
         }
     }
 
@@ -247,6 +251,10 @@ pub fn router_with_coins(
         .route("/v1/cycles/{cycle}/answer", post(answer))
         .layer(RequestBodyLimitLayer::new(UPDATE_BODY_BYTES_MAX))
         .layer(axum::middleware::map_response(json_413_update));
+    let job_posts = Router::new()
+        .route("/v1/jobs", post(post_job).get(list_jobs))
+        .layer(RequestBodyLimitLayer::new(JOB_BODY_BYTES_MAX))
+        .layer(axum::middleware::map_response(json_413_job));
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -278,10 +286,15 @@ pub fn router_with_coins(
         )
         .route("/v1/model", get(model_weights))
         .route("/v1/model/card", get(model_card))
+        .route("/v1/jobs/{id}", get(job_status))
+        .route("/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/v1/jobs/{id}/model", get(job_model))
+        .route("/v1/jobs/{id}/card", get(job_card))
         .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX))
         .layer(RequestBodyLimitLayer::new(JSON_BODY_BYTES_MAX))
         .layer(axum::middleware::map_response(json_413_json))
         .merge(uploads)
+        .merge(job_posts)
         .layer(RequestBodyTimeoutLayer::new(limits.body_idle_timeout))
         .with_state(api)
 }
@@ -305,6 +318,15 @@ async fn json_413_json(response: Response) -> Response {
         response,
         ServiceError::BodyTooLarge {
             limit_bytes: JSON_BODY_BYTES_MAX,
+        },
+    )
+}
+
+async fn json_413_job(response: Response) -> Response {
+    json_413(
+        response,
+        ServiceError::BodyTooLarge {
+            limit_bytes: JOB_BODY_BYTES_MAX,
         },
     )
 }
@@ -737,6 +759,103 @@ async fn cycle_records(
     let limit = range.limit.min(CYCLE_RECORDS_PER_PAGE_MAX);
     let c = api.coordinator.clone();
     Ok(Json(blocking(move || c.records(range.from, limit)).await?).into_response())
+}
+
+/// `POST /v1/jobs`: the declared length within [`JOB_BODY_BYTES_MAX`] (413 before reading),
+/// the one job slot (503 `busy` while another post is checked), then the body read with that
+/// cap and the upload timeouts, and the owner's signature over its hash checked before the
+/// data is written or loaded.
+async fn post_job(
+    State(api): State<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let declared = content_length(&headers)?;
+    if let Some(declared) = declared.filter(|d| *d > JOB_BODY_BYTES_MAX) {
+        return Err(ServiceError::BodyTooLarge {
+            limit_bytes: JOB_BODY_BYTES_MAX,
+        })
+        .inspect_err(|_| warn!(declared, "job refused: body over the limit"));
+    }
+    let signature = signature_header(&headers)?;
+    let _slot = api
+        .job_posts
+        .try_acquire()
+        .map_err(|_| ServiceError::Busy)?;
+    let limits = &api.limits;
+    let bytes = read_capped(
+        body,
+        JOB_BODY_BYTES_MAX,
+        declared,
+        limits.upload_body_timeout,
+        limits.body_idle_timeout,
+    )
+    .await
+    .map_err(|e| match e {
+        ServiceError::BadUpdate(learning::UpdateError::Oversize { .. }) => {
+            ServiceError::BodyTooLarge {
+                limit_bytes: JOB_BODY_BYTES_MAX,
+            }
+        }
+        other => other,
+    })?;
+    let c = api.coordinator.clone();
+    match blocking(move || c.submit_job(now_ms(), &bytes, signature)).await {
+        Ok(status) => Ok((StatusCode::CREATED, Json(status)).into_response()),
+        Err(e) => {
+            warn!(error = %e, "job refused");
+            Err(e)
+        }
+    }
+}
+
+async fn list_jobs(State(api): State<Shared>) -> ApiResult<Response> {
+    let c = api.coordinator.clone();
+    Ok(Json(blocking(move || c.jobs()).await?).into_response())
+}
+
+fn parse_job(id: &str) -> ApiResult<Hash256> {
+    id.parse()
+        .map_err(|_| ServiceError::BadRequest(format!("job id {id:?} is not 32 hex bytes")))
+}
+
+async fn job_status(State(api): State<Shared>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = parse_job(&id)?;
+    let c = api.coordinator.clone();
+    Ok(Json(blocking(move || c.job(&id)).await?).into_response())
+}
+
+/// `POST /v1/jobs/{id}/cancel`: no body; header `x-trainchain-signature` by the job's owner
+/// over `job_cancel_signing_hash(id)`.
+async fn cancel_job(
+    State(api): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let id = parse_job(&id)?;
+    let signature = signature_header(&headers)?;
+    let c = api.coordinator.clone();
+    match blocking(move || c.cancel_job(&id, signature)).await {
+        Ok(status) => Ok(Json(status).into_response()),
+        Err(e) => {
+            warn!(job = %id, error = %e, "job cancel refused");
+            Err(e)
+        }
+    }
+}
+
+async fn job_model(State(api): State<Shared>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = parse_job(&id)?;
+    let c = api.coordinator.clone();
+    let (bytes, _) = blocking(move || c.job_model(&id)).await?;
+    Ok(binary(bytes))
+}
+
+async fn job_card(State(api): State<Shared>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = parse_job(&id)?;
+    let c = api.coordinator.clone();
+    let (_, card) = blocking(move || c.job_model(&id)).await?;
+    Ok(Json(card).into_response())
 }
 
 async fn model_weights(State(api): State<Shared>) -> ApiResult<Response> {

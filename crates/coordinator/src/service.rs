@@ -12,6 +12,7 @@ use crate::cycle::{
     ProofParams, Refusal,
 };
 use crate::error::ServiceError;
+use crate::jobs::JobContext;
 use crate::limits::CYCLE_RECORDS_PAGE_BYTES_MAX;
 use crate::metrics::Metrics;
 use crate::store::{ModelInfo, Store};
@@ -74,10 +75,19 @@ struct LatestModel {
 }
 
 pub struct Coordinator {
+    /// The coordinator's own workload's environment: identity, chain, timing and bond policy
+    /// for every job (each job's layout is in its [`JobContext`]'s).
     pub(crate) env: CycleEnv,
-    pub(crate) work: Workload,
+    /// Id of the coordinator's own workload (`--dataset`, `--model`).
+    pub(crate) own_job: Hash256,
+    /// Loaded jobs by id (see `crate::jobs`).
+    pub(crate) contexts: Mutex<BTreeMap<Hash256, Arc<JobContext>>>,
+    /// Seeds every job's held-out pool (`HeldOutSecret::for_job`).
+    pub(crate) secret: crate::held_out::HeldOutSecret,
+    /// Who may post jobs ([`crate::jobs::JobPolicy`], closed unless set).
+    pub(crate) job_policy: crate::jobs::JobPolicy,
     pub(crate) store: Store,
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     pub(crate) state: Mutex<Option<CycleState>>,
     models: Mutex<BTreeMap<u64, Arc<LoadedModel>>>,
     shards: Mutex<Option<CachedShards>>,
@@ -119,14 +129,20 @@ impl Coordinator {
             Some(_) => {}
             None => store.put_setup(&setup)?,
         }
+        let own = crate::jobs::own_job(&setup, 0);
+        let own_job = own.status.id;
+        if store.job(&own_job)?.is_none() {
+            store.put_job(&own)?;
+        }
         let secret = crate::held_out::HeldOutSecret::load_or_create(data_dir)?;
-        let work = Workload::load(setup, secret)?;
+        let work = Workload::load(setup, secret.clone())?;
         let initial = work.initial_model()?;
         if store.model(0)?.is_none() {
             let quality = work.quality(&initial, &work.held_out.batch(0)?.samples)?;
             let info = ModelInfo {
                 model_hash: Hash256(model_hash(&initial)),
                 quality,
+                job: own_job,
             };
             store.put_model(0, &model_to_safetensors(&initial)?, &info)?;
         }
@@ -156,12 +172,21 @@ impl Coordinator {
             ),
             secp,
             key,
+            job: own_job,
         };
+        let own_context = Arc::new(JobContext {
+            id: own_job,
+            env: env.clone(),
+            work,
+        });
         let state = store.current()?;
         let store_slashed = store.slashed_bonds()?;
         let coordinator = Coordinator {
             env,
-            work,
+            own_job,
+            contexts: Mutex::new(BTreeMap::from([(own_job, own_context)])),
+            secret,
+            job_policy: crate::jobs::JobPolicy::default(),
             store,
             data_dir: data_dir.to_owned(),
             state: Mutex::new(state),
@@ -189,6 +214,12 @@ impl Coordinator {
         Ok(coordinator)
     }
 
+    /// Takes posted jobs as `policy` says (none by default).
+    pub fn accept_jobs(mut self, policy: crate::jobs::JobPolicy) -> Self {
+        self.job_policy = policy;
+        self
+    }
+
     pub fn env(&self) -> &CycleEnv {
         &self.env
     }
@@ -197,11 +228,14 @@ impl Coordinator {
     /// parameters carry `bonds_required`, the caller sets it here after [`Coordinator::open`].
     pub fn require_bonds(mut self, required: bool) -> Self {
         self.env.bonds.required = required;
+        // Loaded jobs copied the policy; nothing else holds them yet.
+        let contexts = self.contexts.get_mut().unwrap_or_else(|e| e.into_inner());
+        for ctx in contexts.values_mut() {
+            if let Some(ctx) = Arc::get_mut(ctx) {
+                ctx.env.bonds.required = required;
+            }
+        }
         self
-    }
-
-    pub fn workload(&self) -> &Workload {
-        &self.work
     }
 
     /// A copy of the live cycle state, if a cycle was ever opened.
@@ -265,7 +299,8 @@ impl Coordinator {
             },
             _ => Event::Tick,
         };
-        let (next, mut actions) = tick(state.clone(), &self.env, now_ms, entropy, event);
+        let ctx = self.context(&state.announcement().job)?;
+        let (next, mut actions) = tick(state.clone(), &ctx.env, now_ms, entropy, event);
         if next != state {
             self.store.put_current(&next)?;
         }
@@ -290,12 +325,15 @@ impl Coordinator {
         previous: Option<&CycleState>,
     ) -> Result<CycleState, ServiceError> {
         let info = self.start_model(cycle, view)?;
+        let ctx = self.context(&info.job)?;
+        let previous_job = previous.map(|p| p.announcement().job);
+        self.job_opened(ctx.id, cycle, previous_job)?;
         // The secret must be unpredictable: derive it from the entropy under its own tag so
         // it is independent of the certificate nonces drawn from the same bytes.
         let secret = primitives::tagged_hash("trainchain/coordinator/secret", &[&entropy]).0;
-        let held_out = self.work.held_out.batch(cycle)?.reveal;
+        let held_out = ctx.work.held_out.batch(cycle)?.reveal;
         let mut state = CycleState::open(
-            &self.env,
+            &ctx.env,
             cycle,
             view.tip,
             view.tip_height,
@@ -305,12 +343,15 @@ impl Coordinator {
             held_out.commitment(),
             previous.map_or(Hash256::ZERO, CycleState::record_digest),
         );
-        // Budgets follow each miner's last verified run, as the previous record shows it.
+        // Budgets follow each miner's last verified run, as the previous record shows it; a
+        // run on another job's model says nothing of this one's step cost.
         state.pace_samples = previous
+            .filter(|p| p.announcement().job == ctx.id)
             .map(|p| crate::pace::samples(&p.record()))
             .unwrap_or_default();
         info!(
             cycle,
+            job = %ctx.id,
             height = state.announcement().height,
             parent = %view.tip,
             model = %info.model_hash,
@@ -393,20 +434,54 @@ impl Coordinator {
             "submissions replay-checked"
         );
         let started = std::time::Instant::now();
-        let evaluation = self.work.evaluate_cycle(cycle, &global.model, &updates)?;
+        let ctx = self.context(&state.announcement().job)?;
+        let evaluation = ctx.work.evaluate_cycle(cycle, &global.model, &updates)?;
         self.metrics
             .add_evaluation(updates.len() as u64, started.elapsed().as_secs_f64());
         let mut evaluation = evaluation;
         evaluation.input.claims = claims;
-        let info = ModelInfo {
-            model_hash: evaluation.input.next_model_hash,
-            quality: evaluation.next_quality,
-        };
-        self.store.put_model(
-            cycle + 1,
-            &model_to_safetensors(&evaluation.next_model)?,
-            &info,
+        let merged_hash = evaluation.input.next_model_hash;
+        let merged = model_to_safetensors(&evaluation.next_model)?;
+        let next_job = self.job_evaluated(
+            &ctx,
+            cycle,
+            state.announcement().model_hash,
+            merged_hash,
+            &merged,
+            evaluation.next_quality,
         )?;
+        let (next_bytes, info) = match next_job {
+            None => (
+                merged,
+                ModelInfo {
+                    model_hash: merged_hash,
+                    quality: evaluation.next_quality,
+                    job: ctx.id,
+                },
+            ),
+            // The job ends (or the coordinator's own gives way): the merge is the job's
+            // result, and the next cycle trains the next job's model.
+            Some(next) => {
+                let next_ctx = self.context(&next)?;
+                let model = self.job_start_model(&next_ctx)?;
+                let quality = next_ctx
+                    .work
+                    .quality(&model, &next_ctx.work.held_out.batch(cycle + 1)?.samples)?;
+                let hash = Hash256(model_hash(&model));
+                evaluation.input.merged_model_hash = Some(merged_hash);
+                evaluation.input.next_model_hash = hash;
+                info!(cycle, job = %ctx.id, next_job = %next, next_model = %hash, "the next cycle trains the next job");
+                (
+                    model_to_safetensors(&model)?,
+                    ModelInfo {
+                        model_hash: hash,
+                        quality,
+                        job: next,
+                    },
+                )
+            }
+        };
+        self.store.put_model(cycle + 1, &next_bytes, &info)?;
         self.metrics.set_quality(
             evaluation.next_quality.held_out_loss,
             evaluation.next_quality.test_accuracy,
@@ -423,7 +498,7 @@ impl Coordinator {
         }
         let (next, actions) = tick(
             current,
-            &self.env,
+            &ctx.env,
             now_ms,
             entropy,
             Event::Evaluated(evaluation.input),
@@ -508,7 +583,8 @@ impl Coordinator {
         }
         let guard = lock(&self.state);
         let state = guard.as_ref().ok_or(ServiceError::NotOpen)?;
-        bond_precheck(state, &self.env, request).map(drop).map_err(|refusal| {
+        let ctx = self.context(&state.announcement().job)?;
+        bond_precheck(state, &ctx.env, request).map(drop).map_err(|refusal| {
             debug!(miner = %request.miner, bond = ?request.bond.map(|b| b.to_string()), %refusal, "registration refused");
             ServiceError::from(refusal)
         })
@@ -555,7 +631,8 @@ impl Coordinator {
         }
         let mut guard = lock(&self.state);
         let state = guard.clone().ok_or(ServiceError::NotOpen)?;
-        let (next, actions) = tick(state.clone(), &self.env, now_ms, entropy, event);
+        let ctx = self.context(&state.announcement().job)?;
+        let (next, actions) = tick(state.clone(), &ctx.env, now_ms, entropy, event);
         if next != state {
             self.store.put_current(&next)?;
         }
@@ -692,9 +769,10 @@ impl Coordinator {
         }
         let mut guard = lock(&self.state);
         let current = guard.clone().ok_or(ServiceError::NotOpen)?;
+        let ctx = self.context(&current.announcement().job)?;
         let (next, actions) = tick(
             current.clone(),
-            &self.env,
+            &ctx.env,
             now_ms,
             entropy,
             Event::Submit {
@@ -746,7 +824,8 @@ impl Coordinator {
             .store
             .model(cycle)?
             .ok_or(ServiceError::MissingModel(cycle))?;
-        let model = model_from_safetensors(self.work.setup.model.clone(), &bytes)?;
+        let spec = self.cycle_context(cycle)?.work.setup.model.clone();
+        let model = model_from_safetensors(spec, &bytes)?;
         let loaded = Arc::new(LoadedModel {
             model,
             bytes: Bytes::from(bytes),
@@ -797,9 +876,11 @@ impl Coordinator {
         let global = self.model(cycle)?;
         let segment = ExpectedSegment::of(&global.model, &assignment.segment)?;
         let shards = self.shards(&state)?;
+        let ctx = self.context(&a.job)?;
+        let work = &ctx.work;
         let shard_samples = learning::shard_assignment(
             a.shard_seed(),
-            self.work.split.train.len(),
+            work.split.train.len(),
             assignment.shard_count as usize,
         )?[assignment.shard_index as usize]
             .len() as u64;
@@ -807,7 +888,7 @@ impl Coordinator {
         Ok(TaskInfo {
             cycle,
             miner: *miner,
-            model: self.work.setup.model.clone(),
+            model: work.setup.model.clone(),
             model_hash: a.model_hash,
             segment_params: segment
                 .tensors
@@ -819,10 +900,10 @@ impl Coordinator {
             shard_index: assignment.shard_index,
             shard_count: assignment.shard_count,
             shard_samples,
-            feature_count: self.work.split.train.feature_count(),
-            class_count: self.work.class_count,
+            feature_count: work.split.train.feature_count(),
+            class_count: work.class_count,
             submission_deadline_ms: a.submission_deadline_ms,
-            hints: self.work.setup.hints,
+            hints: work.setup.hints,
             replay: self.replay_task(&state, miner)?,
         })
     }
@@ -859,7 +940,8 @@ impl Coordinator {
         if state.phase == Phase::Registration
             && now_ms >= state.announcement().registration_deadline_ms
         {
-            let (next, _) = tick(state, &self.env, now_ms, [0; 32], Event::Tick);
+            let ctx = self.context(&state.announcement().job)?;
+            let (next, _) = tick(state, &ctx.env, now_ms, [0; 32], Event::Tick);
             self.store.put_current(&next)?;
             *guard = Some(next.clone());
             return Ok(next);
@@ -876,6 +958,7 @@ impl Coordinator {
         }
         let count = state.registrations.len() as u32;
         let shards = self
+            .context(&state.announcement().job)?
             .work
             .shards(state.announcement().shard_seed(), count)?
             .iter()
@@ -913,7 +996,8 @@ impl Coordinator {
                 "the held-out batch is revealed at evaluation",
             ));
         };
-        let batch = self.work.held_out.batch(cycle)?;
+        let ctx = self.context(&state.announcement().job)?;
+        let batch = ctx.work.held_out.batch(cycle)?;
         if batch.reveal != lottery.held_out {
             // The pool or the secret changed under a stored record: never serve other bytes.
             return Err(ServiceError::Corrupt(format!(
@@ -1031,8 +1115,9 @@ impl Coordinator {
             .store
             .latest_model()?
             .ok_or(ServiceError::MissingModel(0))?;
-        let model = model_from_safetensors(self.work.setup.model.clone(), &bytes)?;
-        let card = self.card(cycle, &model)?;
+        let ctx = self.cycle_context(cycle)?;
+        let model = model_from_safetensors(ctx.work.setup.model.clone(), &bytes)?;
+        let card = self.card(cycle, &model, &ctx)?;
         let latest = Arc::new(LatestModel {
             bytes: Bytes::from(bytes),
             card,
@@ -1041,8 +1126,21 @@ impl Coordinator {
         Ok((model, latest))
     }
 
-    fn card(&self, cycle: u64, model: &Model) -> Result<ModelCard, ServiceError> {
-        let infos = self.store.model_infos()?;
+    /// The card of the model `cycle` trains, with the earlier models of its job as lineage.
+    fn card(&self, cycle: u64, model: &Model, ctx: &JobContext) -> Result<ModelCard, ServiceError> {
+        let job_of = |info: &ModelInfo| {
+            if info.job == Hash256::ZERO {
+                self.own_job
+            } else {
+                info.job
+            }
+        };
+        let infos: Vec<(u64, ModelInfo)> = self
+            .store
+            .model_infos()?
+            .into_iter()
+            .filter(|(_, info)| job_of(info) == ctx.id)
+            .collect();
         let accuracy = infos
             .iter()
             .find(|(c, _)| *c == cycle)
@@ -1055,13 +1153,20 @@ impl Coordinator {
                 lineage.push(hash);
             }
         }
-        Ok(ModelCard::new(
+        let mut card = ModelCard::new(
             model,
-            &self.work.setup.dataset,
-            &self.work.normalisation,
+            &ctx.work.setup.dataset,
+            &ctx.work.normalisation,
             accuracy,
             lineage,
-        ))
+        );
+        if ctx.id != self.own_job {
+            // A posted job's data is named as its terms name it, not by the coordinator's paths.
+            if let Ok(Some(job)) = self.store.job(&ctx.id) {
+                card.dataset = job.status.terms.dataset;
+            }
+        }
+        Ok(card)
     }
 
     /// Refreshes the served newest model and writes it to

@@ -32,6 +32,11 @@ const SLASHES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("slashes");
 const MODELS: TableDefinition<u64, &[u8]> = TableDefinition::new("models");
 /// Per-model facts: cycle -> JSON [`ModelInfo`].
 const MODEL_INFO: TableDefinition<u64, &[u8]> = TableDefinition::new("model_info");
+/// Training jobs, the coordinator's own workload included: job id (32) -> JSON
+/// [`crate::jobs::StoredJob`].
+const JOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jobs");
+/// Each job's newest merged model: job id (32) -> safetensors bytes.
+const JOB_MODELS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("job_models");
 
 const META_SETUP: &str = "setup";
 const META_CURRENT: &str = "current_cycle";
@@ -69,6 +74,10 @@ from_redb!(
 pub struct ModelInfo {
     pub model_hash: Hash256,
     pub quality: ModelQuality,
+    /// The job the model belongs to (zero in a store from before jobs: the coordinator's own
+    /// workload).
+    #[serde(default)]
+    pub job: Hash256,
 }
 
 pub struct Store {
@@ -104,6 +113,8 @@ impl Store {
         txn.open_table(MODEL_INFO)?;
         txn.open_table(SLASHES)?;
         txn.open_table(CLAIM_EVIDENCE)?;
+        txn.open_table(JOBS)?;
+        txn.open_table(JOB_MODELS)?;
         txn.commit()?;
         Ok(Store { db })
     }
@@ -391,6 +402,66 @@ impl Store {
         let table = txn.open_table(MODELS)?;
         let last = table.last()?.map(|(k, v)| (k.value(), v.value().to_vec()));
         Ok(last)
+    }
+
+    /// The facts about the model trained in `cycle`.
+    pub fn model_info(&self, cycle: u64) -> Result<Option<ModelInfo>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MODEL_INFO)?;
+        match table.get(cycle)? {
+            Some(v) => from_json("model info", v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_job(&self, job: &crate::jobs::StoredJob) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(JOBS)?
+            .insert(&job.status.id.0[..], to_json(job).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn job(&self, id: &Hash256) -> Result<Option<crate::jobs::StoredJob>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(JOBS)?;
+        match table.get(&id.0[..])? {
+            Some(v) => from_json("job", v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every job, in the order they were posted (the coordinator's own first).
+    pub fn jobs(&self) -> Result<Vec<crate::jobs::StoredJob>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(JOBS)?;
+        let mut out: Vec<crate::jobs::StoredJob> = Vec::new();
+        for entry in table.iter()? {
+            out.push(from_json("job", entry?.1.value())?);
+        }
+        out.sort_by_key(|j| j.seq);
+        Ok(out)
+    }
+
+    /// A job's status and its newest merged model, in one transaction.
+    pub fn put_job_model(
+        &self,
+        job: &crate::jobs::StoredJob,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(JOBS)?
+            .insert(&job.status.id.0[..], to_json(job).as_slice())?;
+        txn.open_table(JOB_MODELS)?
+            .insert(&job.status.id.0[..], bytes)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn job_model(&self, id: &Hash256) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(JOB_MODELS)?;
+        Ok(table.get(&id.0[..])?.map(|v| v.value().to_vec()))
     }
 
     /// Facts about every stored model, oldest first.

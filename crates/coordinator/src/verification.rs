@@ -70,13 +70,20 @@ impl Coordinator {
             })?;
         let shards = self.shards(state)?;
         let shard = &shards[assignment.shard_index as usize];
+        let ctx = self.context(&a.job)?;
         let shard_len = learning::shard_assignment(
             a.shard_seed(),
-            self.work.split.train.len(),
+            ctx.work.split.train.len(),
             assignment.shard_count as usize,
         )?[assignment.shard_index as usize]
             .len();
-        let hints = self.work.setup.hints;
+        let hints = ctx.work.setup.hints;
+        // The rate anneals over the job's own cycles: a job posted late starts at its rate.
+        let first_cycle = self
+            .store
+            .job(&ctx.id)?
+            .and_then(|j| j.status.first_cycle)
+            .unwrap_or(a.cycle);
         let k = assignment.checkpoint_interval;
         Ok(ReplayTask {
             cycle: a.cycle,
@@ -85,7 +92,7 @@ impl Coordinator {
             segment: assignment.segment,
             shard_hash: sha256(shard),
             train_samples: train_samples(shard_len) as u64,
-            lr: cycle_learning_rate(hints.lr, a.cycle),
+            lr: cycle_learning_rate(hints.lr, a.cycle.saturating_sub(first_cycle)),
             momentum: hints.momentum,
             batch: hints.batch as u32,
             steps_max: TRANSCRIPT_INTERVALS * k,
@@ -104,7 +111,8 @@ impl Coordinator {
             if current.phase != Phase::Training {
                 return Ok(current);
             }
-            let (next, _) = tick(current.clone(), &self.env, now_ms, [0; 32], Event::Tick);
+            let ctx = self.context(&current.announcement().job)?;
+            let (next, _) = tick(current.clone(), &ctx.env, now_ms, [0; 32], Event::Tick);
             if next != current {
                 self.store.put_current(&next)?;
                 *guard = Some(next.clone());
@@ -181,9 +189,10 @@ impl Coordinator {
         let opened = response.openings.iter().map(|o| o.interval).collect();
         let mut guard = lock(&self.state);
         let current = guard.clone().ok_or(ServiceError::NotOpen)?;
+        let ctx = self.context(&current.announcement().job)?;
         let (next, actions) = tick(
             current.clone(),
-            &self.env,
+            &ctx.env,
             now_ms,
             entropy,
             Event::Answer {

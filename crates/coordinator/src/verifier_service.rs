@@ -144,7 +144,8 @@ impl Coordinator {
     ) -> Result<Vec<Action>, ServiceError> {
         let mut guard = lock(&self.state);
         let current = guard.clone().ok_or(ServiceError::NotOpen)?;
-        let (next, actions) = tick(current.clone(), &self.env, now_ms, entropy, event);
+        let ctx = self.context(&current.announcement().job)?;
+        let (next, actions) = tick(current.clone(), &ctx.env, now_ms, entropy, event);
         if next != current {
             self.store.put_current(&next)?;
         }

@@ -93,6 +93,11 @@ pub struct WorkSetup {
     /// split of the (possibly public) dataset. `None`: the secret split.
     #[serde(default)]
     pub held_out: Option<DatasetSource>,
+    /// The task owner's own test samples, likewise for the coordinator only: the reported test
+    /// accuracy is on them instead of a secret split. `None`: the split (or the dataset's own
+    /// test files, for MNIST).
+    #[serde(default)]
+    pub test: Option<DatasetSource>,
 }
 
 impl WorkSetup {
@@ -109,6 +114,7 @@ impl WorkSetup {
             model,
             model_seed: 1,
             held_out: None,
+            test: None,
         }
     }
 
@@ -120,6 +126,7 @@ impl WorkSetup {
             model,
             model_seed: 1,
             held_out: None,
+            test: None,
         }
     }
 }
@@ -132,6 +139,26 @@ pub struct Workload {
     pub held_out: HeldOutPool,
     pub normalisation: Normalisation,
     pub class_count: usize,
+}
+
+/// An owner's held-out or test file must have the dataset's features and no class it lacks.
+fn check_fits(
+    source: &DatasetSource,
+    owner: &Dataset,
+    dataset: &Dataset,
+) -> Result<(), LearningError> {
+    if owner.samples.feature_count() != dataset.samples.feature_count()
+        || owner.class_count > dataset.class_count
+    {
+        return Err(LearningError::SamplesDoNotFitModel(format!(
+            "file {source} has {} features and {} classes, the dataset {} and {}",
+            owner.samples.feature_count(),
+            owner.class_count,
+            dataset.samples.feature_count(),
+            dataset.class_count
+        )));
+    }
+    Ok(())
 }
 
 /// Held-out and test quality of a global model.
@@ -173,7 +200,12 @@ pub struct Evaluated {
 
 impl Workload {
     pub fn load(setup: WorkSetup, secret: HeldOutSecret) -> Result<Self, LearningError> {
-        let dataset = Dataset::load(&setup.dataset)?;
+        let mut dataset = Dataset::load(&setup.dataset)?;
+        if let Some(source) = &setup.test {
+            let owner = Dataset::load(source)?;
+            check_fits(source, &owner, &dataset)?;
+            dataset.given_test = Some(owner.samples);
+        }
         let mut split = dataset.split(SplitFractions::default(), secret.split_seed())?;
         // Standardised features for images and tables; byte tokens are left as they are.
         let normalisation = Normalisation::for_dataset(&dataset, &split.train)?;
@@ -191,17 +223,7 @@ impl Workload {
             None => split.held_out.clone(),
             Some(source) => {
                 let owner = Dataset::load(source)?;
-                if owner.samples.feature_count() != split.train.feature_count()
-                    || owner.class_count > dataset.class_count
-                {
-                    return Err(LearningError::SamplesDoNotFitModel(format!(
-                        "held-out file {source} has {} features and {} classes, the dataset {} and {}",
-                        owner.samples.feature_count(),
-                        owner.class_count,
-                        split.train.feature_count(),
-                        dataset.class_count
-                    )));
-                }
+                check_fits(source, &owner, &dataset)?;
                 let mut samples = owner.samples;
                 // The same normalisation as the training data, so losses are comparable.
                 normalisation.apply(&mut samples)?;
@@ -273,6 +295,7 @@ impl Workload {
                 global_loss_units: evaluated.global_loss_units,
                 measurements: evaluated.measurements,
                 next_model_hash: Hash256(model_hash(&evaluated.next_model)),
+                merged_model_hash: None,
                 held_out: batch.reveal,
                 next_quality: next_quality.report(),
                 claims: Default::default(),

@@ -61,7 +61,8 @@ async fn server(registration_ms: u64, limits: ServerLimits) -> Server {
             WorkSetup::digits_mlp(vec![16]),
             timing,
         )
-        .unwrap(),
+        .unwrap()
+        .accept_jobs(coordinator::jobs::JobPolicy::Open),
     );
     let chain = Arc::new(MemoryChain::new(test_chain.params.genesis.block_hash()));
     let running = start_with(
@@ -384,4 +385,93 @@ async fn honest_registrations_succeed_during_a_bad_signature_flood() {
     assert!(limited > 0, "the flood was rate limited");
     let status = s.client.status().await.unwrap();
     assert_eq!(status.registered, 20);
+}
+
+/// A small job on the shipped digits for `owner`.
+fn digits_job(owner: &SecretKey, cycles: u64) -> coordinator::api::JobRequest {
+    coordinator::api::JobRequest {
+        owner: owner.public_key(&Secp256k1::new()),
+        name: "over http".into(),
+        model: "mlp:8".into(),
+        data: coordinator::api::JobData::Shipped {
+            dataset: "digits".into(),
+        },
+        hints: None,
+        model_seed: 3,
+        stop: coordinator::api::StopRule {
+            cycles,
+            target_held_out_loss: None,
+            target_accuracy: None,
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_over_http_are_signed_bounded_and_listed() {
+    let s = server(60_000, test_limits()).await;
+    let secp = Secp256k1::new();
+    let owner = testkit::key(60);
+    // Signed by the client over the exact bytes it sends: taken, listed, readable.
+    let job = s
+        .client
+        .submit_job(&secp, &owner, &digits_job(&owner, 3))
+        .await
+        .unwrap();
+    assert_eq!(job.state, coordinator::api::JobState::Queued);
+    let jobs = s.client.jobs().await.unwrap();
+    assert_eq!(
+        jobs.len(),
+        2,
+        "the coordinator's own workload and the posted job"
+    );
+    assert_eq!(jobs[1].id, job.id);
+    assert_eq!(s.client.job(&job.id).await.unwrap().terms, job.terms);
+    // No model before its first cycle.
+    let e = s.client.job_model(&job.id).await.unwrap_err();
+    assert_eq!(e.code(), Some("job_no_model"));
+    // A replayed post is a duplicate.
+    let e = s
+        .client
+        .submit_job(&secp, &owner, &digits_job(&owner, 3))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("job_duplicate"));
+    // A body declared over the limit is refused from its headers, before any byte is read.
+    let address = s.running.address;
+    let mut stream = connect(address, "127.0.0.1".parse().unwrap()).await;
+    let head = format!(
+        "POST /v1/jobs HTTP/1.1\r\nhost: {address}\r\nx-trainchain-signature: {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        CompactSignature([0; 64]),
+        coordinator::api::JOB_BODY_BYTES_MAX + 1
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (status, body) = read_answer(&mut stream).await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (413, "body_too_large")
+    );
+    // A post without a signature, and a cancel signed by someone else.
+    let http = reqwest::Client::new();
+    let answer = http
+        .post(format!("http://{address}/v1/jobs"))
+        .body(serde_json::to_vec(&digits_job(&owner, 4)).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 400);
+    let e = s
+        .client
+        .cancel_job(&secp, &testkit::key(61), &job.id)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("job_bad_signature"));
+    let cancelled = s.client.cancel_job(&secp, &owner, &job.id).await.unwrap();
+    assert_eq!(cancelled.state, coordinator::api::JobState::Cancelled);
+    let e = s
+        .client
+        .job(&primitives::Hash256([1; 32]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("unknown_job"));
 }

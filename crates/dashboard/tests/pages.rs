@@ -111,6 +111,7 @@ fn record(chain: &TestChain, cycle: u64, phase: PhaseName) -> CycleRecord {
         held_out_commitment: Hash256([6; 32]),
         prev_record_hash: Hash256([7; 32]),
         coordinator: chain.coordinator.public_key(&chain.secp),
+        job: Hash256::ZERO,
     };
     CycleRecord {
         announcement: SignedAnnouncement {
@@ -130,6 +131,7 @@ fn record(chain: &TestChain, cycle: u64, phase: PhaseName) -> CycleRecord {
         block_certificates: Vec::new(),
         outcome: None,
         next_model_hash: None,
+        merged_model_hash: None,
         held_out: None,
         record_hash: None,
         next_quality: None,

@@ -57,6 +57,10 @@ pub struct DevnetConfig {
     pub miner_threads: usize,
     /// Kill the coordinator (SIGKILL) while this cycle trains, then restart it.
     pub restart_coordinator_in_cycle: Option<u64>,
+    /// A training job to post on the devnet's dataset once the coordinator is up (with
+    /// `trainchain job submit`, as an owner would), and its number of cycles.
+    pub job: Option<ModelArg>,
+    pub job_cycles: u64,
 }
 
 /// Most processes a devnet starts per role: it is a single-machine demo, and each process
@@ -94,6 +98,19 @@ impl DevnetConfig {
         }
         if self.miner_threads == 0 {
             return bad("miner threads must be at least 1".into());
+        }
+        if self.job.is_some() {
+            if !(1..=coordinator::api::JOB_CYCLES_MAX).contains(&self.job_cycles) {
+                return bad(format!(
+                    "--job-cycles must be 1..={}",
+                    coordinator::api::JOB_CYCLES_MAX
+                ));
+            }
+            if self.dataset.starts_with("mnist:") {
+                return bad(
+                    "--job posts the devnet's dataset as the job's data: a shipped one, csv:FILE or text:FILE (not mnist:DIR)".into(),
+                );
+            }
         }
         Ok(())
     }

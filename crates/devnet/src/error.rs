@@ -43,6 +43,13 @@ pub enum DevnetError {
     Node(#[from] miner::MinerError),
     #[error("coordinator: {0}")]
     Coordinator(#[from] coordinator::client::ClientError),
+    /// A `trainchain` client command the devnet ran as a user would (`job submit`, ...) failed.
+    #[error("`trainchain {command}` failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
     #[error("timed out after {secs} s waiting for {what}")]
     Timeout { what: String, secs: u64 },
     #[error("the global model of cycle {cycle} hashes to {found}, the record says {expected}")]

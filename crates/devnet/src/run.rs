@@ -4,7 +4,9 @@ use crate::chain::{self, COORDINATOR_KEY_FILE, PARAMS_FILE};
 use crate::config::{DevnetConfig, MinerRole, ModelArg, VerifierRole};
 use crate::error::{io, DevnetError};
 use crate::process::{free_loopback_port, Child};
-use crate::summary::{BlockLine, ChainTip, CycleLine, MinerLine, ModelLine, Summary, VerifierLine};
+use crate::summary::{
+    BlockLine, ChainTip, CycleLine, JobLine, MinerLine, ModelLine, Summary, VerifierLine,
+};
 use bitcoin::secp256k1::{PublicKey, Secp256k1};
 use coordinator::api::{CycleOutcome, CycleRecord, PhaseName};
 use coordinator::client::ClientError;
@@ -47,6 +49,10 @@ impl Layout {
     }
     pub fn coordinator_key(&self) -> PathBuf {
         self.root.join(COORDINATOR_KEY_FILE)
+    }
+    /// The `--job` owner's key: the one key the devnet's coordinator takes jobs from.
+    pub fn job_owner_key(&self) -> PathBuf {
+        self.root.join("job-owner.key")
     }
     pub fn node(&self, i: usize) -> PathBuf {
         self.root.join(format!("node-{i}"))
@@ -181,6 +187,7 @@ fn start_coordinator(
     layout: &Layout,
     node_rpc: &str,
     port: u16,
+    job_owner: Option<PublicKey>,
 ) -> Result<Child, DevnetError> {
     let dir = layout.coordinator();
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -202,6 +209,9 @@ fn start_coordinator(
         "--model",
         &config.model.to_string(),
     ]));
+    if let Some(owner) = job_owner {
+        args.extend(os(&["--job-owner", &owner.to_string()]));
+    }
     Child::spawn(
         "coordinator",
         &config.exe,
@@ -284,6 +294,132 @@ async fn wait_coordinator(
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// Runs `trainchain ARGS` to its end as a user would, and returns its standard output.
+async fn run_client(config: &DevnetConfig, args: Vec<String>) -> Result<String, DevnetError> {
+    let exe = config.exe.clone();
+    let command = args.join(" ");
+    let output = tokio::process::Command::new(&exe)
+        .args(&args)
+        .output()
+        .await
+        .map_err(|error| DevnetError::Spawn {
+            role: command.clone(),
+            error,
+        })?;
+    if !output.status.success() {
+        return Err(DevnetError::Command {
+            command,
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Posts the `--job` on the devnet's dataset with `trainchain job submit`, signed by a new
+/// owner key in the data directory.
+async fn post_job(
+    config: &DevnetConfig,
+    layout: &Layout,
+    coordinator_url: &str,
+    model: &ModelArg,
+) -> Result<(), DevnetError> {
+    let key = layout.job_owner_key();
+    let mut args: Vec<String> = [
+        "job",
+        "submit",
+        "--coordinator",
+        coordinator_url,
+        "--name",
+        "devnet job",
+        "--model",
+        &model.to_string(),
+        "--cycles",
+        &config.job_cycles.to_string(),
+        "--model-seed",
+        "2",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.extend(["--key".to_owned(), key.display().to_string()]);
+    match config.dataset.split_once(':') {
+        Some(("csv", file)) => args.extend([
+            "--train".into(),
+            file.into(),
+            "--format".into(),
+            "csv".into(),
+        ]),
+        Some(("text", file)) => args.extend([
+            "--train".into(),
+            file.into(),
+            "--format".into(),
+            "text".into(),
+        ]),
+        _ => args.extend(["--dataset".into(), config.dataset.clone()]),
+    }
+    let answer = run_client(config, args).await?;
+    let status: coordinator::api::JobStatus =
+        serde_json::from_str(&answer).map_err(|e| DevnetError::Command {
+            command: "job submit".into(),
+            status: "answer does not parse".into(),
+            stderr: e.to_string(),
+        })?;
+    println!(
+        "job posted: {} ({model} on {}, {} cycles)",
+        status.id, config.dataset, config.job_cycles
+    );
+    Ok(())
+}
+
+/// Every job at the end of the run; each posted job's model fetched into `model_dir` with
+/// `trainchain job fetch`.
+async fn job_lines(
+    config: &DevnetConfig,
+    client: &CoordinatorClient,
+    coordinator_url: &str,
+    model_dir: &Path,
+) -> Result<Vec<JobLine>, DevnetError> {
+    let mut lines = Vec::new();
+    for job in client.jobs().await? {
+        let mut model_path = None;
+        if job.terms.owner.is_some() && job.model_hash.is_some() {
+            let id = job.id.to_string();
+            run_client(
+                config,
+                vec![
+                    "job".into(),
+                    "fetch".into(),
+                    "--coordinator".into(),
+                    coordinator_url.into(),
+                    "--out".into(),
+                    model_dir.display().to_string(),
+                    id.clone(),
+                ],
+            )
+            .await?;
+            model_path = Some(
+                model_dir
+                    .join(format!("job-{}.safetensors", &id[..16]))
+                    .display()
+                    .to_string(),
+            );
+        }
+        lines.push(JobLine {
+            id: job.id.to_string(),
+            name: job.terms.name.clone(),
+            state: format!("{:?}", job.state).to_lowercase(),
+            cycles_run: job.cycles_run,
+            first_cycle: job.first_cycle,
+            last_cycle: job.last_cycle,
+            model_hash: job.model_hash.map(|h| h.to_string()),
+            held_out_loss: job.held_out_loss,
+            model_path,
+        });
+    }
+    Ok(lines)
 }
 
 /// Polls until `cycle` closed; restarts the coordinator in its training phase if asked.
@@ -528,7 +664,18 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
     let dashboard = start_dashboard(&coordinator_url, nodes[0].rpc.url(), &miners).await?;
     println!("dashboard: {}", dashboard.url);
 
-    let mut coordinator = start_coordinator(&config, &layout, nodes[0].rpc.url(), port)?;
+    // The job's owner is the one key the coordinator takes jobs from.
+    let job_owner = match config.job {
+        Some(_) => Some(
+            wallet::key_file::create(
+                &layout.job_owner_key(),
+                &mut bitcoin::secp256k1::rand::thread_rng(),
+            )?
+            .public_key(&secp),
+        ),
+        None => None,
+    };
+    let mut coordinator = start_coordinator(&config, &layout, nodes[0].rpc.url(), port, job_owner)?;
     let client = CoordinatorClient::new(&coordinator_url)?;
     wait_coordinator(&client, &mut coordinator).await?;
 
@@ -543,6 +690,9 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
     );
     let mut initial = (f32::NAN, initial_accuracy);
     let sample_before = language_sample(&initial_model);
+    if let Some(model) = &config.job {
+        post_job(&config, &layout, &coordinator_url, model).await?;
+    }
 
     let mut cycles = Vec::new();
     let mut records = Vec::new();
@@ -596,6 +746,15 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
             ),
         };
         let tally = miner::audit::CycleVerification::of(&record);
+        if config.job.is_some() {
+            let job = record.announcement.announcement.job.to_string();
+            let end = if record.merged_model_hash.is_some() {
+                ", its last cycle before the next job"
+            } else {
+                ""
+            };
+            println!("cycle {cycle}: trains job {}{end}", &job[..16]);
+        }
         println!(
             "cycle {cycle}: {} entries of {} submissions (checks: {} verified, {} failed, {} unanswered), {produced}, held-out loss {held_out_loss:.4}, test accuracy {:.1}%",
             entries.len(),
@@ -683,7 +842,9 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
         serde_json::to_vec_pretty(&card).unwrap_or_default(),
     )
     .map_err(io(&card_path))?;
-    let exported = model_from_safetensors(setup.model.clone(), &weights)?;
+    // The newest model may be a posted job's (its own spec): the card says which.
+    let exported = model_from_safetensors(card.spec.clone(), &weights)?;
+    let jobs = job_lines(&config, &client, &coordinator_url, &model_dir).await?;
     let model = ModelLine {
         path: weights_path.display().to_string(),
         test_accuracy: card.test_accuracy,
@@ -801,6 +962,7 @@ pub async fn run_network(config: DevnetConfig) -> Result<(Outcome, Network), Dev
         challenged_steps,
         useful_work_fraction: honest.useful_work_fraction(),
         window_utilisation: ratio(honest_trained_secs, honest_window_secs),
+        jobs,
         nodes_agree,
     };
     if let Some(path) = &config.json {
@@ -1138,6 +1300,26 @@ pub fn render(outcome: &Outcome) -> String {
             if v.bond_kept { "kept" } else { "LOST (slashed)" }
         ));
     }
+    if s.jobs.len() > 1 {
+        for j in &s.jobs {
+            let span = match (j.first_cycle, j.last_cycle) {
+                (Some(a), Some(b)) => format!("cycles {a}-{b}"),
+                _ => "no cycle".to_owned(),
+            };
+            out.push_str(&format!(
+                "  job {} {:?}: {}, {} cycle(s) run ({span}), held-out loss {}{}\n",
+                &j.id[..16],
+                j.name,
+                j.state,
+                j.cycles_run,
+                j.held_out_loss
+                    .map_or_else(|| "-".to_owned(), |l| format!("{l:.4}")),
+                j.model_path
+                    .as_ref()
+                    .map_or_else(String::new, |p| format!(", model fetched to {p}")),
+            ));
+        }
+    }
     if s.challenged_steps > 0 {
         out.push_str(&format!(
             "  replay: the coordinator replayed {} of {} challenged steps itself ({:.1}%)\n",
@@ -1148,8 +1330,8 @@ pub fn render(outcome: &Outcome) -> String {
     }
     match &outcome.audit {
         Ok(a) => out.push_str(&format!(
-            "  audit: passed, from {} with the coordinator stopped ({} blocks, {} cycle records, {} lotteries recomputed, {} cycles re-measured from published data, {} fraud evidence and {} verifier claims rechecked by replay, {} miner receipts found in their records)\n",
-            outcome.data_dir.join("archive").display(), a.blocks_checked, a.cycles_checked, a.lotteries_recomputed, a.cycles_remeasured, a.evidence_rechecked, a.claims_rechecked, a.receipts_checked
+            "  audit: passed, from {} with the coordinator stopped ({} blocks, {} cycle records, {} lotteries recomputed, {} cycles re-measured from published data, {} fraud evidence and {} verifier claims rechecked by replay, {} miner receipts found in their records, {} jobs and {} job changes checked)\n",
+            outcome.data_dir.join("archive").display(), a.blocks_checked, a.cycles_checked, a.lotteries_recomputed, a.cycles_remeasured, a.evidence_rechecked, a.claims_rechecked, a.receipts_checked, a.jobs_checked, a.job_changes_checked
         )),
         Err(e) => out.push_str(&format!("  audit: FAILED: {e}\n")),
     }

@@ -15,6 +15,8 @@
 //!                 "finder_sats"}],
 //!  "model": {"path", "test_accuracy", "parameters", "sample_before", "sample_after"
 //!            (language models: generated text before and after training)},
+//!  "jobs": [{"id", "name", "state", "cycles_run", "first_cycle", "last_cycle", "model_hash",
+//!            "held_out_loss", "model_path"}],
 //!  "useful_work_fraction", "window_utilisation", "replayed_steps", "challenged_steps",
 //!  "nodes_agree"}
 //! ```
@@ -135,6 +137,23 @@ pub struct ModelLine {
     pub sample_after: Option<String>,
 }
 
+/// One training job (the coordinator's own workload included), at the end of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobLine {
+    pub id: String,
+    pub name: String,
+    /// `queued`, `running`, `waiting`, `done` or `cancelled`.
+    pub state: String,
+    pub cycles_run: u64,
+    pub first_cycle: Option<u64>,
+    pub last_cycle: Option<u64>,
+    /// Its newest merged model's hash and loss on the batch of the cycle that made it.
+    pub model_hash: Option<String>,
+    pub held_out_loss: Option<f64>,
+    /// Where `trainchain job fetch` wrote a posted job's model.
+    pub model_path: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub chain: ChainTip,
@@ -156,5 +175,8 @@ pub struct Summary {
     /// The honest miners' wall-clock training time over their training windows.
     #[serde(default)]
     pub window_utilisation: f64,
+    /// The coordinator's jobs, its own workload first.
+    #[serde(default)]
+    pub jobs: Vec<JobLine>,
     pub nodes_agree: bool,
 }

@@ -102,6 +102,7 @@ fn cycle(entries: u32) -> Cycle {
         held_out_commitment: batch.reveal.commitment(),
         prev_record_hash: Hash256::ZERO,
         coordinator: coordinator_key.public_key(&secp),
+        job: Hash256::ZERO,
     };
     let submissions = inputs
         .iter()
@@ -147,6 +148,7 @@ fn cycle(entries: u32) -> Cycle {
         block_certificates: vec![],
         outcome: None,
         next_model_hash: Some(Hash256(model_hash(&evaluated.next_model))),
+        merged_model_hash: None,
         held_out: Some(batch.reveal),
         record_hash: None,
         next_quality: None,

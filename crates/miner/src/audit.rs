@@ -40,6 +40,13 @@ pub enum AuditError {
     /// A measurement, the merge, the held-out reveal or the record chain does not recompute.
     #[error("cycle {cycle}: {why}")]
     Remeasure { cycle: u64, why: String },
+    /// A job's terms, lineage or stopping rule does not hold.
+    #[error("cycle {cycle} (job {job}): {why}")]
+    Job {
+        cycle: u64,
+        job: Hash256,
+        why: String,
+    },
     #[error("coordinator: {0}")]
     Coordinator(#[from] ClientError),
     #[error("the node's genesis {found} is not the chain parameters' genesis {expected}")]
@@ -224,6 +231,10 @@ pub struct AuditReport {
     /// Cycles whose every measurement, score and merge was recomputed bit for bit from the
     /// published start model, held-out batch and updates.
     pub cycles_remeasured: usize,
+    /// Jobs the records name (their terms checked against their ids), and the changes from one
+    /// job to the next whose lineage and stopping rule were checked.
+    pub jobs_checked: usize,
+    pub job_changes_checked: usize,
     /// Replay checks per cycle, and fraud evidence rechecked.
     pub verification: Vec<CycleVerification>,
     pub evidence_rechecked: usize,
@@ -627,7 +638,9 @@ pub async fn audit(
     }
     let (admission_bonds_checked, admission_bonds_spent) =
         check_admission_bonds(node, &records, params).await?;
-    let spec = coordinator.model_card().await?.spec;
+    let card_spec = coordinator.model_card().await?.spec;
+    let jobs = crate::jobs_audit::fetch_jobs(coordinator, &records).await?;
+    let job_changes = crate::jobs_audit::check_jobs(&records, &jobs)?;
     let mut remeasured = 0;
     if let Some(first) = records
         .first()
@@ -641,7 +654,8 @@ pub async fn audit(
     }
     for (index, record) in records.iter().enumerate() {
         let earlier = &records[..index];
-        if crate::remeasure::fetch_and_remeasure(coordinator, &spec, record, earlier).await? {
+        let spec = crate::jobs_audit::spec_of(record, &jobs, &card_spec);
+        if crate::remeasure::fetch_and_remeasure(coordinator, spec, record, earlier).await? {
             remeasured += 1;
         }
     }
@@ -674,6 +688,8 @@ pub async fn audit(
         cycles_checked: records.len(),
         lotteries_recomputed: lotteries,
         cycles_remeasured: remeasured,
+        jobs_checked: jobs.len(),
+        job_changes_checked: job_changes,
         verification: records.iter().map(CycleVerification::of).collect(),
         evidence_rechecked,
         claims_rechecked,

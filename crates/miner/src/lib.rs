@@ -20,6 +20,7 @@ pub mod block;
 pub mod claims_audit;
 pub mod cpu;
 pub mod error;
+pub mod jobs_audit;
 pub mod metrics;
 pub mod miner;
 pub mod node_rpc;

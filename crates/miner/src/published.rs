@@ -15,6 +15,7 @@
 //! cycles/<c>/claims/<miner>-<interval>.json  GET /v1/cycles/<c>/claims/<miner>/<interval>/evidence
 //!                                            (claims judged wrong or caught_cheat; the miner's
 //!                                            shard is saved under evidence/ as above)
+//! jobs/<id>.json                             GET /v1/jobs/<id>  (every job a record names)
 //! ```
 //! Nothing in an archive is trusted: the audit checks every byte against the hashes the
 //! records and the chain commit to, exactly as it checks the live API's answers.
@@ -54,6 +55,8 @@ pub trait PublishedSource {
         miner: &PublicKey,
         interval: u64,
     ) -> Result<coordinator::api::ClaimEvidence, AuditError>;
+    /// `GET /v1/jobs/{id}`: the job a cycle's announcement names.
+    async fn job(&self, id: &Hash256) -> Result<coordinator::api::JobStatus, AuditError>;
 }
 
 /// The verdicts of `record` that slashed or paid someone: every claim judged `wrong` or
@@ -102,6 +105,9 @@ impl PublishedSource for CoordinatorClient {
         interval: u64,
     ) -> Result<coordinator::api::ClaimEvidence, AuditError> {
         Ok(CoordinatorClient::claim_evidence(self, cycle, miner, interval).await?)
+    }
+    async fn job(&self, id: &Hash256) -> Result<coordinator::api::JobStatus, AuditError> {
+        Ok(CoordinatorClient::job(self, id).await?)
     }
 }
 
@@ -253,6 +259,15 @@ impl Archive {
             }
             stats.cycles += 1;
         }
+        let jobs: std::collections::BTreeSet<Hash256> = records
+            .iter()
+            .map(|r| r.announcement.announcement.job)
+            .filter(|j| *j != Hash256::ZERO)
+            .collect();
+        for id in jobs {
+            let path = dir.join("jobs").join(format!("{id}.json"));
+            write(path.clone(), &json(&path, &source.job(&id).await?)?)?;
+        }
         // Records last: an archive with records.json is complete.
         let path = dir.join("records.json");
         write(path.clone(), &json(&path, &records)?)?;
@@ -316,5 +331,8 @@ impl PublishedSource for Archive {
                 .join("claims")
                 .join(format!("{miner}-{interval}.json")),
         )
+    }
+    async fn job(&self, id: &Hash256) -> Result<coordinator::api::JobStatus, AuditError> {
+        self.read_json(self.dir.join("jobs").join(format!("{id}.json")))
     }
 }

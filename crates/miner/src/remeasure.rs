@@ -41,7 +41,9 @@ pub fn check_record_chain(previous: &CycleRecord, next: &CycleRecord) -> Result<
             format!("its announcement chains to record {found}, but the previous record's digest is {expected} (a record was rewritten)"),
         ));
     }
-    check_paces(Some(previous), next)
+    // A run on another job's model paces nothing: every miner starts afresh on a new job.
+    let same_job = previous.announcement.announcement.job == next.announcement.announcement.job;
+    check_paces(same_job.then_some(previous), next)
 }
 
 /// Every submission of `next` had the checkpoint interval the pacing rule gives from
@@ -220,11 +222,14 @@ pub fn remeasure(
             ));
         }
     }
+    // At a job's end the merge is the job's result and the next model is the next job's
+    // (`jobs_audit` checks that one).
     let merged = Hash256(model_hash(&evaluated.next_model));
-    if record.next_model_hash != Some(merged) {
+    let recorded = record.merged_model_hash.or(record.next_model_hash);
+    if recorded != Some(merged) {
         return Err(fail(
             record,
-            format!("the merge recomputes to model {merged}, the record says {:?} (merged with other weights)", record.next_model_hash),
+            format!("the merge recomputes to model {merged}, the record says {recorded:?} (merged with other weights)"),
         ));
     }
     Ok(())

@@ -34,6 +34,7 @@ fn honest_record(chain: &TestChain, miners: u32) -> CycleRecord {
         held_out_commitment: Hash256([9; 32]),
         prev_record_hash: Hash256::ZERO,
         coordinator: chain.coordinator.public_key(secp),
+        job: Hash256::ZERO,
     };
     let mut submissions: Vec<ScoredSubmission> = (0..miners)
         .map(|i| {
@@ -102,6 +103,7 @@ fn honest_record(chain: &TestChain, miners: u32) -> CycleRecord {
         block_certificates: vec![CertificateHex(certificate)],
         outcome: None,
         next_model_hash: None,
+        merged_model_hash: None,
         held_out: None,
         record_hash: None,
         next_quality: None,

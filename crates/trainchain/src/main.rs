@@ -43,6 +43,9 @@ enum Command {
     Verifier(cmd::verifier::Args),
     /// Run a whole network on this machine: nodes, a coordinator and miners.
     Devnet(cmd::devnet::Args),
+    /// Post a training job to a coordinator, follow it, cancel it, fetch its model.
+    #[command(subcommand)]
+    Job(cmd::job::Command),
     /// Check a chain and its coordinator's lotteries independently.
     Audit(cmd::audit::Args),
     /// Serve a live web dashboard of a coordinator's cycles and a node's chain.
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Miner(args) => cmd::miner::run(args),
         Command::Verifier(args) => cmd::verifier::run(args),
         Command::Devnet(args) => cmd::devnet::run(args),
+        Command::Job(command) => cmd::job::run(command),
         Command::Audit(args) => cmd::audit::run(args),
         Command::Dashboard(args) => cmd::dashboard::run(args),
         Command::VerifyEvidence(args) => cmd::verify_evidence::run(args),

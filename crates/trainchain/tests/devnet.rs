@@ -548,3 +548,65 @@ fn sybil_keys_without_bonds_get_no_slot_and_crowd_out_no_one() {
     assert!(stdout.contains("3 sybil keys without bonds"), "{stdout}");
     assert!(stdout.contains("audit: passed"), "{stdout}");
 }
+
+/// A training job posted by its owner with `trainchain job submit`: the coordinator's own
+/// workload gives way after cycle 0, the job trains its two cycles on its own model, the
+/// coordinator's workload resumes, `trainchain job fetch` downloads the job's model, and the
+/// audit checks every job's terms and each change of job from the published records.
+#[test]
+fn devnet_runs_a_posted_job_between_its_own_cycles_and_the_audit_checks_the_lineage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (output, summary) = run_devnet_with(
+        dir.path(),
+        "4",
+        &[
+            "--cycles",
+            "4",
+            "--miners",
+            "2",
+            "--job",
+            "mlp:8",
+            "--job-cycles",
+            "2",
+        ],
+    );
+    assert!(output.status.success(), "{}", explain(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("job posted: "), "{stdout}");
+    let jobs = summary["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "{summary}");
+    let (own, posted) = (&jobs[0], &jobs[1]);
+    // The run stops after cycle 3: the coordinator may or may not have opened cycle 4 on its
+    // own workload yet. A job cycle without a block is run again, so the job may take more.
+    assert!(
+        own["state"] == "running" || own["state"] == "waiting",
+        "{summary}"
+    );
+    assert_eq!(posted["state"], "done", "{}", explain(&output));
+    assert_eq!(posted["first_cycle"], 1, "{summary}");
+    assert!(posted["cycles_run"].as_u64().unwrap() >= 2, "{summary}");
+    assert!(posted["last_cycle"].as_u64().unwrap() >= 2, "{summary}");
+    // The fetched model is the job's newest merge, with its card next to it.
+    let path = std::path::PathBuf::from(posted["model_path"].as_str().unwrap());
+    let bytes = std::fs::read(&path).unwrap();
+    let spec = learning::ModelSpec::Mlp {
+        input: 64,
+        hidden: vec![8],
+        classes: 10,
+    };
+    let model = learning::model_from_safetensors(spec, &bytes).unwrap();
+    assert_eq!(
+        primitives::Hash256(learning::model_hash(&model)).to_string(),
+        posted["model_hash"].as_str().unwrap()
+    );
+    assert!(path.with_extension("json").exists());
+    assert!(stdout.contains("audit: passed"), "{stdout}");
+    assert!(
+        stdout.contains("2 jobs and 2 job changes checked"),
+        "{stdout}"
+    );
+    assert!(
+        summary["chain"]["height"].as_u64().unwrap() >= 3,
+        "{summary}"
+    );
+}

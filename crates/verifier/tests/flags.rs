@@ -874,6 +874,12 @@ fn archive_error(e: impl std::fmt::Display) -> miner::audit::AuditError {
 }
 
 impl miner::published::PublishedSource for Published<'_> {
+    async fn job(
+        &self,
+        id: &primitives::Hash256,
+    ) -> Result<coordinator::api::JobStatus, miner::audit::AuditError> {
+        self.c.job(id).map_err(archive_error)
+    }
     async fn records(
         &self,
     ) -> Result<Vec<coordinator::api::CycleRecord>, miner::audit::AuditError> {

@@ -104,6 +104,7 @@ fn cycle_with(env: &CycleEnv, n: u32) -> (CycleState, EvaluationInput) {
         global_loss_units: 2_300_000,
         measurements,
         next_model_hash: Hash256([4; 32]),
+        merged_model_hash: None,
         held_out: coordinator::api::HeldOutReveal {
             salt: Hash256([6; 32]),
             batch_hash: Hash256([7; 32]),
@@ -122,6 +123,7 @@ fn main() {
     let secp = Secp256k1::new();
     let env = CycleEnv {
         block_reward_sats: primitives::params::DEFAULT_INITIAL_SUBSIDY_SATS,
+        job: primitives::Hash256::ZERO,
         secp,
         key: key(1_000_000),
         chain_id: 1,

@@ -70,6 +70,14 @@ pub struct Args {
     /// Hidden layer widths of the MLP, comma-separated (the same as `--model mlp:W1,...`).
     #[arg(long, default_value = "32", value_delimiter = ',')]
     pub hidden: Vec<usize>,
+    /// Take training jobs (`trainchain job submit`) from this owner key (hex public key;
+    /// repeat for more). Without it or --open-jobs no job is taken: a job nobody can improve
+    /// makes no blocks while it runs, so only trusted owners should post.
+    #[arg(long, value_name = "PUBKEY")]
+    pub job_owner: Vec<bitcoin::secp256k1::PublicKey>,
+    /// Take training jobs from anyone (a test or private network).
+    #[arg(long, conflicts_with = "job_owner")]
+    pub open_jobs: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -125,7 +133,14 @@ pub fn run(args: Args) -> Result<()> {
     let chain = Arc::new(RpcChain::new(node_url, credentials)?);
     let coordinator = Arc::new(
         Coordinator::open(&args.data_dir, key, &params, setup, timing)
-            .context("opening the coordinator")?,
+            .context("opening the coordinator")?
+            .accept_jobs(if args.open_jobs {
+                coordinator::jobs::JobPolicy::Open
+            } else if args.job_owner.is_empty() {
+                coordinator::jobs::JobPolicy::Closed
+            } else {
+                coordinator::jobs::JobPolicy::Owners(args.job_owner.iter().copied().collect())
+            }),
     );
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

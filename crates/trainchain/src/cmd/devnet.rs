@@ -76,6 +76,15 @@ pub struct Args {
     /// Testing: SIGKILL the coordinator while this cycle trains, then restart it.
     #[arg(long, hide = true)]
     pub restart_coordinator_in_cycle: Option<u64>,
+    /// Post a training job of this model on the devnet's dataset once the coordinator is up
+    /// (`trainchain job submit`, signed by an owner key in the data directory): it runs after
+    /// cycle 0, for --job-cycles cycles, then the coordinator's own workload resumes; its model
+    /// is fetched into `model/` (`trainchain job fetch`).
+    #[arg(long, value_name = "MODEL")]
+    pub job: Option<ModelArg>,
+    /// Cycles of the --job.
+    #[arg(long, default_value_t = 2)]
+    pub job_cycles: u64,
 }
 
 fn parse_cheat(text: &str) -> Result<miner::behaviour::Cheat, String> {
@@ -118,6 +127,8 @@ pub fn run(args: Args) -> Result<()> {
             .miner_threads
             .unwrap_or((cores / all_miners.max(1)).max(1)),
         restart_coordinator_in_cycle: args.restart_coordinator_in_cycle,
+        job: args.job,
+        job_cycles: args.job_cycles,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let (outcome, network) = runtime.block_on(devnet::run::run_network(config))?;

@@ -5,6 +5,7 @@ pub mod coordinator;
 pub mod dashboard;
 pub mod devnet;
 pub mod init;
+pub mod job;
 pub mod logging;
 pub mod miner;
 pub mod node;
