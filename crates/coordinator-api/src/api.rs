@@ -374,9 +374,15 @@ impl Announcement {
     /// `H_announcement(cycle u64 LE || chain_id u32 LE || parent 32 (internal byte order) ||
     /// height u32 LE || model_hash 32 || opened_at_ms u64 LE || registration_deadline_ms u64 LE
     /// || submission_deadline_ms u64 LE || challenge_deadline_ms u64 LE || block_window_ms u64 LE
-    /// || commitment 32 || held_out_commitment 32 || prev_record_hash 32 || coordinator 33 ||
-    /// job 32)`.
+    /// || commitment 32 || held_out_commitment 32 || prev_record_hash 32 || coordinator 33
+    /// [|| job 32, when not zero])`: an announcement from before jobs (job zero) keeps its
+    /// hash, so its signature and the record digests that chain from it still verify.
     pub fn signing_hash(&self) -> Hash256 {
+        let job: &[u8] = if self.job == Hash256::ZERO {
+            &[]
+        } else {
+            &self.job.0
+        };
         tagged_hash(
             ANNOUNCEMENT_TAG,
             &[
@@ -394,7 +400,7 @@ impl Announcement {
                 &self.held_out_commitment.0,
                 &self.prev_record_hash.0,
                 &self.coordinator.serialize(),
-                &self.job.0,
+                job,
             ],
         )
     }

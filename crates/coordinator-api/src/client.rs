@@ -361,8 +361,12 @@ impl CoordinatorClient {
         request: &crate::api::JobRequest,
     ) -> Result<crate::api::JobStatus, ClientError> {
         let body = serde_json::to_vec(request).map_err(|e| ClientError::Decode(e.to_string()))?;
-        let signature =
-            CompactSignature::sign(secp, key, &crate::api::job_request_signing_hash(&body));
+        let coordinator = self.coordinator_key().await?;
+        let signature = CompactSignature::sign(
+            secp,
+            key,
+            &crate::api::job_request_signing_hash(&coordinator, &body),
+        );
         let request = self
             .http
             .post(self.url("/v1/jobs"))
@@ -372,6 +376,12 @@ impl CoordinatorClient {
             .timeout(JOB_REQUEST_TIMEOUT)
             .body(body);
         decode(&self.send(request).await?)
+    }
+
+    /// The key the coordinator signs its announcements with (what a job owner's signatures
+    /// are bound to).
+    pub async fn coordinator_key(&self) -> Result<PublicKey, ClientError> {
+        Ok(self.status().await?.announcement.announcement.coordinator)
     }
 
     pub async fn jobs(&self) -> Result<Vec<crate::api::JobStatus>, ClientError> {
@@ -389,7 +399,12 @@ impl CoordinatorClient {
         key: &SecretKey,
         id: &Hash256,
     ) -> Result<crate::api::JobStatus, ClientError> {
-        let signature = CompactSignature::sign(secp, key, &crate::api::job_cancel_signing_hash(id));
+        let coordinator = self.coordinator_key().await?;
+        let signature = CompactSignature::sign(
+            secp,
+            key,
+            &crate::api::job_cancel_signing_hash(&coordinator, id),
+        );
         let request = self
             .http
             .post(self.url(&format!("/v1/jobs/{id}/cancel")))

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 
 /// Tag of a job's id: `H_job(canonical JSON of its JobTerms)`.
 pub const JOB_TAG: &str = "trainchain/coordinator/job";
-/// Tag of what an owner signs to post a job: `H_job-request(sha256(body))`.
+/// Tag of what an owner signs to post a job: `H_job-request(coordinator 33 || sha256(body))`.
 pub const JOB_REQUEST_TAG: &str = "trainchain/coordinator/job-request";
-/// Tag of what an owner signs to cancel its job: `H_job-cancel(id 32)`.
+/// Tag of what an owner signs to cancel its job: `H_job-cancel(coordinator 33 || id 32)`.
 pub const JOB_CANCEL_TAG: &str = "trainchain/coordinator/job-cancel";
 
 /// Largest `POST /v1/jobs` body: the three data files together, as JSON strings. 24 MiB holds
@@ -152,15 +152,21 @@ fn default_model_seed() -> u64 {
     1
 }
 
-/// `H_job-request(sha256(body))`: what a job's owner signs to post it. The body's hash, not
-/// its fields, so the signature covers exactly the bytes the coordinator stores.
-pub fn job_request_signing_hash(body: &[u8]) -> Hash256 {
-    tagged_hash(JOB_REQUEST_TAG, &[&sha256(body).0])
+/// `H_job-request(coordinator 33 || sha256(body))`: what a job's owner signs to post it to
+/// the coordinator with that key. The body's hash, not its fields, so the signature covers
+/// exactly the bytes the coordinator stores; the coordinator's key, so no other coordinator
+/// can be handed the same post.
+pub fn job_request_signing_hash(coordinator: &PublicKey, body: &[u8]) -> Hash256 {
+    tagged_hash(
+        JOB_REQUEST_TAG,
+        &[&coordinator.serialize(), &sha256(body).0],
+    )
 }
 
-/// `H_job-cancel(id 32)`: what a job's owner signs to cancel it.
-pub fn job_cancel_signing_hash(id: &Hash256) -> Hash256 {
-    tagged_hash(JOB_CANCEL_TAG, &[&id.0])
+/// `H_job-cancel(coordinator 33 || id 32)`: what a job's owner signs to cancel it at the
+/// coordinator with that key (a published cancel cannot end the job elsewhere).
+pub fn job_cancel_signing_hash(coordinator: &PublicKey, id: &Hash256) -> Hash256 {
+    tagged_hash(JOB_CANCEL_TAG, &[&coordinator.serialize(), &id.0])
 }
 
 /// What a job's id commits to: everything that decides the models it produces. Public (the
@@ -219,6 +225,8 @@ pub enum JobEnd {
     TargetLoss,
     TargetAccuracy,
     Cancelled,
+    /// Its data no longer loads on the coordinator (files lost or damaged) when its turn came.
+    Failed,
 }
 
 /// `GET /v1/jobs/{id}`: a job, its terms and its progress.

@@ -11,6 +11,8 @@ use learning::{LearningError, UpdateError};
 pub enum JobRefusal {
     #[error("the signature is not the owner's over this request")]
     BadSignature,
+    #[error("this coordinator takes no jobs")]
+    Closed,
     #[error("this coordinator takes no jobs from {0} (its operator admits job owners with --job-owner or --open-jobs)")]
     OwnerNotAdmitted(bitcoin::secp256k1::PublicKey),
     #[error("bad job: {0}")]
@@ -153,6 +155,7 @@ impl ServiceError {
             },
             ServiceError::Job(j) => match j {
                 JobRefusal::BadSignature => "job_bad_signature",
+                JobRefusal::Closed => "jobs_closed",
                 JobRefusal::OwnerNotAdmitted(_) => "job_owner_not_admitted",
                 JobRefusal::Invalid(_) => "job_invalid",
                 JobRefusal::BadData(_) => "job_bad_data",
@@ -223,6 +226,7 @@ impl ServiceError {
             },
             ServiceError::Job(j) => match j {
                 JobRefusal::BadSignature
+                | JobRefusal::Closed
                 | JobRefusal::NotCancellable
                 | JobRefusal::OwnerNotAdmitted(_) => 403,
                 JobRefusal::Invalid(_) => 400,

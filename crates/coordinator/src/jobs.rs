@@ -34,10 +34,15 @@ use tracing::{info, warn};
 /// request (`jobs/<sha256 of the request>/train.csv`, ...).
 pub const JOBS_DIR: &str = "jobs";
 
-/// Most job workloads (datasets, splits, held-out pools) kept loaded at once besides the
-/// coordinator's own: the live job's and the next one's. Others are loaded again from their
-/// files when a past cycle of theirs is asked about.
-const CONTEXTS_CACHED_MAX: usize = 3;
+/// Most job workloads (datasets, splits, held-out pools) kept loaded at once, the
+/// coordinator's own and the live job's included (those two are never evicted): room for the
+/// next job's and one past job's. Others are loaded again from their files, one at a time,
+/// when a past cycle of theirs is asked about.
+const CONTEXTS_CACHED_MAX: usize = 4;
+
+/// Most start models a job's card lists (the newest): the coordinator's own workload gains
+/// one per cycle for as long as it runs, and each stored job is read on every task.
+pub const LINEAGE_MAX: usize = 1_000;
 
 /// Largest learning rate a job may ask for: above it plain SGD diverges on every shipped model.
 const JOB_LR_MAX: f32 = 10.0;
@@ -90,6 +95,16 @@ pub(crate) struct JobContext {
     pub id: Hash256,
     pub env: CycleEnv,
     pub work: Workload,
+}
+
+/// The directory of a posted job's uploaded files (`None` for a shipped dataset).
+fn job_dir(setup: &WorkSetup) -> Option<PathBuf> {
+    match &setup.dataset {
+        DatasetSource::Csv(path) | DatasetSource::Text(path) => {
+            path.parent().map(std::path::Path::to_path_buf)
+        }
+        _ => None,
+    }
 }
 
 /// The terms of the coordinator's own workload.
@@ -204,6 +219,10 @@ impl Coordinator {
         if let Some(ctx) = lock(&self.contexts).get(&id) {
             return Ok(ctx.clone());
         }
+        let _one_load = lock(&self.loading);
+        if let Some(ctx) = lock(&self.contexts).get(&id) {
+            return Ok(ctx.clone());
+        }
         let stored = self.store.job(&id)?.ok_or(JobRefusal::Unknown(id))?;
         let secret = if id == self.own_job {
             self.secret.clone()
@@ -220,9 +239,14 @@ impl Coordinator {
 
     fn cache_context(&self, ctx: JobContext) -> Result<Arc<JobContext>, ServiceError> {
         let ctx = Arc::new(ctx);
+        let live = *lock(&self.live_job);
         let mut cache = lock(&self.contexts);
-        while cache.len() > CONTEXTS_CACHED_MAX {
-            let Some(evict) = cache.keys().find(|k| **k != self.own_job).copied() else {
+        while cache.len() >= CONTEXTS_CACHED_MAX {
+            let Some(evict) = cache
+                .keys()
+                .find(|k| **k != self.own_job && **k != live)
+                .copied()
+            else {
                 break;
             };
             cache.remove(&evict);
@@ -254,9 +278,12 @@ impl Coordinator {
         if !signature.verify(
             &self.env.secp,
             &request.owner,
-            &job_request_signing_hash(body),
+            &job_request_signing_hash(&self.env.coordinator(), body),
         ) {
             return Err(JobRefusal::BadSignature.into());
+        }
+        if self.job_policy == JobPolicy::Closed {
+            return Err(JobRefusal::Closed.into());
         }
         if !self.job_policy.admits(&request.owner) {
             return Err(JobRefusal::OwnerNotAdmitted(request.owner).into());
@@ -415,6 +442,31 @@ impl Coordinator {
             .into());
         }
         let env = job_env(&self.env, id, &work)?;
+        // The checks above read the jobs without the lock (loading takes seconds); the ones
+        // another post could have changed meanwhile are made again under it.
+        let _jobs = lock(&self.jobs_lock);
+        let jobs = self.store.jobs()?;
+        if let Some(same) = jobs
+            .iter()
+            .find(|j| j.status.id == id || j.request_hash == request_hash)
+        {
+            return Err(JobRefusal::Duplicate(same.status.id).into());
+        }
+        let waiting = |owner: Option<&PublicKey>| {
+            jobs.iter()
+                .filter(|j| j.status.state == JobState::Queued)
+                .filter(|j| owner.is_none() || j.status.terms.owner.as_ref() == owner)
+                .count()
+        };
+        if waiting(None) >= JOBS_QUEUED_MAX
+            || waiting(Some(&request.owner)) >= JOBS_QUEUED_PER_OWNER_MAX
+        {
+            return Err(JobRefusal::QueueFull {
+                queued: waiting(None),
+                max: JOBS_QUEUED_MAX,
+            }
+            .into());
+        }
         let stored = StoredJob {
             seq: jobs.iter().map(|j| j.seq).max().unwrap_or(0) + 1,
             status: JobStatus {
@@ -442,6 +494,12 @@ impl Coordinator {
         Ok(stored.status)
     }
 
+    /// Whether this coordinator takes posted jobs at all (the server refuses a post before
+    /// reading its body when not).
+    pub fn takes_jobs(&self) -> bool {
+        self.job_policy != JobPolicy::Closed
+    }
+
     /// Cancels job `id` for its owner (`signature` over [`job_cancel_signing_hash`]): a
     /// queued job never runs; a running one ends at its next evaluation, its model final.
     pub fn cancel_job(
@@ -449,11 +507,16 @@ impl Coordinator {
         id: &Hash256,
         signature: CompactSignature,
     ) -> Result<JobStatus, ServiceError> {
+        let _jobs = lock(&self.jobs_lock);
         let mut job = self.store.job(id)?.ok_or(JobRefusal::Unknown(*id))?;
         let Some(owner) = job.status.terms.owner else {
             return Err(JobRefusal::NotCancellable.into());
         };
-        if !signature.verify(&self.env.secp, &owner, &job_cancel_signing_hash(id)) {
+        if !signature.verify(
+            &self.env.secp,
+            &owner,
+            &job_cancel_signing_hash(&self.env.coordinator(), id),
+        ) {
             return Err(JobRefusal::BadSignature.into());
         }
         match job.status.state {
@@ -468,6 +531,19 @@ impl Coordinator {
         }
         job.status.cancel_signature = Some(signature);
         self.store.put_job(&job)?;
+        let chosen = self
+            .store
+            .model_infos()?
+            .iter()
+            .any(|(_, info)| info.job == *id);
+        if job.status.state == JobState::Cancelled && !chosen {
+            // It never ran (nor was chosen to run next): no cycle needs its files.
+            if let Some(dir) = job_dir(&job.setup) {
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    warn!(job = %id, dir = %dir.display(), error = %e, "could not remove a cancelled job's files");
+                }
+            }
+        }
         info!(job = %id, state = ?job.status.state, "job cancelled by its owner");
         Ok(job.status)
     }
@@ -499,6 +575,28 @@ impl Coordinator {
         Ok((Bytes::from(bytes), card))
     }
 
+    /// `next` if its workload loads, else (ending it as failed) the coordinator's own workload,
+    /// or `None` when that is the job `current` already.
+    pub(crate) fn loadable_next(
+        &self,
+        next: Hash256,
+        current: Hash256,
+    ) -> Result<Option<Hash256>, ServiceError> {
+        let Err(e) = self.context(&next) else {
+            return Ok(Some(next));
+        };
+        warn!(job = %next, error = %e, "the next job's data does not load: it is skipped");
+        {
+            let _jobs = lock(&self.jobs_lock);
+            if let Some(mut job) = self.store.job(&next)? {
+                job.status.state = JobState::Cancelled;
+                job.status.ended = Some(JobEnd::Failed);
+                self.store.put_job(&job)?;
+            }
+        }
+        Ok((current != self.own_job).then_some(self.own_job))
+    }
+
     /// The model a job's next cycle starts from: its newest merge (the coordinator's own
     /// workload resuming), or its first model.
     pub(crate) fn job_start_model(&self, ctx: &JobContext) -> Result<Model, ServiceError> {
@@ -524,6 +622,7 @@ impl Coordinator {
         merged: &[u8],
         quality: ModelQuality,
     ) -> Result<Option<Hash256>, ServiceError> {
+        let _jobs = lock(&self.jobs_lock);
         let jobs = self.store.jobs()?;
         let mut job = jobs
             .iter()
@@ -541,6 +640,9 @@ impl Coordinator {
         status.test_accuracy = Some(f64::from(quality.test_accuracy));
         if job.lineage.last() != Some(&start_model) {
             job.lineage.push(start_model);
+            if job.lineage.len() > LINEAGE_MAX {
+                job.lineage.remove(0);
+            }
         }
         let ended = match (&status.terms.stop, status.cancel_requested) {
             (None, _) => None,
@@ -576,6 +678,7 @@ impl Coordinator {
         cycle: u64,
         previous: Option<Hash256>,
     ) -> Result<(), ServiceError> {
+        let _jobs = lock(&self.jobs_lock);
         let id = if id == Hash256::ZERO {
             self.own_job
         } else {
@@ -584,10 +687,14 @@ impl Coordinator {
         let previous = previous.map(|p| if p == Hash256::ZERO { self.own_job } else { p });
         if let Some(prev) = previous.filter(|p| *p != id) {
             if let Some(mut p) = self.store.job(&prev)? {
+                // Done only if it ended; a job the chain moved away from otherwise (another
+                // tip) waits for its turn again.
                 p.status.state = if prev == self.own_job {
                     JobState::Waiting
-                } else {
+                } else if p.status.ended.is_some() {
                     JobState::Done
+                } else {
+                    JobState::Queued
                 };
                 self.store.put_job(&p)?;
             }

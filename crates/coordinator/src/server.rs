@@ -777,6 +777,9 @@ async fn post_job(
         })
         .inspect_err(|_| warn!(declared, "job refused: body over the limit"));
     }
+    if !api.coordinator.takes_jobs() {
+        return Err(crate::error::JobRefusal::Closed.into());
+    }
     let signature = signature_header(&headers)?;
     let _slot = api
         .job_posts
@@ -826,7 +829,7 @@ async fn job_status(State(api): State<Shared>, Path(id): Path<String>) -> ApiRes
 }
 
 /// `POST /v1/jobs/{id}/cancel`: no body; header `x-trainchain-signature` by the job's owner
-/// over `job_cancel_signing_hash(id)`.
+/// over `job_cancel_signing_hash(coordinator, id)`.
 async fn cancel_job(
     State(api): State<Shared>,
     Path(id): Path<String>,

@@ -86,6 +86,15 @@ pub struct Coordinator {
     pub(crate) secret: crate::held_out::HeldOutSecret,
     /// Who may post jobs ([`crate::jobs::JobPolicy`], closed unless set).
     pub(crate) job_policy: crate::jobs::JobPolicy,
+    /// Held across each read-modify-write of a stored job (post, cancel, a cycle opening or
+    /// evaluated), so a cancel cannot be lost between another update's read and write.
+    pub(crate) jobs_lock: Mutex<()>,
+    /// One job workload is loaded at a time: concurrent requests about a job not in the cache
+    /// wait for the one load instead of each loading its data.
+    pub(crate) loading: Mutex<()>,
+    /// The live cycle's job: never evicted from the cache, so nothing under the state lock
+    /// loads a workload.
+    pub(crate) live_job: Mutex<Hash256>,
     pub(crate) store: Store,
     pub(crate) data_dir: PathBuf,
     pub(crate) state: Mutex<Option<CycleState>>,
@@ -187,6 +196,13 @@ impl Coordinator {
             contexts: Mutex::new(BTreeMap::from([(own_job, own_context)])),
             secret,
             job_policy: crate::jobs::JobPolicy::default(),
+            jobs_lock: Mutex::new(()),
+            loading: Mutex::new(()),
+            live_job: Mutex::new(
+                state
+                    .as_ref()
+                    .map_or(own_job, |s: &CycleState| s.announcement().job),
+            ),
             store,
             data_dir: data_dir.to_owned(),
             state: Mutex::new(state),
@@ -326,6 +342,7 @@ impl Coordinator {
     ) -> Result<CycleState, ServiceError> {
         let info = self.start_model(cycle, view)?;
         let ctx = self.context(&info.job)?;
+        *lock(&self.live_job) = ctx.id;
         let previous_job = previous.map(|p| p.announcement().job);
         self.job_opened(ctx.id, cycle, previous_job)?;
         // The secret must be unpredictable: derive it from the entropy under its own tag so
@@ -450,6 +467,11 @@ impl Coordinator {
             &merged,
             evaluation.next_quality,
         )?;
+        // A next job whose data no longer loads is skipped (and ended), not the chain's stop.
+        let next_job = match next_job {
+            Some(next) => self.loadable_next(next, ctx.id)?,
+            None => None,
+        };
         let (next_bytes, info) = match next_job {
             None => (
                 merged,
@@ -824,7 +846,23 @@ impl Coordinator {
             .store
             .model(cycle)?
             .ok_or(ServiceError::MissingModel(cycle))?;
-        let spec = self.cycle_context(cycle)?.work.setup.model.clone();
+        // The spec only: no workload is loaded to decode a model.
+        let job = self
+            .store
+            .model_info(cycle)?
+            .ok_or(ServiceError::UnknownCycle(cycle))?
+            .job;
+        let job = if job == Hash256::ZERO {
+            self.own_job
+        } else {
+            job
+        };
+        let spec = self
+            .store
+            .job(&job)?
+            .ok_or(crate::error::JobRefusal::Unknown(job))?
+            .setup
+            .model;
         let model = model_from_safetensors(spec, &bytes)?;
         let loaded = Arc::new(LoadedModel {
             model,

@@ -85,7 +85,11 @@ fn post(
     request: &JobRequest,
 ) -> Result<coordinator::api::JobStatus, coordinator::ServiceError> {
     let body = serde_json::to_vec(request).unwrap();
-    let signature = CompactSignature::sign(secp, key, &job_request_signing_hash(&body));
+    let signature = CompactSignature::sign(
+        secp,
+        key,
+        &job_request_signing_hash(&c.env().coordinator(), &body),
+    );
     c.submit_job(T0, &body, signature)
 }
 
@@ -306,7 +310,11 @@ fn a_posted_job_runs_its_cycles_ends_with_its_model_and_the_coordinators_workloa
     assert_eq!(card.dataset, "csv upload");
     assert_eq!(c.job(&own.id).unwrap().state, JobState::Running);
     // A finished job cannot be cancelled.
-    let cancel = CompactSignature::sign(&secp, &owner, &job_cancel_signing_hash(&job.id));
+    let cancel = CompactSignature::sign(
+        &secp,
+        &owner,
+        &job_cancel_signing_hash(&chain.coordinator.public_key(&secp), &job.id),
+    );
     assert_eq!(
         c.cancel_job(&job.id, cancel).unwrap_err().code(),
         "job_ended"
@@ -368,12 +376,20 @@ fn a_jobs_last_cycle_without_a_block_is_run_again_and_a_cancel_ends_a_running_jo
     let c = open(dir.path(), &chain);
     assert_eq!(c.state().unwrap().announcement().job, job.id);
     // Only the owner can cancel; the cancel ends the job at its next evaluation.
-    let forged = CompactSignature::sign(&secp, &miner, &job_cancel_signing_hash(&job.id));
+    let forged = CompactSignature::sign(
+        &secp,
+        &miner,
+        &job_cancel_signing_hash(&chain.coordinator.public_key(&secp), &job.id),
+    );
     assert_eq!(
         c.cancel_job(&job.id, forged).unwrap_err().code(),
         "job_bad_signature"
     );
-    let signature = CompactSignature::sign(&secp, &owner, &job_cancel_signing_hash(&job.id));
+    let signature = CompactSignature::sign(
+        &secp,
+        &owner,
+        &job_cancel_signing_hash(&chain.coordinator.public_key(&secp), &job.id),
+    );
     let cancelled = c.cancel_job(&job.id, signature).unwrap();
     assert!(cancelled.cancel_requested && cancelled.cancel_signature.is_some());
     drop(c);
@@ -392,6 +408,52 @@ fn a_jobs_last_cycle_without_a_block_is_run_again_and_a_cancel_ends_a_running_jo
 }
 
 #[test]
+fn a_job_whose_files_are_lost_is_skipped_and_the_chain_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = TestChain::new();
+    let secp = Secp256k1::new();
+    let miner = testkit::key(1);
+    let owner = testkit::key(45);
+    let genesis = chain.params.genesis.block_hash();
+    let c = open(dir.path(), &chain);
+    c.step(
+        T0,
+        [7; 32],
+        Some(&ChainView {
+            tip: genesis,
+            tip_height: 0,
+            at_target: None,
+            tip_next_model: None,
+        }),
+    )
+    .unwrap();
+    let job = post(&c, &owner, &secp, &digits_job(&owner, &secp, 2)).unwrap();
+    drop(c);
+    // The coordinator restarts with the job's files gone (a disk lost, an operator's rm).
+    std::fs::remove_dir_all(dir.path().join(coordinator::jobs::JOBS_DIR)).unwrap();
+    let tip = Tip {
+        block: genesis,
+        height: 0,
+        next_model: None,
+        now: T0,
+    };
+    let (r0, _, _) = run_cycle(dir.path(), &chain, &miner, tip, true);
+    // The evaluation skips the job instead of failing every tick: the own workload goes on.
+    assert_eq!(r0.merged_model_hash, None);
+    let c = open(dir.path(), &chain);
+    assert_eq!(c.state().unwrap().cycle(), 1);
+    assert_eq!(
+        c.state().unwrap().announcement().job,
+        r0.announcement.announcement.job
+    );
+    let skipped = c.job(&job.id).unwrap();
+    assert_eq!(
+        (skipped.state, skipped.ended),
+        (JobState::Cancelled, Some(JobEnd::Failed))
+    );
+}
+
+#[test]
 fn bad_job_posts_are_refused_with_their_reason_and_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let chain = TestChain::new();
@@ -401,15 +463,22 @@ fn bad_job_posts_are_refused_with_their_reason_and_leave_nothing_behind() {
     let good = digits_job(&owner, &secp, 3);
     let body = serde_json::to_vec(&good).unwrap();
     // Signed by someone else, or over other bytes: refused before anything is written.
-    let stranger =
-        CompactSignature::sign(&secp, &testkit::key(43), &job_request_signing_hash(&body));
+    let stranger = CompactSignature::sign(
+        &secp,
+        &testkit::key(43),
+        &job_request_signing_hash(&chain.coordinator.public_key(&secp), &body),
+    );
     assert_eq!(
         c.submit_job(T0, &body, stranger).unwrap_err().code(),
         "job_bad_signature"
     );
     let mut other = body.clone();
     other.push(b' ');
-    let wrong_bytes = CompactSignature::sign(&secp, &owner, &job_request_signing_hash(&other));
+    let wrong_bytes = CompactSignature::sign(
+        &secp,
+        &owner,
+        &job_request_signing_hash(&chain.coordinator.public_key(&secp), &other),
+    );
     assert_eq!(
         c.submit_job(T0, &body, wrong_bytes).unwrap_err().code(),
         "job_bad_signature"
@@ -417,10 +486,17 @@ fn bad_job_posts_are_refused_with_their_reason_and_leave_nothing_behind() {
     // A coordinator that admits only listed owners (or none, its default) refuses anyone
     // else's job after checking the signature, before reading its data.
     let listed = testkit::key(44).public_key(&secp);
-    let signed = CompactSignature::sign(&secp, &owner, &job_request_signing_hash(&body));
-    for policy in [
-        JobPolicy::Closed,
-        JobPolicy::Owners([listed].into_iter().collect()),
+    let signed = CompactSignature::sign(
+        &secp,
+        &owner,
+        &job_request_signing_hash(&chain.coordinator.public_key(&secp), &body),
+    );
+    for (policy, code) in [
+        (JobPolicy::Closed, "jobs_closed"),
+        (
+            JobPolicy::Owners([listed].into_iter().collect()),
+            "job_owner_not_admitted",
+        ),
     ] {
         let other_dir = tempfile::tempdir().unwrap();
         let closed = Coordinator::open(
@@ -433,9 +509,13 @@ fn bad_job_posts_are_refused_with_their_reason_and_leave_nothing_behind() {
         .unwrap()
         .accept_jobs(policy);
         let e = closed.submit_job(T0, &body, signed).unwrap_err();
-        assert_eq!((e.code(), e.status()), ("job_owner_not_admitted", 403));
+        assert_eq!((e.code(), e.status()), (code, 403));
     }
-    let garbage = CompactSignature::sign(&secp, &owner, &job_request_signing_hash(b"{"));
+    let garbage = CompactSignature::sign(
+        &secp,
+        &owner,
+        &job_request_signing_hash(&chain.coordinator.public_key(&secp), b"{"),
+    );
     let e = c.submit_job(T0, b"{", garbage).unwrap_err();
     assert_eq!((e.code(), e.status()), ("job_invalid", 400));
     type Change = fn(&mut JobRequest);
@@ -526,14 +606,26 @@ fn bad_job_posts_are_refused_with_their_reason_and_leave_nothing_behind() {
         "owner_jobs_full"
     );
     // A queued job cancelled by its owner never runs; the coordinator's own cannot be.
-    let signature = CompactSignature::sign(&secp, &owner, &job_cancel_signing_hash(&job.id));
+    let signature = CompactSignature::sign(
+        &secp,
+        &owner,
+        &job_cancel_signing_hash(&chain.coordinator.public_key(&secp), &job.id),
+    );
+    let files = || std::fs::read_dir(&jobs_dir).unwrap().count();
+    assert_eq!(files(), 4);
     let cancelled = c.cancel_job(&job.id, signature).unwrap();
     assert_eq!(
         (cancelled.state, cancelled.ended),
         (JobState::Cancelled, Some(JobEnd::Cancelled))
     );
+    // A job that never ran leaves no files behind.
+    assert_eq!(files(), 3);
     let own = c.jobs().unwrap()[0].id;
-    let signature = CompactSignature::sign(&secp, &owner, &job_cancel_signing_hash(&own));
+    let signature = CompactSignature::sign(
+        &secp,
+        &owner,
+        &job_cancel_signing_hash(&chain.coordinator.public_key(&secp), &own),
+    );
     assert_eq!(
         c.cancel_job(&own, signature).unwrap_err().code(),
         "job_not_cancellable"

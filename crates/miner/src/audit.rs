@@ -670,7 +670,9 @@ pub async fn audit(
     }
     let mut claims_rechecked = 0;
     for record in &records {
-        claims_rechecked += crate::claims_audit::audit_claims(coordinator, record).await?;
+        let spec = crate::jobs_audit::spec_of(record, &jobs, &card_spec);
+        claims_rechecked +=
+            crate::claims_audit::audit_claims_with_spec(coordinator, record, Some(spec)).await?;
     }
     let equivocations = node.equivocations().await?;
     if let Some(first) = equivocations.first() {

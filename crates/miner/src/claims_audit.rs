@@ -9,10 +9,22 @@ use crate::published::{judged_claims, PublishedSource};
 use bitcoin::secp256k1::{PublicKey, Secp256k1};
 use coordinator::api::{ClaimOutcome, CycleRecord, SlashRole};
 
-/// Checks `record`'s verification section; returns how many claims were replayed.
+/// Checks `record`'s verification section; returns how many claims were replayed. The
+/// cycle's model is decoded with the newest model card's spec: [`audit_claims_with_spec`]
+/// takes the cycle's job's.
 pub async fn audit_claims(
     source: &impl PublishedSource,
     record: &CycleRecord,
+) -> Result<usize, AuditError> {
+    audit_claims_with_spec(source, record, None).await
+}
+
+/// [`audit_claims`] with the spec of the model `record`'s cycle trained (`None`: the model
+/// card's).
+pub async fn audit_claims_with_spec(
+    source: &impl PublishedSource,
+    record: &CycleRecord,
+    cycle_spec: Option<&learning::ModelSpec>,
 ) -> Result<usize, AuditError> {
     let a = &record.announcement.announcement;
     let cycle = a.cycle;
@@ -197,7 +209,10 @@ pub async fn audit_claims(
     let (weights, spec) = if judged_claims(record).next().is_some() {
         (
             source.weights(cycle).await?,
-            Some(source.model_card().await?.spec),
+            Some(match cycle_spec {
+                Some(spec) => spec.clone(),
+                None => source.model_card().await?.spec,
+            }),
         )
     } else {
         (Vec::new(), None)

@@ -52,13 +52,26 @@ pub fn check_terms(record: &CycleRecord, status: &JobStatus) -> Result<(), Audit
     Ok(())
 }
 
-/// The model `record` trained: its job's (the model card's for a record from before jobs).
+/// The job `record` trained: the one its announcement names, or for a record from before
+/// jobs (zero) the coordinator's own workload (the published job without an owner), if any.
+fn job_of(record: &CycleRecord, jobs: &BTreeMap<Hash256, JobStatus>) -> Hash256 {
+    let job = record.announcement.announcement.job;
+    if job != Hash256::ZERO {
+        return job;
+    }
+    jobs.values()
+        .find(|j| j.terms.owner.is_none())
+        .map_or(Hash256::ZERO, |j| j.id)
+}
+
+/// The model `record` trained: its job's (the model card's for a record from before jobs on
+/// a coordinator that publishes none).
 pub fn spec_of<'a>(
     record: &CycleRecord,
     jobs: &'a BTreeMap<Hash256, JobStatus>,
     card_spec: &'a ModelSpec,
 ) -> &'a ModelSpec {
-    jobs.get(&record.announcement.announcement.job)
+    jobs.get(&job_of(record, jobs))
         .map_or(card_spec, |j| &j.terms.model)
 }
 
@@ -88,7 +101,7 @@ fn may_end(status: &JobStatus, last: &CycleRecord, evaluated: u64) -> bool {
         (Some(owner), Some(signature)) => signature.verify(
             &bitcoin::secp256k1::Secp256k1::verification_only(),
             &owner,
-            &job_cancel_signing_hash(&status.id),
+            &job_cancel_signing_hash(&last.announcement.announcement.coordinator, &status.id),
         ),
         _ => false,
     };
@@ -108,13 +121,14 @@ pub fn check_jobs(
     let mut previous: Option<&CycleRecord> = None;
     for record in records {
         let a = &record.announcement.announcement;
-        if a.job == Hash256::ZERO {
-            // A record from before jobs: one fixed workload, nothing to check.
+        let job = job_of(record, jobs);
+        if job == Hash256::ZERO {
+            // Before jobs, on a coordinator without them: one fixed workload, nothing to check.
             previous = Some(record);
             continue;
         }
         let status = jobs
-            .get(&a.job)
+            .get(&job)
             .ok_or_else(|| fail(record, "the job it names is not published".into()))?;
         if record
             .merged_model_hash
@@ -125,7 +139,7 @@ pub fn check_jobs(
                 "it marks a job's end but names its own merge as the next model".into(),
             ));
         }
-        let changed = previous.is_none_or(|p| p.announcement.announcement.job != a.job);
+        let changed = previous.is_none_or(|p| job_of(p, jobs) != job);
         if changed {
             if let Some(p) = previous {
                 if p.merged_model_hash.is_none() {
@@ -146,7 +160,7 @@ pub fn check_jobs(
                         ),
                     ));
                 }
-                let ended = p.announcement.announcement.job;
+                let ended = job_of(p, jobs);
                 if let Some(ended_status) = jobs.get(&ended) {
                     let n = evaluated.get(&ended).copied().unwrap_or(0);
                     if !may_end(ended_status, p, n) {
@@ -160,7 +174,7 @@ pub fn check_jobs(
                     }
                 }
             }
-            let expected = match last_of_job.get(&a.job) {
+            let expected = match last_of_job.get(&job) {
                 Some(last) => last.merged_model_hash.or(last.next_model_hash),
                 None => Some(first_model(status).map_err(|why| fail(record, why))?),
             };
@@ -188,10 +202,10 @@ pub fn check_jobs(
             }
         }
         if record.next_model_hash.is_some() {
-            *evaluated.entry(a.job).or_default() += 1;
+            *evaluated.entry(job).or_default() += 1;
         }
         if matches!(record.outcome, Some(CycleOutcome::Produced { .. })) {
-            let blocks = produced.entry(a.job).or_default();
+            let blocks = produced.entry(job).or_default();
             *blocks += 1;
             if let Some(rule) = status.terms.stop {
                 if *blocks > rule.cycles {
@@ -205,7 +219,7 @@ pub fn check_jobs(
                 }
             }
         }
-        last_of_job.insert(a.job, record);
+        last_of_job.insert(job, record);
         previous = Some(record);
     }
     Ok(changes)

@@ -232,6 +232,23 @@ pub fn remeasure(
             format!("the merge recomputes to model {merged}, the record says {recorded:?} (merged with other weights)"),
         ));
     }
+    // The merge's loss on the batch: what a job's loss target is judged on.
+    if let Some(quality) = record.next_quality {
+        let loss = learning::evaluate(&evaluated.next_model, &held_out)
+            .map_err(|e| fail(record, format!("evaluating the merge: {e}")))?
+            .loss;
+        let units =
+            consensus::score::loss_reduction_units(f64::from(loss), 0.0).unwrap_or(i64::MAX);
+        if units != quality.held_out_loss_units {
+            return Err(fail(
+                record,
+                format!(
+                    "the merge's held-out loss recomputes to {units} units, the record says {} (a misreported quality)",
+                    quality.held_out_loss_units
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -243,7 +243,7 @@ fn a_job_dropped_before_its_rule_is_caught_unless_its_owner_signed_a_cancel() {
     job.cancel_signature = Some(CompactSignature::sign(
         &secp,
         &key(50),
-        &job_cancel_signing_hash(&id),
+        &job_cancel_signing_hash(&chain.coordinator.public_key(&chain.secp), &id),
     ));
     check_jobs(&s.records, &s.jobs).unwrap();
     // A cancel signed by anyone else is no cancel.
@@ -251,7 +251,15 @@ fn a_job_dropped_before_its_rule_is_caught_unless_its_owner_signed_a_cancel() {
     job.cancel_signature = Some(CompactSignature::sign(
         &secp,
         &key(51),
-        &job_cancel_signing_hash(&id),
+        &job_cancel_signing_hash(&chain.coordinator.public_key(&chain.secp), &id),
+    ));
+    refused(&s, "the job was dropped");
+    // A cancel the owner signed for another coordinator is no cancel here.
+    let job = s.jobs.get_mut(&id).unwrap();
+    job.cancel_signature = Some(CompactSignature::sign(
+        &secp,
+        &key(50),
+        &job_cancel_signing_hash(&key(99).public_key(&secp), &id),
     ));
     refused(&s, "the job was dropped");
     // With its loss target reached at that cycle it may end too.

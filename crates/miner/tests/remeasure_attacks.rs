@@ -132,7 +132,11 @@ fn honest_cycle() -> Honest {
         merged_model_hash: None,
         held_out: Some(batch.reveal),
         record_hash: None,
-        next_quality: None,
+        next_quality: Some(
+            work.quality(&evaluated.next_model, &batch.samples)
+                .unwrap()
+                .report(),
+        ),
         slashes: Vec::new(),
         admission: None,
         verification: coordinator::verifier_api::VerificationRecord {
@@ -180,6 +184,34 @@ fn a_misreported_loss_is_caught() {
     record.submissions[0].loss_reduction += 1;
     let why = reason(&h, &republished(record), &[]);
     assert!(why.contains("misreported measurement"), "{why}");
+}
+
+#[test]
+fn a_misreported_quality_of_the_merge_is_caught() {
+    // A job's loss target is judged on the merge's loss: a coordinator ending a job early by
+    // reporting a lower one is caught.
+    let h = honest_cycle();
+    let mut record = h.record.clone();
+    if let Some(q) = record.next_quality.as_mut() {
+        q.held_out_loss_units -= 1;
+    }
+    let why = reason(&h, &republished(record), &[]);
+    assert!(why.contains("misreported quality"), "{why}");
+}
+
+#[test]
+fn at_a_jobs_end_the_merge_is_checked_against_the_recorded_merge() {
+    // The next model is the next job's; the merge recorded as the job's result must be the
+    // one the published data gives.
+    let h = honest_cycle();
+    let mut record = h.record.clone();
+    let merge = record.next_model_hash;
+    record.merged_model_hash = merge;
+    record.next_model_hash = Some(Hash256([0x4e; 32]));
+    remeasure(&h.spec, &republished(record.clone()), &[], &h.published).unwrap();
+    record.merged_model_hash = Some(Hash256([0x4f; 32]));
+    let why = reason(&h, &republished(record), &[]);
+    assert!(why.contains("merged with other weights"), "{why}");
 }
 
 #[test]
