@@ -123,26 +123,31 @@ pub fn own_terms(setup: &WorkSetup) -> JobTerms {
     }
 }
 
+/// A job's status before its first cycle.
+fn fresh_status(id: Hash256, terms: JobTerms, state: JobState, now_ms: u64) -> JobStatus {
+    JobStatus {
+        id,
+        terms,
+        state,
+        submitted_at_ms: now_ms,
+        cycles_run: 0,
+        first_cycle: None,
+        last_cycle: None,
+        model_hash: None,
+        held_out_loss: None,
+        test_accuracy: None,
+        ended: None,
+        cancel_requested: false,
+        cancel_signature: None,
+    }
+}
+
 /// The stored entry of the coordinator's own workload, before its first cycle.
 pub(crate) fn own_job(setup: &WorkSetup, now_ms: u64) -> StoredJob {
     let terms = own_terms(setup);
     StoredJob {
         seq: 0,
-        status: JobStatus {
-            id: terms.id(),
-            terms,
-            state: JobState::Running,
-            submitted_at_ms: now_ms,
-            cycles_run: 0,
-            first_cycle: None,
-            last_cycle: None,
-            model_hash: None,
-            held_out_loss: None,
-            test_accuracy: None,
-            ended: None,
-            cancel_requested: false,
-            cancel_signature: None,
-        },
+        status: fresh_status(terms.id(), terms, JobState::Running, now_ms),
         setup: setup.clone(),
         request_hash: Hash256::ZERO,
         lineage: Vec::new(),
@@ -469,21 +474,7 @@ impl Coordinator {
         }
         let stored = StoredJob {
             seq: jobs.iter().map(|j| j.seq).max().unwrap_or(0) + 1,
-            status: JobStatus {
-                id,
-                terms,
-                state: JobState::Queued,
-                submitted_at_ms: now_ms,
-                cycles_run: 0,
-                first_cycle: None,
-                last_cycle: None,
-                model_hash: None,
-                held_out_loss: None,
-                test_accuracy: None,
-                ended: None,
-                cancel_requested: false,
-                cancel_signature: None,
-            },
+            status: fresh_status(id, terms, JobState::Queued, now_ms),
             setup,
             request_hash,
             lineage: Vec::new(),
