@@ -160,7 +160,8 @@ pub(crate) struct CnnBuffers {
     act: [Vec<f32>; 2],
     /// Pooled, `[n·(h/2)·(w/2), c_out]`; the second is the linear layer's input.
     pooled: [Vec<f32>; 2],
-    /// Index into `act` of each pooled value's maximum.
+    /// Where in its 2x2 window each pooled value's maximum is (0 to 3, row by row); as
+    /// wide as a value, so the backward pass's select vectorises.
     argmax: [Vec<u32>; 2],
     logits: Vec<f32>,
 }
@@ -197,7 +198,11 @@ fn im2col(s: Stage, input: &[f32], rows: usize, patches: &mut [f32]) {
                         for kw in 0..s.k {
                             let dst = &mut patch[(kh * s.k + kw) * s.c_in..][..s.c_in];
                             let (yy, xx) = ((y + kh).wrapping_sub(pad), (x + kw).wrapping_sub(pad));
-                            if yy < s.h && xx < s.w {
+                            let inside = yy < s.h && xx < s.w;
+                            if s.c_in == 1 {
+                                // One value: a slice copy would be a memmove call per value.
+                                dst[0] = if inside { img[yy * s.w + xx] } else { 0.0 };
+                            } else if inside {
                                 dst.copy_from_slice(&img[(yy * s.w + xx) * s.c_in..][..s.c_in]);
                             } else {
                                 dst.fill(0.0);
@@ -252,53 +257,85 @@ fn bias_relu(act: &mut [f32], bias: &[f32]) {
 }
 
 /// 2x2 max pooling of `rows` images `[h, w, c]`; the first maximum in (0,0), (0,1), (1,0),
-/// (1,1) order wins, and its index into `act` is kept for the backward pass.
+/// (1,1) order wins, and its position in the window (0 to 3, in that order) is kept for the
+/// backward pass. Channels-last, so the four window rows are contiguous runs of `c` values
+/// compared lane by lane.
 fn pool(s: Stage, act: &[f32], rows: usize, pooled: &mut [f32], argmax: &mut [u32]) {
     let c = s.c_out;
     let (image, out) = (s.pixels() * c, s.pooled() * c);
     pooled[..rows * out]
         .par_chunks_mut(out)
         .zip(argmax[..rows * out].par_chunks_mut(out))
-        .enumerate()
-        .for_each(|(n, (dst, arg))| {
-            let base = n * image;
+        .zip(act[..rows * image].par_chunks(image))
+        .for_each(|((dst, arg), img)| {
             for y in 0..s.h / 2 {
                 for x in 0..s.w / 2 {
-                    for ch in 0..c {
-                        let at = |dy: usize, dx: usize| {
-                            base + ((2 * y + dy) * s.w + 2 * x + dx) * c + ch
-                        };
-                        let mut best = at(0, 0);
-                        for index in [at(0, 1), at(1, 0), at(1, 1)] {
-                            if act[index] > act[best] {
-                                best = index;
-                            }
+                    let at =
+                        |dy: usize, dx: usize| &img[((2 * y + dy) * s.w + 2 * x + dx) * c..][..c];
+                    let o = (y * (s.w / 2) + x) * c;
+                    let window = at(0, 0).iter().zip(at(0, 1)).zip(at(1, 0)).zip(at(1, 1));
+                    for ((((a, b), d), e), (value, code)) in
+                        window.zip(dst[o..o + c].iter_mut().zip(&mut arg[o..o + c]))
+                    {
+                        let (mut best, mut at) = (*a, 0u32);
+                        if *b > best {
+                            (best, at) = (*b, 1);
                         }
-                        let o = (y * (s.w / 2) + x) * c + ch;
-                        dst[o] = act[best];
-                        arg[o] = best as u32;
+                        if *d > best {
+                            (best, at) = (*d, 2);
+                        }
+                        if *e > best {
+                            (best, at) = (*e, 3);
+                        }
+                        *value = best;
+                        *code = at;
                     }
                 }
             }
         });
 }
 
-/// Gradient of [`pool`] then of ReLU: each pooled gradient goes to its maximum (windows do
-/// not overlap), masked where the activation was clipped to zero.
+/// Gradient of [`pool`] then of ReLU: each pooled gradient goes to its window's maximum
+/// (windows do not overlap), masked where that maximum (the pooled value) was clipped to
+/// zero; every other activation gets `+0.0`. One sample per task, each value written once;
+/// only copies, so the split cannot change a bit.
 fn unpool_relu(
     s: Stage,
     dpooled: &[f32],
     argmax: &[u32],
-    act: &[f32],
+    pooled: &[f32],
     rows: usize,
     dact: &mut [f32],
 ) {
-    let dact = &mut dact[..rows * s.pixels() * s.c_out];
-    dact.fill(0.0);
-    for (g, &index) in dpooled[..rows * s.pooled() * s.c_out].iter().zip(argmax) {
-        let index = index as usize;
-        if act[index] > 0.0 {
-            dact[index] = *g;
+    let c = s.c_out;
+    let (image, out) = (s.pixels() * c, s.pooled() * c);
+    // Images are divisible by 4 (`ModelSpec::validate`), so the windows tile every stage
+    // and every activation is written.
+    debug_assert!(s.h.is_multiple_of(2) && s.w.is_multiple_of(2));
+    dact[..rows * image]
+        .par_chunks_mut(image)
+        .zip(dpooled[..rows * out].par_chunks(out))
+        .zip(argmax[..rows * out].par_chunks(out))
+        .zip(pooled[..rows * out].par_chunks(out))
+        .for_each(|(((dst, grads), arg), values)| unpool_relu_image(s, grads, arg, values, dst));
+}
+
+/// [`unpool_relu`] of one image.
+fn unpool_relu_image(s: Stage, grads: &[f32], arg: &[u32], values: &[f32], dst: &mut [f32]) {
+    let c = s.c_out;
+    for y in 0..s.h / 2 {
+        for x in 0..s.w / 2 {
+            let o = (y * (s.w / 2) + x) * c;
+            let (grads, arg, values) = (&grads[o..o + c], &arg[o..o + c], &values[o..o + c]);
+            for (position, (dy, dx)) in [(0u32, (0, 0)), (1, (0, 1)), (2, (1, 0)), (3, (1, 1))] {
+                let row = &mut dst[((2 * y + dy) * s.w + 2 * x + dx) * c..][..c];
+                for (((d, g), code), value) in row.iter_mut().zip(grads).zip(arg).zip(values) {
+                    // A select by bit mask (`g` or `+0.0`, exactly): LLVM turns the
+                    // `if` form into a branch per value, this into vector ands.
+                    let routed = (*code == position) & (*value > 0.0);
+                    *d = f32::from_bits(g.to_bits() & u32::from(routed).wrapping_neg());
+                }
+            }
         }
     }
 }
@@ -544,7 +581,7 @@ impl<'a> CnnStepper<'a> {
                 s,
                 &self.dpooled[i],
                 &self.buffers.argmax[i],
-                &self.buffers.act[i],
+                &self.buffers.pooled[i],
                 b,
                 &mut self.dact,
             );

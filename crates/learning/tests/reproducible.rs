@@ -59,6 +59,10 @@ fn kernel_equals_the_mul_add_loop_bit_for_bit_at_every_level_and_thread_count() 
         (7, 13, 5),
         (9, 17, 33),
         (65, 3, 70),
+        // A first convolution (16 channels, 3x3 patches): AVX-512's narrow 16-wide tiles,
+        // a last row tile of 5; and a weight gradient 9 wide over a long inner dimension.
+        (37, 9, 16),
+        (16, 300, 9),
         (64, 784, 256),
         (3, 2 * K_BLOCK + 5, 19),
     ];

@@ -601,8 +601,16 @@ fn devnet_runs_a_posted_job_between_its_own_cycles_and_the_audit_checks_the_line
     );
     assert!(path.with_extension("json").exists());
     assert!(stdout.contains("audit: passed"), "{stdout}");
+    // One change into the job after cycle 0, and one back to the coordinator's workload when
+    // the job ended before the run's last cycle (3); a job cycle without a block is run again,
+    // so the job may still be running its last cycle when the run stops.
+    let changes = if posted["last_cycle"].as_u64().unwrap() < 3 {
+        2
+    } else {
+        1
+    };
     assert!(
-        stdout.contains("2 jobs and 2 job changes checked"),
+        stdout.contains(&format!("2 jobs and {changes} job changes checked")),
         "{stdout}"
     );
     assert!(

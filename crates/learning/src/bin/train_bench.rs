@@ -2,7 +2,7 @@
 //! evaluation relative to a training task.
 //!
 //! `cargo run --release -p learning --bin train-bench -- [--threads N] [--repeats R] [--secs S]
-//! [--levels best|all] [--format table|csv]`
+//! [--levels best|all] [--models mlp|cnn|all] [--format table|csv]`
 //!
 //! MLPs run twice per repeat, interleaved: on the reproducible kernel at the best SIMD level
 //! (`--levels all`: at every level this CPU offers) and on the `gemm` crate (candle's
@@ -34,6 +34,9 @@ struct Options {
     /// Print only `model,batch,kernel,samples_per_s,flops_per_sample` lines (for
     /// `scripts/speed-vs-torch`), and skip the evaluation-cost line.
     csv: bool,
+    /// Which models to run (`--models mlp|cnn|all`): one alone, e.g. to profile it.
+    mlp: bool,
+    cnn: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -43,6 +46,8 @@ fn parse_options() -> Result<Options, String> {
         secs: 0.5,
         all_levels: false,
         csv: false,
+        mlp: true,
+        cnn: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -59,6 +64,14 @@ fn parse_options() -> Result<Options, String> {
                     _ => return Err(bad()),
                 }
             }
+            "--models" => {
+                (options.mlp, options.cnn) = match value.as_str() {
+                    "mlp" => (true, false),
+                    "cnn" => (false, true),
+                    "all" => (true, true),
+                    _ => return Err(bad()),
+                }
+            }
             "--levels" => {
                 options.all_levels = match value.as_str() {
                     "best" => false,
@@ -68,7 +81,7 @@ fn parse_options() -> Result<Options, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown flag {flag}; use --threads, --repeats, --secs, --levels, --format"
+                    "unknown flag {flag}; use --threads, --repeats, --secs, --levels, --models, --format"
                 ))
             }
         }
@@ -146,12 +159,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut cases = Vec::new();
     for batch in [64, 256] {
         for &kernel in &kernels {
-            cases.push(("MLP 784-256-128-10", &mlp, batch, kernel));
+            if options.mlp {
+                cases.push(("MLP 784-256-128-10", &mlp, batch, kernel));
+            }
         }
     }
     for batch in [64, 256] {
         for &kernel in &kernels {
-            cases.push(("CNN conv16-conv32-linear", &cnn, batch, kernel));
+            if options.cnn {
+                cases.push(("CNN conv16-conv32-linear", &cnn, batch, kernel));
+            }
         }
     }
     let mut cases: Vec<Case> = cases

@@ -77,3 +77,81 @@ unsafe fn tile<const R: usize>(
         _mm512_storeu_ps(row.add(16), hi[r]);
     }
 }
+
+/// AVX-512F for products at most 16 columns wide (a CNN's first convolution has 16 output
+/// channels): 16 x 16 register tiles, one zmm per row, so no half-empty 32-wide panel is
+/// multiplied and every tile is stored in place. The same FMA chain per element as
+/// [`Avx512`], so the same bits.
+pub(super) struct Avx512Narrow;
+
+impl Level for Avx512Narrow {
+    const MR: usize = 16;
+    const NR: usize = 16;
+
+    unsafe fn tile(
+        rows: usize,
+        k: usize,
+        a: Operand,
+        b: *const f32,
+        c: *mut f32,
+        rs_c: usize,
+        load: bool,
+    ) {
+        match rows {
+            1 => narrow::<1>(k, a, b, c, rs_c, load),
+            2 => narrow::<2>(k, a, b, c, rs_c, load),
+            3 => narrow::<3>(k, a, b, c, rs_c, load),
+            4 => narrow::<4>(k, a, b, c, rs_c, load),
+            5 => narrow::<5>(k, a, b, c, rs_c, load),
+            6 => narrow::<6>(k, a, b, c, rs_c, load),
+            7 => narrow::<7>(k, a, b, c, rs_c, load),
+            8 => narrow::<8>(k, a, b, c, rs_c, load),
+            9 => narrow::<9>(k, a, b, c, rs_c, load),
+            10 => narrow::<10>(k, a, b, c, rs_c, load),
+            11 => narrow::<11>(k, a, b, c, rs_c, load),
+            12 => narrow::<12>(k, a, b, c, rs_c, load),
+            13 => narrow::<13>(k, a, b, c, rs_c, load),
+            14 => narrow::<14>(k, a, b, c, rs_c, load),
+            15 => narrow::<15>(k, a, b, c, rs_c, load),
+            16 => narrow::<16>(k, a, b, c, rs_c, load),
+            _ => unreachable!("a narrow tile has 1..=16 rows"),
+        }
+    }
+}
+
+/// # Safety
+/// As [`Level::tile`] with `NR = 16`, and `rows == R`.
+#[target_feature(enable = "avx512f")]
+unsafe fn narrow<const R: usize>(
+    k: usize,
+    a: Operand,
+    b: *const f32,
+    c: *mut f32,
+    rs_c: usize,
+    load: bool,
+) {
+    let mut acc = [_mm512_setzero_ps(); R];
+    if load {
+        for (r, value) in acc.iter_mut().enumerate() {
+            *value = _mm512_loadu_ps(c.add(r * rs_c));
+        }
+    }
+    let mut rows = [a.ptr; R];
+    for (r, row) in rows.iter_mut().enumerate() {
+        *row = a.ptr.offset(r as isize * a.rs);
+    }
+    let mut panel = b;
+    let mut offset = 0isize;
+    for _ in 0..k {
+        let b0 = _mm512_loadu_ps(panel);
+        for r in 0..R {
+            let x = _mm512_set1_ps(*rows[r].offset(offset));
+            acc[r] = _mm512_fmadd_ps(x, b0, acc[r]);
+        }
+        panel = panel.add(16);
+        offset += a.cs;
+    }
+    for (r, value) in acc.iter().enumerate() {
+        _mm512_storeu_ps(c.add(r * rs_c), *value);
+    }
+}

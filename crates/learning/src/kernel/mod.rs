@@ -61,7 +61,8 @@ pub enum SimdLevel {
     Scalar,
     /// x86-64 AVX2 with FMA (256-bit vectors, 6 x 16 register tiles).
     Avx2,
-    /// x86-64 AVX-512F (512-bit vectors, 8 x 32 register tiles).
+    /// x86-64 AVX-512F (512-bit vectors, 8 x 32 register tiles; 16 x 16 for products at
+    /// most 16 columns wide).
     Avx512,
 }
 
@@ -519,6 +520,10 @@ unsafe fn reproducible(
                 run_tasks::<avx2::Avx2>(m, n, len, a_pass, b_pass, c, pass_accumulate)
             }
             #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 if n <= avx512::Avx512Narrow::NR => {
+                run_tasks::<avx512::Avx512Narrow>(m, n, len, a_pass, b_pass, c, pass_accumulate)
+            }
+            #[cfg(target_arch = "x86_64")]
             SimdLevel::Avx512 => {
                 run_tasks::<avx512::Avx512>(m, n, len, a_pass, b_pass, c, pass_accumulate)
             }
@@ -609,6 +614,7 @@ unsafe fn panel_task<L: Level>(
         pack_panel(k, b.offset(0, j0), width, nr, packed);
         let load = accumulate == Accumulate::Add;
         let direct = c.cs == 1 && width == nr;
+        // The largest register tile: 8 x 32 (AVX-512) or 16 x 16 (its narrow variant).
         let mut scratch = [0f32; 8 * 32];
         debug_assert!(mr * nr <= scratch.len());
         for tile in first_tile..first_tile + tiles {
