@@ -1,7 +1,7 @@
 //! The useful work of trainchain: real models trained on real data shards, scored,
-//! merged and exported. Built on candle (CPU by default, CUDA behind the `cuda`
-//! feature). This crate knows nothing about blocks or networks; the coordinator and the
-//! miner call it.
+//! merged and exported. Built on candle and a reproducible matrix kernel of its own; the
+//! chain's work runs on the CPU ([`ComputeDevice`] says why a GPU is refused). This crate
+//! knows nothing about blocks or networks; the coordinator and the miner call it.
 //!
 //! A cycle, from the coordinator's side:
 //! 1. [`Dataset::load`] a [`DatasetSource`], [`Dataset::split`] it with a fixed seed,
@@ -26,6 +26,7 @@ mod autograd;
 mod checkpoint;
 mod choice;
 mod dataset;
+mod device;
 mod error;
 mod eval;
 mod export;
@@ -49,6 +50,7 @@ pub use dataset::{
     ImageShape, Split, SplitFractions, CLASSES_MAX, DATASET_FILE_BYTES_MAX, TEXT_CONTEXT,
     TEXT_VOCAB,
 };
+pub use device::{ComputeDevice, DeviceError};
 pub use error::{LearningError, Result};
 pub use eval::{
     evaluate, evaluate_with_kernel, loss_with_segment, Eval, EVAL_BATCH, EVAL_BATCH_TRANSFORMER,

@@ -70,6 +70,10 @@ pub struct Args {
     /// Hidden layer widths of the MLP, comma-separated (the same as `--model mlp:W1,...`).
     #[arg(long, default_value = "32", value_delimiter = ',')]
     pub hidden: Vec<usize>,
+    /// Where replays and evaluation run: `cpu` (the reproducible kernel), or `cuda[:N]`,
+    /// which is refused: a GPU's losses and replays do not match other machines' bit for bit.
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N]")]
+    pub device: learning::ComputeDevice,
     /// Take training jobs (`trainchain job submit`) from this owner key (hex public key;
     /// repeat for more). Without it or --open-jobs no job is taken: a job nobody can improve
     /// makes no blocks while it runs, so only trusted owners should post.
@@ -81,6 +85,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // Before anything is read or started: a device that cannot run the chain's work.
+    args.device.check_for_chain_work()?;
     let params = params::load(args.params.as_deref(), &args.data_dir)?;
     let key_path = args
         .key

@@ -38,6 +38,10 @@ pub struct Args {
     /// Training threads (default: every core of this machine).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Where training runs: `cpu` (the reproducible kernel), or `cuda[:N]`, which is refused:
+    /// a GPU's results do not replay bit for bit, so every replay check would fail.
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N]")]
+    pub device: learning::ComputeDevice,
     /// Append one JSON line per cycle (receipt, certificates, block, CPU accounting) here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -61,6 +65,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // Before anything is read or started: a device that cannot run the chain's work.
+    args.device.check_for_chain_work()?;
     let key = wallet::key_file::load(&args.key)
         .with_context(|| format!("loading miner key {}", args.key.display()))?;
     let threads = args.threads.unwrap_or_else(|| {
