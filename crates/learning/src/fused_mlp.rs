@@ -13,6 +13,8 @@
 //! is sequential scalar code in a fixed order (Rust never contracts `a * b + c` into an
 //! FMA), so the bits depend only on the inputs.
 
+use rayon::prelude::*;
+
 use crate::error::Result;
 use crate::kernel::{matmul, Accumulate, Kernel, MatRef};
 use crate::model::{Model, ModelSpec};
@@ -240,27 +242,36 @@ pub(crate) fn softmax_cross_entropy(
 ) -> f32 {
     let batch = labels.len();
     let scale = 1.0 / batch as f32;
-    let mut total = 0f64;
-    for ((row, grad), &label) in logits
-        .chunks_exact(classes)
-        .zip(grad.chunks_exact_mut(classes))
-        .zip(labels)
-    {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for (g, &z) in grad.iter_mut().zip(row) {
-            *g = (z - max).exp();
-            sum += *g;
-        }
-        total += f64::from(sum.ln() + max - row[label as usize]);
-        let inv = scale / sum;
-        for g in grad.iter_mut() {
-            *g *= inv;
-        }
-        grad[label as usize] -= scale;
-    }
+    // Rows in parallel (each row's softmax by one task), the loss terms then added in row
+    // order: the same bits at any thread count.
+    let terms: Vec<f64> = logits[..batch * classes]
+        .par_chunks_exact(classes)
+        .zip(grad[..batch * classes].par_chunks_exact_mut(classes))
+        .zip(labels.par_iter())
+        .with_min_len(CROSS_ENTROPY_ROWS_PER_TASK)
+        .map(|((row, grad), &label)| {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for (g, &z) in grad.iter_mut().zip(row) {
+                *g = (z - max).exp();
+                sum += *g;
+            }
+            let term = f64::from(sum.ln() + max - row[label as usize]);
+            let inv = scale / sum;
+            for g in grad.iter_mut() {
+                *g *= inv;
+            }
+            grad[label as usize] -= scale;
+            term
+        })
+        .collect();
+    let total = terms.iter().fold(0f64, |acc, term| acc + term);
     (total / batch as f64) as f32
 }
+
+/// Rows of logits one task of [`softmax_cross_entropy`] takes at least: an MLP batch stays
+/// one task, a language model's thousands of positions are split.
+const CROSS_ENTROPY_ROWS_PER_TASK: usize = 128;
 
 /// The update rule of a run.
 #[derive(Clone, Copy)]

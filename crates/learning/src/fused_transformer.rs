@@ -4,9 +4,10 @@
 //! Every large product (qkv, attention output projection, MLP, output layer, and their
 //! weight and input gradients) runs on [`crate::kernel`], so its bits do not depend on the
 //! SIMD level or the thread count. Attention and LayerNorm are plain scalar loops in a fixed
-//! order (Rust never contracts `a * b + c` into an FMA), run in parallel over samples only:
-//! every value is computed by one task from start to end, so the thread count cannot change
-//! it. Per-parameter gradients are reduced over rows in row order, sequentially.
+//! order (Rust never contracts `a * b + c` into an FMA), run in parallel over samples or
+//! rows: every value is computed by one task from start to end, so the thread count cannot
+//! change it. Per-parameter gradients are reduced over rows in row order, in parallel over
+//! the parameter's columns (or an embedding's rows): each element by one task, in order.
 //!
 //! A batch of `n` samples is `rows = n * seq` positions, sample-major; activations are
 //! `[rows, width]` row-major. The qkv row of a position is `[q | k | v]`, each `dim` wide,
@@ -209,22 +210,29 @@ fn layer_norm(
     y: &mut [f32],
 ) {
     let d = weight.len();
-    for (((x, xhat), rstd), y) in x
-        .chunks_exact(d)
-        .zip(xhat.chunks_exact_mut(d))
-        .zip(rstd.iter_mut())
-        .zip(y.chunks_exact_mut(d))
-    {
-        let mean = x.iter().fold(0f32, |acc, v| acc + v) / d as f32;
-        let var = x.iter().fold(0f32, |acc, v| acc + (v - mean) * (v - mean)) / d as f32;
-        let r = 1.0 / (var + LAYER_NORM_EPS).sqrt();
-        *rstd = r;
-        for ((((h, y), x), w), b) in xhat.iter_mut().zip(y).zip(x).zip(weight).zip(bias) {
-            *h = (x - mean) * r;
-            *y = *h * w + b;
-        }
-    }
+    x.par_chunks_exact(d)
+        .zip(xhat.par_chunks_exact_mut(d))
+        .zip(rstd.par_iter_mut())
+        .zip(y.par_chunks_exact_mut(d))
+        .with_min_len(ROWS_PER_TASK)
+        .for_each(|(((x, xhat), rstd), y)| {
+            let mean = x.iter().fold(0f32, |acc, v| acc + v) / d as f32;
+            let var = x.iter().fold(0f32, |acc, v| acc + (v - mean) * (v - mean)) / d as f32;
+            let r = 1.0 / (var + LAYER_NORM_EPS).sqrt();
+            *rstd = r;
+            for ((((h, y), x), w), b) in xhat.iter_mut().zip(y).zip(x).zip(weight).zip(bias) {
+                *h = (x - mean) * r;
+                *y = *h * w + b;
+            }
+        });
 }
+
+/// Rows one task of a row-wise pass (LayerNorm and its input gradient) takes at least.
+const ROWS_PER_TASK: usize = 64;
+
+/// Columns one task of a reduction over rows (a gain, bias or embedding gradient) owns: it
+/// sums them over every row in row order, so splitting by columns cannot change a bit.
+const COLUMNS_PER_TASK: usize = 16;
 
 /// Backward of [`layer_norm`] for the output gradient `dy`: adds the input gradient to `dx`
 /// when given, and sets the gain and bias gradients when given (summed over rows in order).
@@ -233,39 +241,49 @@ fn layer_norm_backward(
     xhat: &[f32],
     rstd: &[f32],
     weight: &[f32],
-    mut dx: Option<&mut [f32]>,
-    mut grads: Option<(&mut Vec<f32>, &mut Vec<f32>)>,
+    dx: Option<&mut [f32]>,
+    grads: Option<(&mut Vec<f32>, &mut Vec<f32>)>,
 ) {
     let d = weight.len();
-    if let Some((dw, db)) = grads.as_mut() {
-        dw.fill(0.0);
-        db.fill(0.0);
+    if let Some((dw, db)) = grads {
+        dw.par_chunks_mut(COLUMNS_PER_TASK)
+            .zip(db.par_chunks_mut(COLUMNS_PER_TASK))
+            .enumerate()
+            .for_each(|(task, (dw, db))| {
+                let start = task * COLUMNS_PER_TASK;
+                dw.fill(0.0);
+                db.fill(0.0);
+                for (dy, xhat) in dy.chunks_exact(d).zip(xhat.chunks_exact(d)) {
+                    for (((gw, gb), g), h) in dw
+                        .iter_mut()
+                        .zip(db.iter_mut())
+                        .zip(&dy[start..])
+                        .zip(&xhat[start..])
+                    {
+                        *gw += g * h;
+                        *gb += g;
+                    }
+                }
+            });
     }
-    for (row, ((dy, xhat), rstd)) in dy
-        .chunks_exact(d)
-        .zip(xhat.chunks_exact(d))
-        .zip(rstd)
-        .enumerate()
-    {
-        if let Some((dw, db)) = grads.as_mut() {
-            for (((gw, gb), g), h) in dw.iter_mut().zip(db.iter_mut()).zip(dy).zip(xhat) {
-                *gw += g * h;
-                *gb += g;
-            }
-        }
-        if let Some(dx) = dx.as_mut() {
-            let (mut sum, mut sum_xhat) = (0f32, 0f32);
-            for ((g, w), h) in dy.iter().zip(weight).zip(xhat) {
-                let gw = g * w;
-                sum += gw;
-                sum_xhat += gw * h;
-            }
-            let (mean, mean_xhat) = (sum / d as f32, sum_xhat / d as f32);
-            let dx = &mut dx[row * d..(row + 1) * d];
-            for (((out, g), w), h) in dx.iter_mut().zip(dy).zip(weight).zip(xhat) {
-                *out += rstd * (g * w - mean - h * mean_xhat);
-            }
-        }
+    if let Some(dx) = dx {
+        dx.par_chunks_exact_mut(d)
+            .zip(dy.par_chunks_exact(d))
+            .zip(xhat.par_chunks_exact(d))
+            .zip(rstd.par_iter())
+            .with_min_len(ROWS_PER_TASK)
+            .for_each(|(((dx, dy), xhat), rstd)| {
+                let (mut sum, mut sum_xhat) = (0f32, 0f32);
+                for ((g, w), h) in dy.iter().zip(weight).zip(xhat) {
+                    let gw = g * w;
+                    sum += gw;
+                    sum_xhat += gw * h;
+                }
+                let (mean, mean_xhat) = (sum / d as f32, sum_xhat / d as f32);
+                for (((out, g), w), h) in dx.iter_mut().zip(dy).zip(weight).zip(xhat) {
+                    *out += rstd * (g * w - mean - h * mean_xhat);
+                }
+            });
     }
 }
 
@@ -285,26 +303,35 @@ fn attention_forward(
         .par_chunks_mut(seq * d)
         .zip(probs[..n * heads * seq * seq].par_chunks_mut(heads * seq * seq))
         .enumerate()
-        .for_each(|(b, (out, probs))| {
+        .for_each_init(Vec::new, |keys, (b, (out, probs))| {
             let qkv = &qkv[b * seq * 3 * d..(b + 1) * seq * 3 * d];
             for h in 0..heads {
+                transpose_head(qkv, d, seq, hd, d + h * hd, keys);
                 let probs = &mut probs[h * seq * seq..(h + 1) * seq * seq];
                 for i in 0..seq {
                     let q = &qkv[i * 3 * d + h * hd..][..hd];
                     let row = &mut probs[i * seq..(i + 1) * seq];
+                    let scores = &mut row[..=i];
+                    // Each score is `sum over c of q[c] * k[j][c]` from +0.0 in ascending c,
+                    // as a dot product would sum it; computed for every key at once against
+                    // the transposed keys, so the loop over keys vectorises.
+                    scores.fill(0.0);
+                    for (c, &qc) in q.iter().enumerate() {
+                        for (score, &k) in scores.iter_mut().zip(&keys[c * seq..][..=i]) {
+                            *score += qc * k;
+                        }
+                    }
                     let mut max = f32::NEG_INFINITY;
-                    for (j, p) in row[..=i].iter_mut().enumerate() {
-                        let k = &qkv[j * 3 * d + d + h * hd..][..hd];
-                        let score = q.iter().zip(k).fold(0f32, |acc, (a, b)| acc + a * b) * scale;
-                        *p = score;
-                        max = max.max(score);
+                    for score in scores.iter_mut() {
+                        *score *= scale;
+                        max = max.max(*score);
                     }
                     let mut sum = 0f32;
-                    for p in &mut row[..=i] {
+                    for p in scores.iter_mut() {
                         *p = (*p - max).exp();
                         sum += *p;
                     }
-                    for p in &mut row[..=i] {
+                    for p in scores.iter_mut() {
                         *p /= sum;
                     }
                     row[i + 1..].fill(0.0);
@@ -319,6 +346,17 @@ fn attention_forward(
                 }
             }
         });
+}
+
+/// Columns `at..at + hd` of a sample's `seq` qkv rows (one head's keys or values), transposed
+/// into `out` as `[hd, seq]`.
+fn transpose_head(qkv: &[f32], d: usize, seq: usize, hd: usize, at: usize, out: &mut Vec<f32>) {
+    out.resize(hd * seq, 0.0);
+    for j in 0..seq {
+        for (c, &value) in qkv[j * 3 * d + at..][..hd].iter().enumerate() {
+            out[c * seq + j] = value;
+        }
+    }
 }
 
 /// Backward of [`attention_forward`]: from the output gradient `dout` `[rows, dim]`, the
@@ -341,35 +379,56 @@ fn attention_backward(
         .par_chunks_mut(seq * 3 * d)
         .zip(scratch[..n * seq].par_chunks_mut(seq))
         .enumerate()
-        .for_each(|(b, (dqkv, dp))| {
-            let qkv = &qkv[b * seq * 3 * d..(b + 1) * seq * 3 * d];
-            let dout = &dout[b * seq * d..(b + 1) * seq * d];
-            dqkv.fill(0.0);
-            for h in 0..heads {
-                let probs = &probs[(b * heads + h) * seq * seq..][..seq * seq];
-                for i in 0..seq {
-                    let p = &probs[i * seq..][..=i];
-                    let g = &dout[i * d + h * hd..][..hd];
-                    // dp[j] = g · v[j]; then the softmax backward needs sum_j p[j] dp[j].
-                    let mut weighted = 0f32;
-                    for (j, (dp, &p)) in dp[..=i].iter_mut().zip(p).enumerate() {
-                        let v = &qkv[j * 3 * d + 2 * d + h * hd..][..hd];
-                        *dp = g.iter().zip(v).fold(0f32, |acc, (a, b)| acc + a * b);
-                        weighted += p * *dp;
-                    }
-                    let q_at = i * 3 * d + h * hd;
-                    for (j, &p) in p.iter().enumerate() {
-                        let ds = p * (dp[j] - weighted) * scale;
-                        let (k_at, v_at) = (j * 3 * d + d + h * hd, j * 3 * d + 2 * d + h * hd);
-                        for c in 0..hd {
-                            dqkv[q_at + c] += ds * qkv[k_at + c];
-                            dqkv[k_at + c] += ds * qkv[q_at + c];
-                            dqkv[v_at + c] += p * g[c];
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(values, dq), (b, (dqkv, dp))| {
+                let qkv = &qkv[b * seq * 3 * d..(b + 1) * seq * 3 * d];
+                let dout = &dout[b * seq * d..(b + 1) * seq * d];
+                dqkv.fill(0.0);
+                dq.resize(hd, 0.0);
+                for h in 0..heads {
+                    transpose_head(qkv, d, seq, hd, 2 * d + h * hd, values);
+                    let probs = &probs[(b * heads + h) * seq * seq..][..seq * seq];
+                    for i in 0..seq {
+                        let p = &probs[i * seq..][..=i];
+                        let g = &dout[i * d + h * hd..][..hd];
+                        // dp[j] = g · v[j] (ascending c, every j at once against the
+                        // transposed values); then the softmax backward needs
+                        // sum_j p[j] dp[j].
+                        let dp = &mut dp[..=i];
+                        dp.fill(0.0);
+                        for (c, &gc) in g.iter().enumerate() {
+                            for (x, &v) in dp.iter_mut().zip(&values[c * seq..][..=i]) {
+                                *x += gc * v;
+                            }
                         }
+                        let weighted = p
+                            .iter()
+                            .zip(dp.iter())
+                            .fold(0f32, |acc, (p, dp)| acc + p * dp);
+                        let q = &qkv[i * 3 * d + h * hd..][..hd];
+                        // Row i's query gradient gets terms only here: summed locally from
+                        // +0.0 in ascending j, then stored.
+                        dq.fill(0.0);
+                        for (j, &p) in p.iter().enumerate() {
+                            let ds = p * (dp[j] - weighted) * scale;
+                            let k = &qkv[j * 3 * d + d + h * hd..][..hd];
+                            for (a, &k) in dq.iter_mut().zip(k) {
+                                *a += ds * k;
+                            }
+                            let (dk, dv) = dqkv[j * 3 * d + d..(j + 1) * 3 * d].split_at_mut(d);
+                            for (a, &qc) in dk[h * hd..][..hd].iter_mut().zip(q) {
+                                *a += ds * qc;
+                            }
+                            for (a, &gc) in dv[h * hd..][..hd].iter_mut().zip(g) {
+                                *a += p * gc;
+                            }
+                        }
+                        dqkv[i * 3 * d + h * hd..][..hd].copy_from_slice(dq);
                     }
                 }
-            }
-        });
+            },
+        );
 }
 
 /// The forward pass over `acts.tokens` (`acts.n` samples of `acts.seq` positions); leaves
@@ -749,18 +808,9 @@ impl<'a> TransformerStepper<'a> {
         }
         if trainable[TOK] {
             let (tok, pos) = pair_mut(grads, TOK);
-            tok.fill(0.0);
-            pos.fill(0.0);
-            for (r, (g, &token)) in d.stream.chunks_exact(dim).zip(&acts.tokens).enumerate() {
-                let t = &mut tok[token as usize * dim..][..dim];
-                for (t, g) in t.iter_mut().zip(g) {
-                    *t += g;
-                }
-                let p = &mut pos[(r % acts.seq) * dim..][..dim];
-                for (p, g) in p.iter_mut().zip(g) {
-                    *p += g;
-                }
-            }
+            let (tokens, seq) = (&acts.tokens, acts.seq);
+            scatter_rows(&d.stream, dim, |r| tokens[r] as usize, tok);
+            scatter_rows(&d.stream, dim, |r| r % seq, pos);
         }
     }
 }
@@ -805,14 +855,42 @@ fn input_grad(
     );
 }
 
-/// Bias gradient: the column sums of `dy`, row by row in order.
+/// Bias gradient: the column sums of `dy`, row by row in order (tasks own columns).
 fn column_sums(dy: &[f32], out: &mut [f32]) {
-    out.fill(0.0);
-    for row in dy.chunks_exact(out.len()) {
-        for (s, g) in out.iter_mut().zip(row) {
-            *s += g;
-        }
-    }
+    let width = out.len();
+    out.par_chunks_mut(COLUMNS_PER_TASK)
+        .enumerate()
+        .for_each(|(task, out)| {
+            let start = task * COLUMNS_PER_TASK;
+            out.fill(0.0);
+            for row in dy.chunks_exact(width) {
+                for (s, g) in out.iter_mut().zip(&row[start..]) {
+                    *s += g;
+                }
+            }
+        });
+}
+
+/// Embedding gradient: row `r` of `dy` added to row `index(r)` of `out` (`[_, dim]`), rows in
+/// ascending order; tasks own ranges of `out`'s rows, each scanning every `r`.
+fn scatter_rows(dy: &[f32], dim: usize, index: impl Fn(usize) -> usize + Sync, out: &mut [f32]) {
+    const OUT_ROWS_PER_TASK: usize = 16;
+    out.par_chunks_mut(OUT_ROWS_PER_TASK * dim)
+        .enumerate()
+        .for_each(|(task, out)| {
+            out.fill(0.0);
+            let first = task * OUT_ROWS_PER_TASK;
+            let owned = first..first + out.len() / dim;
+            for (r, g) in dy.chunks_exact(dim).enumerate() {
+                let target = index(r);
+                if owned.contains(&target) {
+                    let row = &mut out[(target - first) * dim..][..dim];
+                    for (t, g) in row.iter_mut().zip(g) {
+                        *t += g;
+                    }
+                }
+            }
+        });
 }
 
 /// As PyTorch's SGD: with momentum `v = momentum·v + g; w -= lr·v`, else `w -= lr·g`.
