@@ -168,6 +168,10 @@ impl<'a> Cursor<'a> {
 pub struct RunRecord {
     interval: u64,
     states: Vec<TrainState>,
+    /// The states' hashes (the transcript's leaves), computed once when first asked for:
+    /// the commitment and the challenge answer both need them, and each hashes every
+    /// checkpoint's weights and velocity.
+    leaves: std::sync::OnceLock<Vec<Hash256>>,
 }
 
 impl RunRecord {
@@ -176,6 +180,7 @@ impl RunRecord {
         RunRecord {
             interval: interval.max(1),
             states: Vec::new(),
+            leaves: std::sync::OnceLock::new(),
         }
     }
 
@@ -188,6 +193,7 @@ impl RunRecord {
     pub fn push(&mut self, state: TrainState) {
         debug_assert!(self.states.last().is_none_or(|s| s.step < state.step));
         self.states.push(state);
+        self.leaves = std::sync::OnceLock::new();
     }
 
     /// The states of a run that ends with `last`: every checkpoint before it, then `last`.
@@ -202,6 +208,7 @@ impl RunRecord {
         RunRecord {
             interval: self.interval,
             states,
+            leaves: std::sync::OnceLock::new(),
         }
     }
 
@@ -227,7 +234,10 @@ impl RunRecord {
 
     /// The transcript over the recorded states.
     pub fn transcript(&self) -> Transcript {
-        Transcript::new(self.states.iter().map(|s| Hash256(s.hash())).collect())
+        let leaves = self
+            .leaves
+            .get_or_init(|| self.states.iter().map(|s| Hash256(s.hash())).collect());
+        Transcript::new(leaves.clone())
     }
 
     /// The answer to a challenge of `intervals` (ascending).
@@ -250,5 +260,37 @@ impl RunRecord {
             first_path: tree.path(0),
             openings,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(step: u64) -> TrainState {
+        TrainState {
+            step,
+            weights: vec![vec![step as f32, 1.0]],
+            velocity: vec![Vec::new()],
+        }
+    }
+
+    /// The leaves are hashed once and reused, but a state pushed after a transcript was
+    /// taken is in the next one: a commitment never covers a stale record.
+    #[test]
+    fn the_transcript_covers_every_pushed_state_after_it_was_cached() {
+        let mut record = RunRecord::new(2);
+        record.push(state(0));
+        record.push(state(2));
+        let early = record.transcript();
+        assert_eq!(early.root(), record.transcript().root());
+        record.push(state(3));
+        let fresh = Transcript::new(record.states().iter().map(|s| Hash256(s.hash())).collect());
+        assert_eq!(record.transcript().leaf_count(), 3);
+        assert_eq!(record.transcript().root(), fresh.root());
+        assert_ne!(record.transcript().root(), early.root());
+        let cut = record.ending_with(state(2));
+        assert_eq!(cut.transcript().leaf_count(), 2);
+        assert_eq!(cut.transcript().root(), early.root());
     }
 }
