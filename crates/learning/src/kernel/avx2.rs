@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Level, Operand};
+use super::{tile_of_rows, Level, Operand};
 
 pub(super) struct Avx2;
 
@@ -20,15 +20,7 @@ impl Level for Avx2 {
         rs_c: usize,
         load: bool,
     ) {
-        match rows {
-            1 => tile::<1>(k, a, b, c, rs_c, load),
-            2 => tile::<2>(k, a, b, c, rs_c, load),
-            3 => tile::<3>(k, a, b, c, rs_c, load),
-            4 => tile::<4>(k, a, b, c, rs_c, load),
-            5 => tile::<5>(k, a, b, c, rs_c, load),
-            6 => tile::<6>(k, a, b, c, rs_c, load),
-            _ => unreachable!("a tile has 1..=6 rows"),
-        }
+        tile_of_rows!(rows, tile(k, a, b, c, rs_c, load); 1 2 3 4 5 6)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Level, Operand};
+use super::{tile_of_rows, Level, Operand};
 
 pub(super) struct Avx512;
 
@@ -20,17 +20,7 @@ impl Level for Avx512 {
         rs_c: usize,
         load: bool,
     ) {
-        match rows {
-            1 => tile::<1>(k, a, b, c, rs_c, load),
-            2 => tile::<2>(k, a, b, c, rs_c, load),
-            3 => tile::<3>(k, a, b, c, rs_c, load),
-            4 => tile::<4>(k, a, b, c, rs_c, load),
-            5 => tile::<5>(k, a, b, c, rs_c, load),
-            6 => tile::<6>(k, a, b, c, rs_c, load),
-            7 => tile::<7>(k, a, b, c, rs_c, load),
-            8 => tile::<8>(k, a, b, c, rs_c, load),
-            _ => unreachable!("a tile has 1..=8 rows"),
-        }
+        tile_of_rows!(rows, tile(k, a, b, c, rs_c, load); 1 2 3 4 5 6 7 8)
     }
 }
 
@@ -97,25 +87,7 @@ impl Level for Avx512Narrow {
         rs_c: usize,
         load: bool,
     ) {
-        match rows {
-            1 => narrow::<1>(k, a, b, c, rs_c, load),
-            2 => narrow::<2>(k, a, b, c, rs_c, load),
-            3 => narrow::<3>(k, a, b, c, rs_c, load),
-            4 => narrow::<4>(k, a, b, c, rs_c, load),
-            5 => narrow::<5>(k, a, b, c, rs_c, load),
-            6 => narrow::<6>(k, a, b, c, rs_c, load),
-            7 => narrow::<7>(k, a, b, c, rs_c, load),
-            8 => narrow::<8>(k, a, b, c, rs_c, load),
-            9 => narrow::<9>(k, a, b, c, rs_c, load),
-            10 => narrow::<10>(k, a, b, c, rs_c, load),
-            11 => narrow::<11>(k, a, b, c, rs_c, load),
-            12 => narrow::<12>(k, a, b, c, rs_c, load),
-            13 => narrow::<13>(k, a, b, c, rs_c, load),
-            14 => narrow::<14>(k, a, b, c, rs_c, load),
-            15 => narrow::<15>(k, a, b, c, rs_c, load),
-            16 => narrow::<16>(k, a, b, c, rs_c, load),
-            _ => unreachable!("a narrow tile has 1..=16 rows"),
-        }
+        tile_of_rows!(rows, narrow(k, a, b, c, rs_c, load); 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
     }
 }
 

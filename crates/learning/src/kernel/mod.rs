@@ -446,6 +446,19 @@ impl Operand {
     }
 }
 
+/// The body of a level's [`Level::tile`]: calls the const-generic tile function of
+/// `rows` rows (one of the listed counts, `1..=MR`), so each row count compiles to a tile
+/// with its accumulators in registers.
+macro_rules! tile_of_rows {
+    ($rows:expr, $tile:ident $args:tt; $($r:literal)+) => {
+        match $rows {
+            $($r => $tile::<$r> $args,)+
+            rows => unreachable!("no register tile of {rows} rows"),
+        }
+    };
+}
+use tile_of_rows;
+
 /// A register-tile kernel of one level: `MR` rows of `A` broadcast against `NR` columns
 /// of a packed `B` panel.
 trait Level {
